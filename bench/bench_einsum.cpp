@@ -1,0 +1,236 @@
+// Benchmarks of the three course contractions, CPU and CUDA, each next to a ceiling measured
+// in the same run: memcpy / device-to-device copy bandwidth for the memory-bound ops, OpenBLAS
+// or cuBLAS SGEMM for the GEMM. Counters: GB/s (bytes the op must move), TFLOP/s, and
+// pct_of_copy / pct_of_cublas. CUDA timings are CUDA-event times (manual time).
+//
+//   build/bench/bench_einsum --benchmark_filter=cuda     (GPU only)
+//   build/bench/bench_einsum --benchmark_filter=cpu      (CPU only)
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+
+#include "host/einsum.h"
+#include "kernels/einsum/elementwise.h"
+#include "kernels/einsum/gemm.h"
+#include "kernels/einsum/ops.h"
+#include "kernels/einsum/reduce.h"
+#include "kernels/random/random.h"
+#ifdef HANDGRAD_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "host/cuda_check.h"
+#endif
+
+using namespace handgrad;
+
+namespace {
+
+Shape abcd(const benchmark::State& st) { return {st.range(0), st.range(1), st.range(2), st.range(3)}; }
+double gbps(double bytes, double seconds) { return bytes / seconds / 1e9; }
+
+// Sizes: small (latency-bound), medium, large (>= 256 MB per operand on the GPU).
+void mul_sizes(benchmark::internal::Benchmark* b, bool gpu) {
+  b->ArgNames({"a", "b", "c", "d"});
+  b->Args({4, 16, 32, 32});       // 64 Ki floats
+  b->Args({16, 32, 64, 128});     // 4 Mi floats, 16 MB
+  b->Args({3, 5, 7, 1001});       // odd
+  if (gpu) b->Args({16, 64, 256, 256});  // 64 Mi floats, 256 MB per operand
+  else b->Args({16, 32, 128, 256});      // 16 Mi floats, 64 MB
+}
+void sum_sizes(benchmark::internal::Benchmark* b, bool gpu) {
+  b->ArgNames({"a", "b", "c", "d"});
+  b->Args({8, 8, 64, 64});
+  b->Args({32, 32, 256, 32});
+  b->Args({64, 64, 1024, 1});     // d = 1: row sums
+  b->Args({8, 8, 16384, 3});      // tiny, odd d
+  b->Args({2, 2, 1 << 20, 5});    // huge c, few outputs
+  b->Args({128, 128, 7, 129});    // short c, odd d
+  if (gpu) b->Args({64, 64, 256, 256});  // 1 GiB input
+}
+void gemm_sizes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"a", "b", "c", "d", "e"});
+  b->Args({2, 3, 4, 5, 6});           // the course's toy shape
+  b->Args({7, 9, 11, 13, 17});        // small and odd
+  b->Args({8, 16, 32, 64, 16});       // tall-skinny
+  b->Args({8, 16, 32, 128, 128});     // medium
+  b->Args({4, 16, 64, 1024, 1024});   // M = 4096, N = K = 1024
+  b->Args({4, 16, 64, 4096, 4096});   // large: M = N = K = 4096
+}
+GemmShape course_gemm(const benchmark::State& st) {
+  GemmShape s;  // 'abcd,ed->abce': [abc, d] x [e, d]^T
+  s.M = st.range(0) * st.range(1) * st.range(2);
+  s.K = st.range(3);
+  s.N = st.range(4);
+  s.trans_b = true;
+  s.lda = s.K;
+  s.ldb = s.K;
+  return s;
+}
+
+// ------------------------------------------------------------------------------------------
+// CPU
+// ------------------------------------------------------------------------------------------
+double cpu_copy_gbps(size_t bytes) {  // memcpy bandwidth counting read + write
+  static std::map<size_t, double> cache;
+  if (auto it = cache.find(bytes); it != cache.end()) return it->second;
+  std::vector<char> a(bytes / 2 + 64, 1), b(bytes / 2 + 64);
+  double best = 0;
+  for (int r = 0; r < 5; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::memcpy(b.data(), a.data(), bytes / 2);
+    benchmark::DoNotOptimize(b.data());
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, gbps(double(bytes), s));
+  }
+  return cache[bytes] = best;
+}
+
+void BM_cpu_mul(benchmark::State& st) {
+  Tensor a = randn(abcd(st), 1), b = randn(abcd(st), 2), out = Tensor::empty(abcd(st));
+  for (auto _ : st) ops::mul_into(out, a, b);
+  const double bytes = 12.0 * a.numel();
+  st.SetBytesProcessed(int64_t(bytes) * st.iterations());
+  st.counters["GB/s"] = benchmark::Counter(bytes * st.iterations(), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  st.counters["copy_GB/s"] = cpu_copy_gbps(size_t(bytes));
+}
+BENCHMARK(BM_cpu_mul)->Apply([](auto* b) { mul_sizes(b, false); })->UseRealTime();
+
+void BM_cpu_sum(benchmark::State& st) {
+  Tensor a = randn(abcd(st), 1);
+  const Shape s = abcd(st);
+  Tensor out = Tensor::empty({s[0], s[1], s[3]});
+  for (auto _ : st) ops::sum_middle_into(out, a, s[0] * s[1], s[2], s[3]);
+  const double bytes = 4.0 * (a.numel() + out.numel());
+  st.counters["GB/s"] = benchmark::Counter(bytes * st.iterations(), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  st.counters["copy_GB/s"] = cpu_copy_gbps(size_t(bytes));
+}
+BENCHMARK(BM_cpu_sum)->Apply([](auto* b) { sum_sizes(b, false); })->UseRealTime();
+
+void BM_cpu_gemm(benchmark::State& st) {
+  const GemmShape s = course_gemm(st);
+  if (s.M * s.N * s.K > (int64_t(1) << 34)) return st.SkipWithError("too large for the CPU");
+  Tensor A = randn({s.M, s.K}, 1), B = randn({s.N, s.K}, 2), C = Tensor::empty({1, s.M, s.N});
+  for (auto _ : st) ops::gemm_batched_into(C, A, B, s);
+  st.counters["TFLOP/s"] = benchmark::Counter(2e-12 * s.M * s.N * s.K * st.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_cpu_gemm)->Apply(gemm_sizes)->UseRealTime();
+
+// ------------------------------------------------------------------------------------------
+// CUDA
+// ------------------------------------------------------------------------------------------
+#ifdef HANDGRAD_WITH_CUDA
+
+// Times `fn` with CUDA events, one benchmark iteration per launch sequence.
+template <typename Fn>
+void time_cuda(benchmark::State& st, Fn&& fn) {
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  fn();  // warm-up
+  CUDA_CHECK(cudaDeviceSynchronize());
+  for (auto _ : st) {
+    CUDA_CHECK(cudaEventRecord(start));
+    fn();
+    CUDA_CHECK(cudaEventRecord(stop));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    st.SetIterationTime(ms / 1e3);
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+}
+
+// Median seconds of `fn` over a few event-timed runs (for the ceilings).
+template <typename Fn>
+double median_cuda_seconds(Fn&& fn, int reps = 11) {
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  fn();
+  std::vector<float> t;
+  for (int r = 0; r < reps; ++r) {
+    CUDA_CHECK(cudaEventRecord(start));
+    fn();
+    CUDA_CHECK(cudaEventRecord(stop));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    t.push_back(ms);
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2] / 1e3;
+}
+
+// Device-to-device copy bandwidth moving `bytes` in total (bytes/2 read + bytes/2 written).
+double cuda_copy_gbps(size_t bytes) {
+  static std::map<size_t, double> cache;
+  if (auto it = cache.find(bytes); it != cache.end()) return it->second;
+  const size_t half = std::max<size_t>(bytes / 2 / 16 * 16, 16);
+  Buffer a(half, Device::CUDA), b(half, Device::CUDA);
+  CUDA_CHECK(cudaMemset(a.get(), 0, half));
+  const double s = median_cuda_seconds([&] { CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), half, cudaMemcpyDeviceToDevice)); });
+  return cache[bytes] = gbps(2.0 * half, s);
+}
+
+void report_bandwidth(benchmark::State& st, double bytes) {
+  st.counters["GB/s"] = benchmark::Counter(bytes * st.iterations(), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  const double copy = cuda_copy_gbps(size_t(bytes));
+  st.counters["copy_GB/s"] = copy;
+  st.counters["pct_of_copy"] = benchmark::Counter(bytes * st.iterations() / copy / 1e9 * 100, benchmark::Counter::kIsRate);
+}
+
+void BM_cuda_mul(benchmark::State& st) {
+  if (!cuda_available()) return st.SkipWithError(cuda_unavailable_reason().c_str());
+  Tensor a = randn(abcd(st), 1, 0, Device::CUDA), b = randn(abcd(st), 2, 0, Device::CUDA);
+  Tensor out = Tensor::empty(abcd(st), Device::CUDA);
+  time_cuda(st, [&] { ops::mul_into(out, a, b); });
+  report_bandwidth(st, 12.0 * a.numel());
+}
+BENCHMARK(BM_cuda_mul)->Apply([](auto* b) { mul_sizes(b, true); })->UseManualTime();
+
+void BM_cuda_sum(benchmark::State& st) {
+  if (!cuda_available()) return st.SkipWithError(cuda_unavailable_reason().c_str());
+  const Shape s = abcd(st);
+  Tensor a = randn(s, 1, 0, Device::CUDA);
+  Tensor out = Tensor::empty({s[0], s[1], s[3]}, Device::CUDA);
+  const int64_t ws_n = cuda::sum_middle_workspace(s[0] * s[1], s[2], s[3]);
+  Tensor ws = Tensor::empty({std::max<int64_t>(ws_n, 1)}, Device::CUDA);
+  time_cuda(st, [&] {
+    cuda::sum_middle(out.data<float>(), a.data<float>(), s[0] * s[1], s[2], s[3], ws.data<float>());
+  });
+  report_bandwidth(st, 4.0 * (a.numel() + out.numel()));
+}
+BENCHMARK(BM_cuda_sum)->Apply([](auto* b) { sum_sizes(b, true); })->UseManualTime();
+
+double cublas_tflops(const GemmShape& s, const Tensor& A, const Tensor& B, Tensor& C) {
+  const double secs = median_cuda_seconds([&] {
+    cuda::gemm_batched_cublas(C.data<float>(), A.data<float>(), B.data<float>(), s);
+  });
+  return 2e-12 * s.M * s.N * s.K / secs;
+}
+
+void BM_cuda_gemm(benchmark::State& st) {
+  if (!cuda_available()) return st.SkipWithError(cuda_unavailable_reason().c_str());
+  const GemmShape s = course_gemm(st);
+  Tensor A = randn({s.M, s.K}, 1, 0, Device::CUDA), B = randn({s.N, s.K}, 2, 0, Device::CUDA);
+  Tensor C = Tensor::empty({1, s.M, s.N}, Device::CUDA);
+  time_cuda(st, [&] { cuda::gemm_batched(C.data<float>(), A.data<float>(), B.data<float>(), s); });
+  const double flops = 2.0 * s.M * s.N * s.K;
+  st.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12 * st.iterations(), benchmark::Counter::kIsRate);
+  const double ref = cublas_tflops(s, A, B, C);
+  st.counters["cublas_TFLOP/s"] = ref;
+  st.counters["pct_of_cublas"] = benchmark::Counter(flops * 1e-12 * st.iterations() / ref * 100, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_cuda_gemm)->Apply(gemm_sizes)->UseManualTime();
+
+#endif  // HANDGRAD_WITH_CUDA
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,114 @@
+#include "host/device.h"
+
+#include <dlfcn.h>
+#include <omp.h>
+
+#include <mutex>
+
+#include "host/error.h"
+#ifdef HANDGRAD_WITH_CUDA
+#include "host/cuda_check.h"
+#endif
+#ifdef HANDGRAD_WITH_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace handgrad {
+
+const char* device_name(Device d) { return d == Device::CUDA ? "cuda" : "cpu"; }
+
+bool built_with_cuda() {
+#ifdef HANDGRAD_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+namespace {
+struct Probe {
+  bool ok = false;
+  std::string reason;
+};
+
+const Probe& probe() {
+  static Probe p;
+  static std::once_flag once;
+  std::call_once(once, [] {
+#ifdef HANDGRAD_WITH_CUDA
+    int n = 0;
+    cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess) {
+      p.reason = cudaGetErrorString(err);
+      cudaGetLastError();  // clear the sticky error so later calls are not confused
+    } else if (n == 0) {
+      p.reason = "the driver reports 0 devices";
+    } else {
+      p.ok = true;
+    }
+#else
+    p.reason = "this handgrad was built without CUDA (CPU-only build)";
+#endif
+  });
+  return p;
+}
+}  // namespace
+
+bool cuda_available() { return probe().ok; }
+std::string cuda_unavailable_reason() { return probe().reason; }
+
+Device parse_device(const std::string& flag) {
+  if (flag == "cpu") return Device::CPU;
+  if (flag == "auto") return cuda_available() ? Device::CUDA : Device::CPU;
+  if (flag == "cuda" || flag == "gpu") {
+    HG_REQUIRE(cuda_available(), "--device cuda requested, but there is no usable GPU: ",
+               cuda_unavailable_reason());
+    return Device::CUDA;
+  }
+  throw UserError(cat("--device must be auto, cpu or cuda, got '", flag, "'"));
+}
+
+SystemInfo system_info() {
+  SystemInfo s;
+  s.built_with_cuda = built_with_cuda();
+  s.unavailable_reason = cuda_unavailable_reason();
+  s.cpu_threads = omp_get_max_threads();
+#ifdef HANDGRAD_WITH_OPENBLAS
+  s.cpu_gemm = cat("OpenBLAS (", openblas_get_config(), ")");
+#else
+  s.cpu_gemm = "built-in blocked GEMM";
+#endif
+#ifdef HANDGRAD_WITH_CUDA
+  cudaRuntimeGetVersion(&s.cuda_runtime_version);
+  if (cudaDriverGetVersion(&s.cuda_driver_version) != cudaSuccess) s.cuda_driver_version = 0;
+  {
+    int major = 0, minor = 0, patch = 0;
+    cublasGetProperty(MAJOR_VERSION, &major);
+    cublasGetProperty(MINOR_VERSION, &minor);
+    cublasGetProperty(PATCH_LEVEL, &patch);
+    s.cublas_version = major * 10000 + minor * 100 + patch;
+  }
+  if (cuda_available()) {
+    int n = 0;
+    CUDA_CHECK(cudaGetDeviceCount(&n));
+    for (int i = 0; i < n; ++i) {
+      cudaDeviceProp prop{};
+      CUDA_CHECK(cudaGetDeviceProperties(&prop, i));
+      s.gpus.push_back({i, prop.name, prop.major, prop.minor, prop.totalGlobalMem,
+                        prop.multiProcessorCount});
+    }
+  }
+#endif
+  // cuDNN is looked up at run time, so that binaries which do not need it do not depend on it.
+  if (void* lib = dlopen("libcudnn.so.9", RTLD_LAZY | RTLD_LOCAL)) {
+    using GetVersion = size_t (*)();
+    if (auto fn = reinterpret_cast<GetVersion>(dlsym(lib, "cudnnGetVersion"))) {
+      size_t v = fn();  // 9.x: major*10000 + minor*100 + patch
+      s.cudnn_version = cat(v / 10000, ".", (v / 100) % 100, ".", v % 100);
+    }
+    dlclose(lib);
+  }
+  return s;
+}
+
+}  // namespace handgrad

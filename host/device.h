@@ -1,0 +1,48 @@
+// Devices: what exists on this machine and which backend a run uses.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace handgrad {
+
+enum class Device { CPU, CUDA };
+
+const char* device_name(Device d);
+
+// "auto" -> CUDA when a usable GPU is present, else CPU; "cpu"; "cuda" (a UserError when no
+// usable GPU exists). Anything else is a UserError.
+Device parse_device(const std::string& flag);
+
+// True when this binary was built with the CUDA backend.
+bool built_with_cuda();
+
+// True when the CUDA backend is built AND a driver and at least one GPU are usable.
+// Never throws; the first call probes once and caches the answer.
+bool cuda_available();
+
+// Why cuda_available() is false, in one line ("" when it is true).
+std::string cuda_unavailable_reason();
+
+struct GpuInfo {
+  int index = 0;
+  std::string name;
+  int cc_major = 0, cc_minor = 0;
+  size_t total_mem = 0;
+  int sm_count = 0;
+};
+
+struct SystemInfo {
+  bool built_with_cuda = false;
+  int cuda_runtime_version = 0;  // e.g. 13000
+  int cuda_driver_version = 0;   // 0 when no driver
+  int cublas_version = 0;
+  std::string cudnn_version;     // "" when libcudnn cannot be loaded
+  std::vector<GpuInfo> gpus;
+  std::string unavailable_reason;
+  int cpu_threads = 0;
+  std::string cpu_gemm;          // "OpenBLAS x.y" or "built-in"
+};
+
+SystemInfo system_info();
+
+}  // namespace handgrad

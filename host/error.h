@@ -1,0 +1,53 @@
+// Errors: two kinds, two exits.
+//  - UserError: bad input from the person at the keyboard (flags, equations, shapes, files).
+//    The CLI prints its message as one line on stderr and exits with code 2.
+//  - InternalError: a broken invariant or a failing library/driver call (file:line included).
+//    The CLI prints it and exits with code 1.
+#pragma once
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace handgrad {
+
+struct UserError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct InternalError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+inline void append(std::ostringstream&) {}
+template <typename T, typename... Rest>
+void append(std::ostringstream& os, const T& first, const Rest&... rest) {
+  os << first;
+  append(os, rest...);
+}
+}  // namespace detail
+
+// Concatenate anything printable into a string: cat("index ", i, " out of range").
+template <typename... Args>
+std::string cat(const Args&... args) {
+  std::ostringstream os;
+  detail::append(os, args...);
+  return os.str();
+}
+
+}  // namespace handgrad
+
+// Throw a UserError when `cond` is false: HG_REQUIRE(n > 0, "--n must be positive, got ", n).
+#define HG_REQUIRE(cond, ...)                                            \
+  do {                                                                   \
+    if (!(cond)) throw ::handgrad::UserError(::handgrad::cat(__VA_ARGS__)); \
+  } while (0)
+
+// Internal invariant: a failure is a bug in handgrad, reported with file:line.
+#define HG_ASSERT(cond, ...)                                                         \
+  do {                                                                               \
+    if (!(cond))                                                                     \
+      throw ::handgrad::InternalError(::handgrad::cat(__FILE__, ":", __LINE__,       \
+                                                      ": internal error: ", #cond,    \
+                                                      " ", ##__VA_ARGS__));          \
+  } while (0)

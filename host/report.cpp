@@ -1,0 +1,243 @@
+#include "host/report.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "host/einsum.h"
+#include "host/einsum_reference.h"
+#include "host/npy.h"
+#include "host/philox.h"
+#include "kernels/random/random.h"
+
+namespace handgrad {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+const std::vector<std::string>& report_exercises() {
+  static const std::vector<std::string> all = {"q1"};
+  return all;
+}
+
+namespace {
+
+double now_s() {
+  using clock = std::chrono::steady_clock;
+  return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+// Median wall time of `reps` runs of fn (after one warm-up), in seconds.
+template <typename Fn>
+double median_time(Device dev, int reps, Fn&& fn) {
+  fn();
+  synchronize(dev);
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const double t0 = now_s();
+    fn();
+    synchronize(dev);
+    t.push_back(now_s() - t0);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+struct CourseOp {
+  const char* name;
+  const char* equation;
+  Shape a, b;  // b empty: one operand
+};
+
+// Relative error of `got` against a float64 evaluation of `count` sampled outputs.
+double sampled_error(const CourseOp& op, const Tensor& A, const Tensor* B, const Tensor& got,
+                     uint64_t seed) {
+  const std::vector<float> out = got.to_vector();
+  const float* a = A.data<float>();
+  const Shape& sa = A.shape();
+  const int64_t count = std::min<int64_t>(512, got.numel());
+  double err = 0, scale = 1e-30;
+  const Philox rng(seed, 99);
+  for (int64_t s = 0; s < count; ++s) {
+    const int64_t flat = static_cast<int64_t>(rng.uniform_int(s, got.numel()));
+    // Decompose into the output's indices.
+    Shape idx(got.ndim());
+    int64_t rem = flat;
+    for (int d = got.ndim() - 1; d >= 0; --d) {
+      idx[d] = rem % got.shape()[d];
+      rem /= got.shape()[d];
+    }
+    double want = 0;
+    auto at = [&](int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
+      return static_cast<double>(a[((i0 * sa[1] + i1) * sa[2] + i2) * sa[3] + i3]);
+    };
+    if (std::string(op.equation) == "abcd,abcd->abcd") {
+      want = at(idx[0], idx[1], idx[2], idx[3]) * B->data<float>()[flat];
+    } else if (std::string(op.equation) == "abcd,ed->abce") {
+      const float* b = B->data<float>();
+      for (int64_t d = 0; d < sa[3]; ++d) want += at(idx[0], idx[1], idx[2], d) * b[idx[3] * sa[3] + d];
+    } else {  // abcd->abd
+      for (int64_t c = 0; c < sa[2]; ++c) want += at(idx[0], idx[1], c, idx[2]);
+    }
+    scale = std::max(scale, std::fabs(want));
+    err = std::max(err, std::fabs(out[flat] - want));
+  }
+  return err / scale;
+}
+
+Tensor run_op(const CourseOp& op, const Tensor& A, const Tensor* B) {
+  if (std::string(op.equation) == "abcd,abcd->abcd") return einsum_mul_abcd(A, *B);
+  if (std::string(op.equation) == "abcd,ed->abce") return einsum_contract_abcd_ed(A, *B);
+  return einsum_sum_abcd_abd(A);
+}
+
+// Q1: the three course contractions. A small worked example (saved as .npy, checked against
+// the float64 reference) and a timed run at a useful size (checked on samples, and against
+// the CPU twin when it ran on the GPU).
+json report_q1(const ReportOptions& opt, bool& ok) {
+  const fs::path dir = fs::path(opt.out_dir) / "q1";
+  fs::create_directories(dir);
+  const std::vector<CourseOp> examples = {
+      {"mul", "abcd,abcd->abcd", {2, 3, 4, 5}, {2, 3, 4, 5}},
+      {"contract", "abcd,ed->abce", {2, 3, 4, 5}, {6, 5}},
+      {"sum", "abcd->abd", {2, 3, 4, 5}, {}},
+  };
+  const std::vector<CourseOp> timed = opt.quick
+      ? std::vector<CourseOp>{{"mul", "abcd,abcd->abcd", {16, 16, 64, 64}, {16, 16, 64, 64}},
+                              {"contract", "abcd,ed->abce", {8, 16, 32, 128}, {128, 128}},
+                              {"sum", "abcd->abd", {16, 16, 64, 64}, {}}}
+      : std::vector<CourseOp>{{"mul", "abcd,abcd->abcd", {32, 64, 64, 128}, {32, 64, 64, 128}},
+                              {"contract", "abcd,ed->abce", {16, 32, 64, 256}, {256, 256}},
+                              {"sum", "abcd->abd", {32, 64, 64, 128}, {}}};
+  json j;
+  j["device"] = device_name(opt.device);
+  j["examples"] = json::array();
+  uint64_t stream = 0;
+  for (const CourseOp& op : examples) {
+    Tensor A = randn(op.a, opt.seed, stream++);
+    Tensor B = op.b.empty() ? Tensor() : randn(op.b, opt.seed, stream++);
+    const Tensor* pb = op.b.empty() ? nullptr : &B;
+    Tensor dA = A.to(opt.device);
+    Tensor dB = pb ? B.to(opt.device) : Tensor();
+    Tensor out = run_op(op, dA, pb ? &dB : nullptr);
+    std::vector<const Tensor*> args = {&A};
+    if (pb) args.push_back(pb);
+    const ReferenceResult ref = einsum_reference(op.equation, args);
+    const double err = relative_error(out.to_vector(), ref.values);
+    const bool pass = err < 1e-5;
+    ok = ok && pass;
+    write_npy((dir / (std::string(op.name) + "_A.npy")).string(), A);
+    if (pb) write_npy((dir / (std::string(op.name) + "_B.npy")).string(), B);
+    write_npy((dir / (std::string(op.name) + "_out.npy")).string(), out);
+    j["examples"].push_back({{"op", op.name}, {"equation", op.equation}, {"a", op.a}, {"b", op.b},
+                             {"out", out.shape()}, {"rel_error_vs_float64", err}, {"pass", pass}});
+  }
+
+  j["timed"] = json::array();
+  for (const CourseOp& op : timed) {
+    Tensor A = randn(op.a, opt.seed, stream++);
+    Tensor B = op.b.empty() ? Tensor() : randn(op.b, opt.seed, stream++);
+    const Tensor* pb = op.b.empty() ? nullptr : &B;
+    Tensor dA = A.to(opt.device);
+    Tensor dB = pb ? B.to(opt.device) : Tensor();
+    Tensor out;
+    const double secs = median_time(opt.device, opt.quick ? 3 : 7,
+                                    [&] { out = run_op(op, dA, pb ? &dB : nullptr); });
+    const double err = sampled_error(op, A, pb, out, opt.seed);
+    double twin_err = -1;
+    if (opt.device == Device::CUDA) {
+      Tensor cpu_out = run_op(op, A, pb);
+      const std::vector<float> c = cpu_out.to_vector();
+      twin_err = relative_error(out.to_vector(), std::vector<double>(c.begin(), c.end()));
+    }
+    const bool pass = err < 1e-5 && twin_err < 1e-5;
+    ok = ok && pass;
+    double bytes = 4.0 * (A.numel() + (pb ? B.numel() : 0) + out.numel()), flops = 0;
+    if (std::string(op.equation) == "abcd,ed->abce") flops = 2.0 * out.numel() * op.a[3];
+    json row = {{"op", op.name}, {"equation", op.equation}, {"a", op.a}, {"b", op.b},
+                {"out", out.shape()}, {"ms", secs * 1e3}, {"GB_per_s", bytes / secs / 1e9},
+                {"rel_error_vs_float64_samples", err}, {"pass", pass}};
+    if (flops > 0) row["TFLOP_per_s"] = flops / secs / 1e12;
+    if (twin_err >= 0) row["rel_error_vs_cpu_twin"] = twin_err;
+    j["timed"].push_back(row);
+  }
+
+  // The human-readable summary.
+  std::string txt = cat("Q1: einsum on ", device_name(opt.device), (opt.quick ? " (quick sizes)" : ""), "\n\n");
+  txt += "Worked examples (inputs and outputs in q1/*.npy), against a float64 reference:\n";
+  for (const json& e : j["examples"]) {
+    char line[256];
+    std::snprintf(line, sizeof line, "  %-18s out %-16s rel.err %.2e  %s\n",
+                  e["equation"].get<std::string>().c_str(), shape_str(e["out"].get<Shape>()).c_str(),
+                  e["rel_error_vs_float64"].get<double>(), e["pass"].get<bool>() ? "ok" : "FAIL");
+    txt += line;
+  }
+  txt += "\nTimed runs (median):\n";
+  for (const json& e : j["timed"]) {
+    char line[320];
+    std::snprintf(line, sizeof line, "  %-18s A %-20s %9.3f ms %8.1f GB/s%s  rel.err %.1e  %s\n",
+                  e["equation"].get<std::string>().c_str(), shape_str(e["a"].get<Shape>()).c_str(),
+                  e["ms"].get<double>(), e["GB_per_s"].get<double>(),
+                  e.contains("TFLOP_per_s") ? cat(" ", e["TFLOP_per_s"].get<double>(), " TFLOP/s").c_str() : "",
+                  e["rel_error_vs_float64_samples"].get<double>(), e["pass"].get<bool>() ? "ok" : "FAIL");
+    txt += line;
+  }
+  write_file_atomic((fs::path(opt.out_dir) / "q1_einsum.txt").string(), txt);
+  write_file_atomic((fs::path(opt.out_dir) / "q1_einsum.json").string(), j.dump(2) + "\n");
+  std::printf("%s", txt.c_str());
+  return j;
+}
+
+}  // namespace
+
+int run_report(const ReportOptions& opt) {
+  const std::vector<std::string>& all = report_exercises();
+  for (const std::string& o : opt.only)
+    HG_REQUIRE(std::find(all.begin(), all.end(), o) != all.end(), "--only: unknown exercise '", o,
+               "' (this handgrad has: q1)");
+  auto wanted = [&](const std::string& q) {
+    return opt.only.empty() || std::find(opt.only.begin(), opt.only.end(), q) != opt.only.end();
+  };
+  fs::create_directories(opt.out_dir);
+  const double t0 = now_s();
+  bool ok = true;
+  json summary = {{"commit", opt.commit}, {"device", device_name(opt.device)}, {"quick", opt.quick},
+                  {"seed", opt.seed}};
+  if (wanted("q1")) {
+    std::printf("[report] Q1 einsum ...\n");
+    std::fflush(stdout);
+    const double t = now_s();
+    summary["q1"] = report_q1(opt, ok);
+    std::printf("[report] Q1 done in %.1f s\n", now_s() - t);
+  }
+  const double total = now_s() - t0;
+  summary["seconds"] = total;
+  summary["all_checks_passed"] = ok;
+
+  const SystemInfo info = system_info();
+  std::string md = "# handgrad report\n\n";
+  md += cat("- commit: `", opt.commit, "`\n- device: ", device_name(opt.device));
+  if (opt.device == Device::CUDA && !info.gpus.empty()) md += cat(" (", info.gpus[0].name, ")");
+  md += cat("\n- CPU threads: ", info.cpu_threads, ", CPU GEMM: ", info.cpu_gemm, "\n");
+  md += cat("- seed: ", opt.seed, opt.quick ? ", quick sizes" : "", "\n");
+  md += cat("- total time: ", total, " s\n- all checks passed: ", ok ? "yes" : "NO", "\n\n");
+  if (summary.contains("q1")) {
+    md += "## Q1: einsum\n\nFiles: `q1_einsum.txt`, `q1_einsum.json`, `q1/*.npy` (inputs and outputs of the worked examples).\n\n";
+    md += "| op | equation | A | ms | GB/s | rel. error | check |\n|---|---|---|---|---|---|---|\n";
+    for (const json& e : summary["q1"]["timed"])
+      md += cat("| ", e["op"].get<std::string>(), " | `", e["equation"].get<std::string>(), "` | ",
+                shape_str(e["a"].get<Shape>()), " | ", e["ms"].get<double>(), " | ",
+                e["GB_per_s"].get<double>(), " | ", e["rel_error_vs_float64_samples"].get<double>(),
+                " | ", e["pass"].get<bool>() ? "ok" : "FAIL", " |\n");
+  }
+  write_file_atomic((fs::path(opt.out_dir) / "README.md").string(), md);
+  write_file_atomic((fs::path(opt.out_dir) / "report.json").string(), summary.dump(2) + "\n");
+  std::printf("[report] wrote %s/ in %.1f s: %s\n", opt.out_dir.c_str(), total,
+              ok ? "all checks passed" : "SOME CHECKS FAILED");
+  return ok ? 0 : 1;
+}
+
+}  // namespace handgrad

@@ -1,0 +1,28 @@
+// `handgrad report`: runs the homework's exercises and writes their deliverables under one
+// folder (results/ by default). Each exercise adds a section; this file holds the driver and
+// the Q1 (einsum) section.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "host/device.h"
+
+namespace handgrad {
+
+struct ReportOptions {
+  std::string out_dir = "results";
+  Device device = Device::CPU;
+  uint64_t seed = 2024;
+  bool quick = false;
+  std::vector<std::string> only;  // empty: every exercise
+  std::string commit = "unknown";
+};
+
+// Returns the process exit code (0: every check passed, 1: a check failed).
+int run_report(const ReportOptions& opt);
+
+// Every exercise `--only` accepts, in order.
+const std::vector<std::string>& report_exercises();
+
+}  // namespace handgrad

@@ -1,0 +1,185 @@
+#include "host/tensor.h"
+
+#include <cstdlib>
+#include <limits>
+
+#ifdef HANDGRAD_WITH_CUDA
+#include "host/cuda_check.h"
+#endif
+
+namespace handgrad {
+
+size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 8; }
+const char* dtype_name(DType t) { return t == DType::F32 ? "float32" : "int64"; }
+
+int64_t shape_numel(const Shape& s) {
+  HG_REQUIRE(s.size() <= static_cast<size_t>(kMaxDims), "tensors have at most ", kMaxDims,
+             " dimensions, got ", s.size());
+  int64_t n = 1;
+  for (int64_t d : s) {
+    HG_REQUIRE(d >= 0, "negative dimension in shape ", shape_str(s));
+    if (d != 0 && n > std::numeric_limits<int64_t>::max() / 8 / d)
+      throw UserError(cat("shape ", shape_str(s), " is too large"));
+    n *= d;
+  }
+  return n;
+}
+
+Shape contiguous_strides(const Shape& s) {
+  Shape st(s.size());
+  int64_t acc = 1;
+  for (int i = static_cast<int>(s.size()) - 1; i >= 0; --i) {
+    st[i] = acc;
+    acc *= s[i];
+  }
+  return st;
+}
+
+std::string shape_str(const Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// ---------------------------------------------------------------------------------------------
+Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
+  if (bytes == 0) return;
+  if (device == Device::CPU) {
+    // 64-byte alignment: whole cache lines, and aligned vector loads in the CPU twins.
+    ptr_ = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!ptr_) throw UserError(cat("out of host memory allocating ", bytes, " bytes"));
+  } else {
+#ifdef HANDGRAD_WITH_CUDA
+    cudaError_t err = cudaMalloc(&ptr_, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      throw UserError(cat("out of GPU memory allocating ", bytes, " bytes"));
+    }
+    CUDA_CHECK(err);
+#else
+    throw UserError("CUDA tensor requested, but this handgrad was built without CUDA");
+#endif
+  }
+}
+
+Buffer::~Buffer() {
+  if (!ptr_) return;
+  if (device_ == Device::CPU) {
+    std::free(ptr_);
+  } else {
+#ifdef HANDGRAD_WITH_CUDA
+    cudaFree(ptr_);  // never throw from a destructor
+#endif
+  }
+}
+
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_dev == Device::CPU && src_dev == Device::CPU) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#ifdef HANDGRAD_WITH_CUDA
+  cudaMemcpyKind kind = dst_dev == Device::CUDA
+                            ? (src_dev == Device::CUDA ? cudaMemcpyDeviceToDevice
+                                                       : cudaMemcpyHostToDevice)
+                            : cudaMemcpyDeviceToHost;
+  CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
+#else
+  throw UserError("CUDA copy requested, but this handgrad was built without CUDA");
+#endif
+}
+
+void synchronize(Device device) {
+#ifdef HANDGRAD_WITH_CUDA
+  if (device == Device::CUDA) CUDA_CHECK(cudaDeviceSynchronize());
+#else
+  (void)device;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+Tensor Tensor::empty(const Shape& shape, Device device, DType dtype) {
+  Tensor t;
+  t.numel_ = shape_numel(shape);
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.defined_ = true;
+  t.buf_ = Buffer(static_cast<size_t>(t.numel_) * dtype_size(dtype), device);
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, Device device, DType dtype) {
+  Tensor t = empty(shape, device, dtype);
+  if (t.nbytes() == 0) return t;
+  if (device == Device::CPU) {
+    std::memset(t.raw(), 0, t.nbytes());
+  } else {
+#ifdef HANDGRAD_WITH_CUDA
+    CUDA_CHECK(cudaMemset(t.raw(), 0, t.nbytes()));
+#endif
+  }
+  return t;
+}
+
+Tensor Tensor::full(const Shape& shape, float value, Device device) {
+  Tensor host = empty(shape, Device::CPU);
+  float* p = host.data<float>();
+  for (int64_t i = 0; i < host.numel(); ++i) p[i] = value;
+  return device == Device::CPU ? std::move(host) : host.to(device);
+}
+
+Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values, Device device) {
+  Tensor host = empty(shape, Device::CPU);
+  HG_REQUIRE(static_cast<int64_t>(values.size()) == host.numel(), "from_vector: ",
+             values.size(), " values for shape ", shape_str(shape));
+  if (!values.empty()) std::memcpy(host.raw(), values.data(), host.nbytes());
+  return device == Device::CPU ? std::move(host) : host.to(device);
+}
+
+int64_t Tensor::size(int dim) const {
+  int n = ndim();
+  if (dim < 0) dim += n;
+  HG_ASSERT(dim >= 0 && dim < n, "dim ", dim, " of a rank-", n, " tensor");
+  return shape_[dim];
+}
+
+void Tensor::check_dtype(DType want) const {
+  HG_ASSERT(defined_, "use of an undefined tensor");
+  HG_ASSERT(dtype_ == want, "tensor is ", dtype_name(dtype_), ", accessed as ",
+            dtype_name(want));
+}
+
+void Tensor::reshape_(const Shape& new_shape) {
+  HG_REQUIRE(shape_numel(new_shape) == numel_, "cannot reshape ", shape_str(shape_), " to ",
+             shape_str(new_shape));
+  shape_ = new_shape;
+}
+
+Tensor Tensor::reshape(const Shape& new_shape) && {
+  reshape_(new_shape);
+  return std::move(*this);
+}
+
+Tensor Tensor::clone() const { return to(device()); }
+
+Tensor Tensor::to(Device dst) const {
+  HG_ASSERT(defined_, "copy of an undefined tensor");
+  Tensor out = empty(shape_, dst, dtype_);
+  copy_bytes(out.raw(), dst, raw(), device(), nbytes());
+  return out;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  HG_ASSERT(src.shape_ == shape_ && src.dtype_ == dtype_, "copy_from ", shape_str(src.shape_),
+            " into ", shape_str(shape_));
+  copy_bytes(raw(), device(), src.raw(), src.device(), nbytes());
+}
+
+std::vector<float> Tensor::to_vector() const {
+  std::vector<float> v(static_cast<size_t>(numel_));
+  copy_bytes(v.data(), Device::CPU, data<float>(), device(), nbytes());
+  return v;
+}
+
+}  // namespace handgrad

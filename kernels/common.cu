@@ -1,0 +1,27 @@
+#include "kernels/common.cuh"
+
+namespace handgrad::cuda {
+
+int sm_count() {
+  static const int count = [] {
+    int dev = 0, n = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  return count;
+}
+
+cublasHandle_t cublas_handle() {
+  // Created once and kept for the life of the process (destroying it at exit races the
+  // driver's own teardown).
+  static const cublasHandle_t handle = [] {
+    cublasHandle_t h = nullptr;
+    CUBLAS_CHECK(cublasCreate(&h));
+    CUBLAS_CHECK(cublasSetStream(h, stream()));
+    return h;
+  }();
+  return handle;
+}
+
+}  // namespace handgrad::cuda

@@ -1,0 +1,30 @@
+// Launch helpers shared by the CUDA kernels: grid math lives here, in one place.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "host/cuda_check.h"
+
+namespace handgrad::cuda {
+
+constexpr int kBlock = 256;
+
+// Blocks for a grid-stride loop over n items: enough to fill the GPU, never more than needed.
+inline unsigned grid_for(int64_t n, int block = kBlock, int64_t max_blocks = 65536L * 8) {
+  int64_t blocks = (n + block - 1) / block;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, max_blocks)));
+}
+
+// Streaming multiprocessors of the current device (cached per process).
+int sm_count();
+
+// The process's cuBLAS handle (created on first use, bound to stream()).
+cublasHandle_t cublas_handle();
+
+// The stream every handgrad launch goes to (the legacy default stream for now).
+inline cudaStream_t stream() { return 0; }
+
+}  // namespace handgrad::cuda

@@ -1,0 +1,35 @@
+// Batched GEMM with either operand transposed, row-major, no alpha/beta:
+//   C[b] = op(A[b]) @ op(B[b])    for b < batch,
+//   op(A[b]) is M x K: A[b] = A + b*stride_a, stored M x K (lda) or, if trans_a, K x M (lda);
+//   op(B[b]) is K x N: B[b] = B + b*stride_b, stored K x N (ldb) or, if trans_b, N x K (ldb);
+//   C[b]     is M x N, contiguous: C + b*M*N, leading dimension N.
+// stride_a / stride_b may be 0 (one matrix shared by every batch entry). K = 0 gives zeros.
+#pragma once
+#include <cstdint>
+
+namespace handgrad {
+
+struct GemmShape {
+  int64_t batch = 1, M = 0, N = 0, K = 0;
+  bool trans_a = false, trans_b = false;
+  int64_t lda = 0, ldb = 0;
+  int64_t stride_a = 0, stride_b = 0;
+};
+
+// Validate leading dimensions against the shape (throws InternalError on a planner bug).
+void check_gemm_shape(const GemmShape& s);
+
+namespace cpu {
+void gemm_batched(float* C, const float* A, const float* B, const GemmShape& s);
+}  // namespace cpu
+
+#ifdef HANDGRAD_WITH_CUDA
+namespace cuda {
+// handgrad's tiled, register-blocked SGEMM.
+void gemm_batched(float* C, const float* A, const float* B, const GemmShape& s);
+// The same product through cuBLAS: the reference in tests and the bar in benchmarks.
+void gemm_batched_cublas(float* C, const float* A, const float* B, const GemmShape& s);
+}  // namespace cuda
+#endif
+
+}  // namespace handgrad

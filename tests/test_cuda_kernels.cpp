@@ -1,0 +1,161 @@
+// Every CUDA kernel against its CPU twin, on random inputs, into NaN-poisoned outputs.
+// Skipped, with the reason, where no GPU can run them.
+#include <gtest/gtest.h>
+
+#include "einsum_cases.h"
+#include "host/einsum.h"
+#include "kernels/einsum/elementwise.h"
+#include "kernels/einsum/gemm.h"
+#include "kernels/einsum/ops.h"
+#include "kernels/einsum/reduce.h"
+#include "kernels/einsum/strided_copy.h"
+#include "test_util.h"
+
+using namespace handgrad;
+using test::poisoned;
+using test::random_tensor;
+using test::rel_err;
+
+#ifdef HANDGRAD_WITH_CUDA
+
+TEST(CudaKernels, PhiloxMatchesHost) {
+  HG_SKIP_WITHOUT_GPU();
+  const int64_t n = 100003;
+  Tensor hu = Tensor::empty({n}), hn = Tensor::empty({n});
+  Tensor du = poisoned({n}, Device::CUDA), dn = poisoned({n}, Device::CUDA);
+  fill_uniform(hu, 5, 2, 17);
+  fill_uniform(du, 5, 2, 17);
+  fill_normal(hn, 5, 2, 17);
+  fill_normal(dn, 5, 2, 17);
+  EXPECT_EQ(du.to_vector(), hu.to_vector());  // bit-identical
+  EXPECT_LT(rel_err(dn.to_vector(), hn.to_vector()), 1e-6);  // log/cos may differ in the last ulp
+  Tensor hi = Tensor::empty({n}, Device::CPU, DType::I64), di = Tensor::empty({n}, Device::CUDA, DType::I64);
+  fill_uniform_int(hi, 1000003, 9);
+  fill_uniform_int(di, 1000003, 9);
+  Tensor di_host = di.to(Device::CPU);
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(di_host.data<int64_t>()[i], hi.data<int64_t>()[i]) << i;
+}
+
+TEST(CudaKernels, MulContiguousAndUnaligned) {
+  HG_SKIP_WITHOUT_GPU();
+  for (int64_t n : {1, 3, 4, 5, 1023, 1 << 20, (1 << 20) + 3}) {
+    Tensor a = random_tensor({n + 1}, 1), b = random_tensor({n + 1}, 2);
+    Tensor da = a.to(Device::CUDA), db = b.to(Device::CUDA);
+    Tensor want = poisoned({n + 1}), got = poisoned({n + 1}, Device::CUDA);
+    cpu::mul(want.data<float>(), a.data<float>(), b.data<float>(), n + 1);
+    cuda::mul(got.data<float>(), da.data<float>(), db.data<float>(), n + 1);
+    EXPECT_EQ(got.to_vector(), want.to_vector()) << n;
+    // Offset by one float: the vector path must fall back, not fault.
+    Tensor got2 = poisoned({n}, Device::CUDA);
+    cuda::mul(got2.data<float>(), da.data<float>() + 1, db.data<float>() + 1, n);
+    std::vector<float> w = want.to_vector();
+    EXPECT_EQ(got2.to_vector(), std::vector<float>(w.begin() + 1, w.end())) << n;
+  }
+}
+
+TEST(CudaKernels, SumMiddleEveryShapeFamily) {
+  HG_SKIP_WITHOUT_GPU();
+  for (auto [O, R, I] : {std::tuple{1, 1, 1}, {3, 5, 7}, {2, 1000, 1}, {1, 3, 2049}, {4, 0, 3},
+                         {64, 33, 3}, {1, 1 << 20, 1}, {2, 100000, 3}, {7, 513, 257},
+                         {4096, 64, 1}, {1, 1000, 4096}, {100000, 2, 2}, {3, 77777, 31}}) {
+    Tensor in = random_tensor({O, R, I}, 5);
+    Tensor din = in.to(Device::CUDA);
+    Tensor want = poisoned({O, I}), got = poisoned({O, I}, Device::CUDA);
+    cpu::sum_middle(want.data<float>(), in.data<float>(), O, R, I);
+    ops::sum_middle_into(got, din, O, R, I);
+    EXPECT_LT(rel_err(got.to_vector(), want.to_vector()), 1e-5) << O << "x" << R << "x" << I;
+    // Deterministic: the same bits twice.
+    Tensor again = poisoned({O, I}, Device::CUDA);
+    ops::sum_middle_into(again, din, O, R, I);
+    EXPECT_EQ(again.to_vector(), got.to_vector());
+  }
+}
+
+TEST(CudaKernels, StridedCopyPermutesDiagonalsBroadcasts) {
+  HG_SKIP_WITHOUT_GPU();
+  struct Case {
+    Shape in_shape, out_shape, strides;
+  };
+  const std::vector<Case> cases = {
+      {{33, 65}, {65, 33}, {1, 65}},                        // 2-D transpose, odd sizes (tiled)
+      {{4, 40, 50}, {50, 4, 40}, {1, 2000, 50}},            // rank 3, tiled with a rest axis
+      {{3, 9, 10, 11}, {11, 10, 9, 3}, {1, 11, 110, 990}},  // full reversal
+      {{5, 6, 7}, {6, 5, 7}, {7, 42, 1}},                   // last axis stays (generic path)
+      {{16, 16}, {16}, {17}},                               // diagonal
+      {{7}, {5, 7}, {0, 1}},                                // broadcast
+      {{1000, 3}, {3, 1000}, {1, 3}},                       // thin transpose
+  };
+  for (const Case& c : cases) {
+    Tensor in = random_tensor(c.in_shape, 11);
+    Tensor want = ops::strided_copy(in, c.out_shape, c.strides);
+    Tensor got = ops::strided_copy(in.to(Device::CUDA), c.out_shape, c.strides);
+    EXPECT_EQ(got.to_vector(), want.to_vector()) << shape_str(c.in_shape);
+  }
+}
+
+// Shapes that hit every tile configuration and every edge: multiples of the tile, one more,
+// one less, primes, K not a multiple of 16, tall-skinny, wide, batched with shared B.
+TEST(CudaKernels, GemmAgainstCpuTwinAndCublas) {
+  HG_SKIP_WITHOUT_GPU();
+  std::vector<GemmShape> shapes;
+  for (auto [M, N, K] : {std::tuple{128, 128, 16}, {129, 127, 17}, {1, 1, 1}, {3, 5, 7},
+                         {1000, 4, 64}, {4, 1000, 64}, {257, 255, 300}, {2048, 2048, 64},
+                         {65, 33, 0}, {31, 64, 1}})
+    for (int t = 0; t < 4; ++t) {
+      GemmShape s;
+      s.batch = (M * N < 100000) ? 3 : 1;
+      s.M = M, s.N = N, s.K = K;
+      s.trans_a = t & 1, s.trans_b = t & 2;
+      s.lda = std::max<int64_t>(1, s.trans_a ? M : K) + (t == 3 ? 1 : 0);  // unaligned rows too
+      s.ldb = std::max<int64_t>(1, s.trans_b ? K : N);
+      s.stride_a = (s.trans_a ? K : M) * s.lda;
+      s.stride_b = (t == 2) ? 0 : (s.trans_b ? N : K) * s.ldb;
+      shapes.push_back(s);
+    }
+  for (const GemmShape& s : shapes) {
+    Tensor A = random_tensor({s.batch * s.stride_a + 4}, 1);
+    Tensor B = random_tensor({std::max<int64_t>(1, s.batch * s.stride_b) + (s.trans_b ? s.N : s.K) * s.ldb}, 2);
+    Tensor dA = A.to(Device::CUDA), dB = B.to(Device::CUDA);
+    Tensor want = poisoned({s.batch, s.M, s.N});
+    ops::gemm_batched_into(want, A, B, s);
+    Tensor got = poisoned({s.batch, s.M, s.N}, Device::CUDA);
+    ops::gemm_batched_into(got, dA, dB, s);
+    const std::string what = cat("M=", s.M, " N=", s.N, " K=", s.K, " ta=", s.trans_a, " tb=", s.trans_b);
+    EXPECT_LT(rel_err(got.to_vector(), want.to_vector()), 1e-5) << what;
+    if (s.K > 0) {
+      Tensor ref = poisoned({s.batch, s.M, s.N}, Device::CUDA);
+      cuda::gemm_batched_cublas(ref.data<float>(), dA.data<float>(), dB.data<float>(), s);
+      EXPECT_LT(rel_err(got.to_vector(), ref.to_vector()), 1e-5) << what << " vs cuBLAS";
+    }
+  }
+}
+
+TEST(CudaKernels, EinsumMatchesCpuOnEveryCase) {
+  HG_SKIP_WITHOUT_GPU();
+  std::vector<test::EinsumCase> cases = test::fixed_einsum_cases();
+  for (uint64_t seed = 0; seed < 200; ++seed) cases.push_back(test::random_einsum_case(seed));
+  cases.push_back({"abcd,abcd->abcd", {{8, 16, 64, 129}, {8, 16, 64, 129}}});
+  cases.push_back({"abcd,ed->abce", {{4, 8, 64, 96}, {300, 96}}});
+  cases.push_back({"abcd->abd", {{4, 8, 4096, 3}}});
+  uint64_t seed = 0;
+  for (const test::EinsumCase& c : cases) {
+    std::vector<Tensor> host, dev;
+    for (const Shape& s : c.shapes) {
+      host.push_back(random_tensor(s, ++seed));
+      dev.push_back(host.back().to(Device::CUDA));
+    }
+    std::vector<const Tensor*> hp, dp;
+    for (size_t i = 0; i < host.size(); ++i) hp.push_back(&host[i]), dp.push_back(&dev[i]);
+    Tensor want = einsum(c.equation, hp);
+    Tensor got = einsum(c.equation, dp);
+    ASSERT_EQ(got.device(), Device::CUDA);
+    ASSERT_EQ(got.shape(), want.shape()) << c.equation;
+    EXPECT_LT(rel_err(got.to_vector(), want.to_vector()), 1e-5) << c.equation;
+  }
+}
+
+#else
+
+TEST(CudaKernels, NotBuilt) { GTEST_SKIP() << "CUDA tests skipped: this is a CPU-only build"; }
+
+#endif
