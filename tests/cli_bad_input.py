@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Bad input to the CLI: every case must exit with code 2 and print exactly one line on
+stderr -- never a signal, a traceback or a hang."""
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HANDGRAD = sys.argv[1]
+failures = []
+
+
+def run(args, want_rc=2):
+    p = subprocess.run([HANDGRAD] + args, capture_output=True, text=True, timeout=60)
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    ok = p.returncode == want_rc and (want_rc == 0 or len(lines) == 1)
+    status = "ok  " if ok else "FAIL"
+    print(f"{status} rc={p.returncode:3d} {' '.join(args)[:90]}\n       {lines[0] if lines else ''}")
+    if not ok:
+        failures.append((args, p.returncode, p.stderr))
+
+
+def npy_bytes(header, payload, version=1):
+    h = header
+    pre = 10 if version == 1 else 12
+    h += " " * ((64 - (pre + len(h) + 1) % 64) % 64) + "\n"
+    size = len(h).to_bytes(2 if version == 1 else 4, "little")
+    return b"\x93NUMPY" + bytes([version, 0]) + size + h.encode() + payload
+
+
+with tempfile.TemporaryDirectory() as d:
+    def path(name):
+        return os.path.join(d, name)
+
+    good = path("good.npy")
+    np.save(good, np.random.rand(2, 3, 4, 5).astype(np.float32))
+    w = path("w.npy")
+    np.save(w, np.random.rand(6, 5).astype(np.float32))
+    out = path("out.npy")
+    ok_hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }"
+    bad_files = {
+        "empty.npy": b"",
+        "text.npy": b"hello, I am not a numpy file\n",
+        "truncated.npy": npy_bytes(ok_hdr, b"\0" * 10),
+        "too_long.npy": npy_bytes(ok_hdr, b"\0" * 40),
+        "lying_len.npy": b"\x93NUMPY\x01\x00\xff\xff{}",
+        "fortran.npy": npy_bytes(ok_hdr.replace("False", "True"), b"\0" * 16),
+        "bigendian.npy": npy_bytes(ok_hdr.replace("<f4", ">f4"), b"\0" * 16),
+        "complex.npy": npy_bytes(ok_hdr.replace("<f4", "<c8"), b"\0" * 32),
+        "huge.npy": npy_bytes(ok_hdr.replace("(2, 2)", "(4294967296, 4294967296)"), b"\0" * 16),
+        "negative.npy": npy_bytes(ok_hdr.replace("(2, 2)", "(-1, 2)"), b"\0" * 16),
+        "nested.npy": npy_bytes(ok_hdr.replace("(2, 2)", "((2,), 2)"), b"\0" * 16),
+        "version9.npy": b"\x93NUMPY\x09\x00" + b"\0" * 100,
+        "ints.npy": None,  # an int array where floats are needed
+    }
+    for name, content in bad_files.items():
+        if content is None:
+            np.save(path(name), np.arange(4, dtype=np.int64))
+        else:
+            with open(path(name), "wb") as f:
+                f.write(content)
+        run(["einsum", "ij->ji", path(name), "-o", out])
+
+    run(["einsum", "ij->ji", path("missing.npy"), "-o", out])
+    run(["einsum", "ij->ji", d, "-o", out])  # a folder, not a file
+    # Bad equations and shapes.
+    for eq in ["abcd,ed->abce,", "ab1d->abd", "abcd->abz", "abcd->aab", "abc->ab", "a..bcd->ab",
+               "abcd,ed->abce->a", "abcd,abcd->abcd", "", "abcd,ee->abcd"]:
+        run(["einsum", eq, good, w, "-o", out] if "," in eq else ["einsum", eq, good, "-o", out])
+    run(["einsum", "abcd,ed->abce", good, good, "-o", out])  # d mismatch: 5 vs 3... sizes
+    run(["einsum", "abcd,ed->abce", good, w, "-o", path("no/such/dir/out.npy")])
+    # Flags.
+    run(["einsum", "abcd->abd", good])  # missing -o
+    run(["einsum", "abcd->abd", good, "-o", out, "--device", "tpu"])
+    run(["einsum", "abcd->abd", good, "-o", out, "--bogus"])
+    run(["frobnicate"])
+    run([])
+    run(["report", "--only", "q9", "--out-dir", path("r")])
+    run(["report", "--seed", "minus-one", "--out-dir", path("r")])
+    # --device cuda: an error without a GPU, a success with one.
+    info = subprocess.run([HANDGRAD, "info"], capture_output=True, text=True).stdout
+    has_gpu = "--device auto uses: cuda" in info
+    run(["einsum", "abcd->abd", good, "-o", out, "--device", "cuda"], want_rc=0 if has_gpu else 2)
+    run(["info", "--device", "cuda"], want_rc=0 if has_gpu else 2)
+    # And the good call works, writing a file numpy can read.
+    run(["einsum", "abcd,ed->abce", good, w, "-o", out], want_rc=0)
+    got = np.load(out)
+    want = np.einsum("abcd,ed->abce", np.load(good).astype(np.float64), np.load(w).astype(np.float64))
+    if got.shape != want.shape or np.abs(got - want).max() > 1e-5 * np.abs(want).max():
+        failures.append(("good call result", got.shape, want.shape))
+
+n_fail = len(failures)
+print(f"cli_bad_input: {n_fail} failure(s)")
+sys.exit(1 if failures else 0)

@@ -1,0 +1,25 @@
+#!/usr/bin/env python3
+"""End to end: `handgrad report --quick` writes every file it promises, and its checks pass."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HANDGRAD = sys.argv[1]
+with tempfile.TemporaryDirectory() as d:
+    out = os.path.join(d, "results")
+    p = subprocess.run([HANDGRAD, "report", "--quick", "--out-dir", out], capture_output=True,
+                       text=True, timeout=280)
+    print(p.stdout[-3000:], p.stderr[-2000:])
+    missing = [f for f in ["README.md", "report.json", "q1_einsum.txt", "q1_einsum.json",
+                           "q1/mul_A.npy", "q1/mul_B.npy", "q1/mul_out.npy", "q1/contract_A.npy",
+                           "q1/contract_B.npy", "q1/contract_out.npy", "q1/sum_A.npy", "q1/sum_out.npy"]
+               if not os.path.isfile(os.path.join(out, f))]
+    summary = json.load(open(os.path.join(out, "report.json"))) if not missing else {}
+    ok = p.returncode == 0 and not missing and summary.get("all_checks_passed") is True
+    leftovers = [f for f in os.listdir(out) if ".tmp." in f]
+    ok = ok and not leftovers
+    print(f"cli_report: rc={p.returncode} missing={missing} temp files left={leftovers}")
+    print(f"{int(ok)} passed, {int(not ok)} failed")
+    sys.exit(0 if ok else 1)
