@@ -13,6 +13,7 @@
 #include <map>
 
 #include "host/einsum.h"
+#include "kernels/cpu_parallel.h"
 #include "kernels/einsum/elementwise.h"
 #include "kernels/einsum/gemm.h"
 #include "kernels/einsum/ops.h"
@@ -73,14 +74,17 @@ GemmShape course_gemm(const benchmark::State& st) {
 // ------------------------------------------------------------------------------------------
 // CPU
 // ------------------------------------------------------------------------------------------
-double cpu_copy_gbps(size_t bytes) {  // memcpy bandwidth counting read + write
+// memcpy bandwidth on all OpenMP threads (as the kernels use), counting read + write.
+double cpu_copy_gbps(size_t bytes) {
   static std::map<size_t, double> cache;
   if (auto it = cache.find(bytes); it != cache.end()) return it->second;
   std::vector<char> a(bytes / 2 + 64, 1), b(bytes / 2 + 64);
   double best = 0;
   for (int r = 0; r < 5; ++r) {
     auto t0 = std::chrono::steady_clock::now();
-    std::memcpy(b.data(), a.data(), bytes / 2);
+    cpu::parallel_ranges(int64_t(bytes / 2), 1 << 17, [&](int64_t begin, int64_t end) {
+      std::memcpy(b.data() + begin, a.data() + begin, size_t(end - begin));
+    });
     benchmark::DoNotOptimize(b.data());
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, gbps(double(bytes), s));
@@ -88,13 +92,24 @@ double cpu_copy_gbps(size_t bytes) {  // memcpy bandwidth counting read + write
   return cache[bytes] = best;
 }
 
+// Runs the benchmark loop over fn and returns the total wall seconds it took.
+template <typename Fn>
+double time_cpu(benchmark::State& st, Fn&& fn) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : st) fn();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void report_cpu_bandwidth(benchmark::State& st, double bytes, double secs) {
+  st.counters["GB/s"] = gbps(bytes * st.iterations(), secs);
+  st.counters["copy_GB/s"] = cpu_copy_gbps(size_t(bytes));
+  st.counters["pct_of_copy"] = 100.0 * st.counters["GB/s"] / st.counters["copy_GB/s"];
+}
+
 void BM_cpu_mul(benchmark::State& st) {
   Tensor a = randn(abcd(st), 1), b = randn(abcd(st), 2), out = Tensor::empty(abcd(st));
-  for (auto _ : st) ops::mul_into(out, a, b);
-  const double bytes = 12.0 * a.numel();
-  st.SetBytesProcessed(int64_t(bytes) * st.iterations());
-  st.counters["GB/s"] = benchmark::Counter(bytes * st.iterations(), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  st.counters["copy_GB/s"] = cpu_copy_gbps(size_t(bytes));
+  const double secs = time_cpu(st, [&] { ops::mul_into(out, a, b); });
+  report_cpu_bandwidth(st, 12.0 * a.numel(), secs);
 }
 BENCHMARK(BM_cpu_mul)->Apply([](auto* b) { mul_sizes(b, false); })->UseRealTime();
 
@@ -102,10 +117,8 @@ void BM_cpu_sum(benchmark::State& st) {
   Tensor a = randn(abcd(st), 1);
   const Shape s = abcd(st);
   Tensor out = Tensor::empty({s[0], s[1], s[3]});
-  for (auto _ : st) ops::sum_middle_into(out, a, s[0] * s[1], s[2], s[3]);
-  const double bytes = 4.0 * (a.numel() + out.numel());
-  st.counters["GB/s"] = benchmark::Counter(bytes * st.iterations(), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  st.counters["copy_GB/s"] = cpu_copy_gbps(size_t(bytes));
+  const double secs = time_cpu(st, [&] { ops::sum_middle_into(out, a, s[0] * s[1], s[2], s[3]); });
+  report_cpu_bandwidth(st, 4.0 * (a.numel() + out.numel()), secs);
 }
 BENCHMARK(BM_cpu_sum)->Apply([](auto* b) { sum_sizes(b, false); })->UseRealTime();
 
@@ -113,8 +126,8 @@ void BM_cpu_gemm(benchmark::State& st) {
   const GemmShape s = course_gemm(st);
   if (s.M * s.N * s.K > (int64_t(1) << 34)) return st.SkipWithError("too large for the CPU");
   Tensor A = randn({s.M, s.K}, 1), B = randn({s.N, s.K}, 2), C = Tensor::empty({1, s.M, s.N});
-  for (auto _ : st) ops::gemm_batched_into(C, A, B, s);
-  st.counters["TFLOP/s"] = benchmark::Counter(2e-12 * s.M * s.N * s.K * st.iterations(), benchmark::Counter::kIsRate);
+  const double secs = time_cpu(st, [&] { ops::gemm_batched_into(C, A, B, s); });
+  st.counters["TFLOP/s"] = 2e-12 * s.M * s.N * s.K * st.iterations() / secs;
 }
 BENCHMARK(BM_cpu_gemm)->Apply(gemm_sizes)->UseRealTime();
 
@@ -125,7 +138,8 @@ BENCHMARK(BM_cpu_gemm)->Apply(gemm_sizes)->UseRealTime();
 
 // Times `fn` with CUDA events, one benchmark iteration per launch sequence.
 template <typename Fn>
-void time_cuda(benchmark::State& st, Fn&& fn) {
+double time_cuda(benchmark::State& st, Fn&& fn) {
+  double total = 0;
   cudaEvent_t start, stop;
   CUDA_CHECK(cudaEventCreate(&start));
   CUDA_CHECK(cudaEventCreate(&stop));
@@ -139,9 +153,11 @@ void time_cuda(benchmark::State& st, Fn&& fn) {
     float ms = 0;
     CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     st.SetIterationTime(ms / 1e3);
+    total += ms / 1e3;
   }
   CUDA_CHECK(cudaEventDestroy(start));
   CUDA_CHECK(cudaEventDestroy(stop));
+  return total;
 }
 
 // Median seconds of `fn` over a few event-timed runs (for the ceilings).
@@ -178,19 +194,18 @@ double cuda_copy_gbps(size_t bytes) {
   return cache[bytes] = gbps(2.0 * half, s);
 }
 
-void report_bandwidth(benchmark::State& st, double bytes) {
-  st.counters["GB/s"] = benchmark::Counter(bytes * st.iterations(), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
-  const double copy = cuda_copy_gbps(size_t(bytes));
-  st.counters["copy_GB/s"] = copy;
-  st.counters["pct_of_copy"] = benchmark::Counter(bytes * st.iterations() / copy / 1e9 * 100, benchmark::Counter::kIsRate);
+void report_bandwidth(benchmark::State& st, double bytes, double secs) {
+  st.counters["GB/s"] = gbps(bytes * st.iterations(), secs);
+  st.counters["copy_GB/s"] = cuda_copy_gbps(size_t(bytes));
+  st.counters["pct_of_copy"] = 100.0 * st.counters["GB/s"] / st.counters["copy_GB/s"];
 }
 
 void BM_cuda_mul(benchmark::State& st) {
   if (!cuda_available()) return st.SkipWithError(cuda_unavailable_reason().c_str());
   Tensor a = randn(abcd(st), 1, 0, Device::CUDA), b = randn(abcd(st), 2, 0, Device::CUDA);
   Tensor out = Tensor::empty(abcd(st), Device::CUDA);
-  time_cuda(st, [&] { ops::mul_into(out, a, b); });
-  report_bandwidth(st, 12.0 * a.numel());
+  const double secs = time_cuda(st, [&] { ops::mul_into(out, a, b); });
+  report_bandwidth(st, 12.0 * a.numel(), secs);
 }
 BENCHMARK(BM_cuda_mul)->Apply([](auto* b) { mul_sizes(b, true); })->UseManualTime();
 
@@ -201,10 +216,10 @@ void BM_cuda_sum(benchmark::State& st) {
   Tensor out = Tensor::empty({s[0], s[1], s[3]}, Device::CUDA);
   const int64_t ws_n = cuda::sum_middle_workspace(s[0] * s[1], s[2], s[3]);
   Tensor ws = Tensor::empty({std::max<int64_t>(ws_n, 1)}, Device::CUDA);
-  time_cuda(st, [&] {
+  const double secs = time_cuda(st, [&] {
     cuda::sum_middle(out.data<float>(), a.data<float>(), s[0] * s[1], s[2], s[3], ws.data<float>());
   });
-  report_bandwidth(st, 4.0 * (a.numel() + out.numel()));
+  report_bandwidth(st, 4.0 * (a.numel() + out.numel()), secs);
 }
 BENCHMARK(BM_cuda_sum)->Apply([](auto* b) { sum_sizes(b, true); })->UseManualTime();
 
@@ -220,12 +235,10 @@ void BM_cuda_gemm(benchmark::State& st) {
   const GemmShape s = course_gemm(st);
   Tensor A = randn({s.M, s.K}, 1, 0, Device::CUDA), B = randn({s.N, s.K}, 2, 0, Device::CUDA);
   Tensor C = Tensor::empty({1, s.M, s.N}, Device::CUDA);
-  time_cuda(st, [&] { cuda::gemm_batched(C.data<float>(), A.data<float>(), B.data<float>(), s); });
-  const double flops = 2.0 * s.M * s.N * s.K;
-  st.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12 * st.iterations(), benchmark::Counter::kIsRate);
-  const double ref = cublas_tflops(s, A, B, C);
-  st.counters["cublas_TFLOP/s"] = ref;
-  st.counters["pct_of_cublas"] = benchmark::Counter(flops * 1e-12 * st.iterations() / ref * 100, benchmark::Counter::kIsRate);
+  const double secs = time_cuda(st, [&] { cuda::gemm_batched(C.data<float>(), A.data<float>(), B.data<float>(), s); });
+  st.counters["TFLOP/s"] = 2e-12 * s.M * s.N * s.K * st.iterations() / secs;
+  st.counters["cublas_TFLOP/s"] = cublas_tflops(s, A, B, C);
+  st.counters["pct_of_cublas"] = 100.0 * st.counters["TFLOP/s"] / st.counters["cublas_TFLOP/s"];
 }
 BENCHMARK(BM_cuda_gemm)->Apply(gemm_sizes)->UseManualTime();
 

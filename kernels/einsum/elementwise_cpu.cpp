@@ -1,10 +1,20 @@
+#include "kernels/cpu_parallel.h"
 #include "kernels/einsum/elementwise.h"
 
 namespace handgrad::cpu {
 
-void mul(float* out, const float* a, const float* b, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > (1 << 16))
+namespace {
+HG_VECTOR_CLONES void mul_range(float* __restrict out, const float* __restrict a, const float* __restrict b,
+               int64_t n) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] * b[i];
+}
+}  // namespace
+
+void mul(float* out, const float* a, const float* b, int64_t n) {
+  parallel_ranges(n, 1 << 15, [&](int64_t begin, int64_t end) {
+    mul_range(out + begin, a + begin, b + begin, end - begin);
+  });
 }
 
 void mul_broadcast(float* out, const float* a, const float* b, const StridedView<2>& v) {
@@ -15,20 +25,25 @@ void mul_broadcast(float* out, const float* a, const float* b, const StridedView
   // Walk all but the innermost dim by index; the innermost one is a tight strided loop.
   const int last = v.ndim - 1;
   const int64_t inner = v.shape[last];
-  const int64_t sa = v.stride[0][last], sb = v.stride[1][last];
-  const int64_t rows = v.numel() / (inner ? inner : 1);
   if (inner == 0) return;
+  const int64_t sa = v.stride[0][last], sb = v.stride[1][last];
+  const int64_t rows = v.numel() / inner;
   StridedView<2> outer_view = v;
   outer_view.ndim = last;
-#pragma omp parallel for schedule(static) if (v.numel() > (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
-    int64_t off[2];
-    outer_view.offsets<int64_t>(r, off);
-    const float* pa = a + off[0];
-    const float* pb = b + off[1];
-    float* po = out + r * inner;
-    for (int64_t i = 0; i < inner; ++i) po[i] = pa[i * sa] * pb[i * sb];
-  }
+  parallel_ranges(rows, std::max<int64_t>(1, (1 << 15) / inner), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t off[2];
+      outer_view.offsets<int64_t>(r, off);
+      const float* pa = a + off[0];
+      const float* pb = b + off[1];
+      float* po = out + r * inner;
+      if (sa == 1 && sb == 1) {
+        mul_range(po, pa, pb, inner);
+      } else {
+        for (int64_t i = 0; i < inner; ++i) po[i] = pa[i * sa] * pb[i * sb];
+      }
+    }
+  });
 }
 
 }  // namespace handgrad::cpu

@@ -1,3 +1,5 @@
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -43,26 +45,57 @@ void gemm_one(float* C, const float* A, const float* B, const GemmShape& s) {
 }  // namespace
 #endif
 
+namespace {
+// One product C = op(A) op(B) on the calling thread.
+void gemm_serial(float* c, const float* a, const float* b, int64_t M, int64_t N, const GemmShape& s) {
+#ifdef HANDGRAD_WITH_OPENBLAS
+  cblas_sgemm(CblasRowMajor, s.trans_a ? CblasTrans : CblasNoTrans,
+              s.trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(M),
+              static_cast<blasint>(N), static_cast<blasint>(s.K), 1.0f, a,
+              static_cast<blasint>(s.lda), b, static_cast<blasint>(s.ldb), 0.0f, c,
+              static_cast<blasint>(s.N));
+#else
+  GemmShape part = s;
+  part.M = M;
+  part.N = N;
+  gemm_one(c, a, b, part);
+#endif
+}
+}  // namespace
+
 void gemm_batched(float* C, const float* A, const float* B, const GemmShape& s) {
   check_gemm_shape(s);
-  if (s.M == 0 || s.N == 0) return;
-  for (int64_t b = 0; b < s.batch; ++b) {
-    float* c = C + b * s.M * s.N;
-    const float* a = A + b * s.stride_a;
-    const float* bb = B + b * s.stride_b;
-    if (s.K == 0) {
-      std::memset(c, 0, sizeof(float) * s.M * s.N);
-      continue;
-    }
+  if (s.M == 0 || s.N == 0 || s.batch == 0) return;
+  if (s.K == 0) {
+    std::memset(C, 0, sizeof(float) * s.batch * s.M * s.N);
+    return;
+  }
 #ifdef HANDGRAD_WITH_OPENBLAS
-    cblas_sgemm(CblasRowMajor, s.trans_a ? CblasTrans : CblasNoTrans,
-                s.trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(s.M),
-                static_cast<blasint>(s.N), static_cast<blasint>(s.K), 1.0f, a,
-                static_cast<blasint>(s.lda), bb, static_cast<blasint>(s.ldb), 0.0f, c,
-                static_cast<blasint>(s.N));
-#else
-    gemm_one(c, a, bb, s);
+  // OpenBLAS runs single-threaded inside our OpenMP tasks: two thread pools fighting over the
+  // cores made small products several times slower than either pool alone.
+  static const bool single = (openblas_set_num_threads(1), true);
+  (void)single;
 #endif
+  // Tasks: batch entries x row blocks (or column blocks when M is short), ~64k MACs at least.
+  const int64_t threads = omp_get_max_threads();
+  const bool split_rows = s.M >= s.N || s.M >= 64 * threads;
+  const int64_t extent = split_rows ? s.M : s.N;
+  const int64_t min_block = std::max<int64_t>(16, (1 << 16) / std::max<int64_t>(1, (split_rows ? s.N : s.M) * s.K));
+  const int64_t blocks_wanted = std::max<int64_t>(1, (threads + s.batch - 1) / s.batch);
+  const int64_t block = std::max(min_block, (extent + blocks_wanted - 1) / blocks_wanted);
+  const int64_t per_batch = (extent + block - 1) / block;
+#pragma omp parallel for schedule(static) if (s.batch * per_batch > 1)
+  for (int64_t task = 0; task < s.batch * per_batch; ++task) {
+    const int64_t bt = task / per_batch, i0 = (task % per_batch) * block;
+    const int64_t len = std::min(block, extent - i0);
+    float* c = C + bt * s.M * s.N;
+    const float* a = A + bt * s.stride_a;
+    const float* b = B + bt * s.stride_b;
+    if (split_rows) {  // rows i0.. of op(A) and of C
+      gemm_serial(c + i0 * s.N, a + (s.trans_a ? i0 : i0 * s.lda), b, len, s.N, s);
+    } else {  // columns i0.. of op(B) and of C
+      gemm_serial(c + i0, a, b + (s.trans_b ? i0 * s.ldb : i0), s.M, len, s);
+    }
   }
 }
 

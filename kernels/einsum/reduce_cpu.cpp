@@ -1,44 +1,90 @@
-#include <algorithm>
-#include <cstring>
+#include <omp.h>
 
+#include <algorithm>
+#include <utility>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu_parallel.h"
 #include "kernels/einsum/reduce.h"
 
 namespace handgrad::cpu {
 
-void sum_middle(float* out, const float* in, int64_t outer, int64_t R, int64_t inner) {
-  if (inner == 1) {
-    // Row sums: each output is a dot product with ones; four accumulators keep the adds
-    // independent so the loop vectorises without -ffast-math reassociation.
-#pragma omp parallel for schedule(static) if (outer * R > (1 << 16))
-    for (int64_t o = 0; o < outer; ++o) {
-      const float* row = in + o * R;
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      int64_t r = 0;
-      for (; r + 8 <= R; r += 8)
-        for (int j = 0; j < 8; ++j) acc[j] += row[r + j];
-      float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-      for (; r < R; ++r) s += row[r];
-      out[o] = s;
-    }
-    return;
+namespace {
+
+// out[i] = sum_{r < R} x[r * inner + i], for one `outer` slice (or a chunk of its rows).
+// Short rows (inner <= 32): add blocks of rpb = 32 / Inner consecutive rows into one
+// contiguous accumulator of L = rpb * Inner floats, then fold its rows. Inner is a template
+// argument so that L is a constant and the accumulator lives in vector registers; it serves
+// inner == 1 (row sums) as well as 3 or 31. Inlined into sum_rows, so it is built for AVX2 too.
+template <int Inner>
+[[gnu::always_inline]] inline void sum_short_rows(float* __restrict out, const float* __restrict x, int64_t R) {
+  constexpr int rpb = Inner <= 32 ? 32 / Inner : 1, L = rpb * Inner;
+  float acc[L] = {};
+  int64_t r = 0;
+  for (; r + rpb <= R; r += rpb) {
+    const float* blk = x + r * Inner;
+#pragma omp simd
+    for (int j = 0; j < L; ++j) acc[j] += blk[j];
   }
-  // Column sums: each task owns a chunk of one output row and streams the R input rows
-  // through it (the chunk stays in L1). Tasks span outer x chunks, so a short `outer` still
-  // keeps every thread busy.
-  constexpr int64_t kChunk = 1024;
-  const int64_t chunks = (inner + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (outer * R * inner > (1 << 16))
-  for (int64_t task = 0; task < outer * chunks; ++task) {
-    const int64_t o = task / chunks;
-    const int64_t i0 = (task % chunks) * kChunk;
+  for (int i = 0; i < Inner; ++i) {
+    float s = 0.f;
+    for (int k = 0; k < rpb; ++k) s += acc[k * Inner + i];
+    for (int64_t rr = r; rr < R; ++rr) s += x[rr * Inner + i];
+    out[i] = s;
+  }
+}
+
+template <int... I>
+[[gnu::always_inline]] inline bool dispatch_short_rows(float* out, const float* x, int64_t R,
+                                                       int64_t inner, std::integer_sequence<int, I...>) {
+  // Expands to `inner == 1 ? sum_short_rows<1>(...) : inner == 2 ? ...`, all inlined here.
+  return ((inner == I + 1 ? (sum_short_rows<I + 1>(out, x, R), true) : false) || ...);
+}
+
+HG_VECTOR_CLONES void sum_rows(float* __restrict out, const float* __restrict x, int64_t R,
+                               int64_t inner) {
+  if (dispatch_short_rows(out, x, R, inner, std::make_integer_sequence<int, 32>{})) return;
+  // Long rows: stream the R rows through an output chunk that stays in L1.
+  constexpr int64_t kChunk = 2048;
+  for (int64_t i0 = 0; i0 < inner; i0 += kChunk) {
     const int64_t len = std::min(kChunk, inner - i0);
-    float* dst = out + o * inner + i0;
+    float* dst = out + i0;
     std::memset(dst, 0, sizeof(float) * len);
-    const float* src = in + o * R * inner + i0;
     for (int64_t r = 0; r < R; ++r) {
-      const float* row = src + r * inner;
+      const float* row = x + r * inner + i0;
 #pragma omp simd
       for (int64_t i = 0; i < len; ++i) dst[i] += row[i];
+    }
+  }
+}
+
+}  // namespace
+
+void sum_middle(float* out, const float* in, int64_t outer, int64_t R, int64_t inner) {
+  const int64_t threads = omp_get_max_threads();
+  const int64_t work = outer * R * inner;
+  if (outer >= threads || work < (1 << 16) || inner >= (1 << 16)) {
+    // Enough outputs to share out (or too little work to split): one slice per task.
+    const int64_t grain = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, R * inner));
+    parallel_ranges(outer, grain, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) sum_rows(out + o * inner, in + o * R * inner, R, inner);
+    });
+    return;
+  }
+  // Few outputs, long R: each thread sums a contiguous run of rows into its own partial,
+  // then the partials are added in thread order (deterministic for a given thread count).
+  std::vector<float> partial(static_cast<size_t>(threads * inner));
+  for (int64_t o = 0; o < outer; ++o) {
+    std::fill(partial.begin(), partial.end(), 0.f);
+    const float* x = in + o * R * inner;
+    parallel_ranges(R, 1024, [&](int64_t r0, int64_t r1) {
+      sum_rows(partial.data() + omp_get_thread_num() * inner, x + r0 * inner, r1 - r0, inner);
+    });
+    for (int64_t i = 0; i < inner; ++i) {
+      float s = 0.f;
+      for (int64_t t = 0; t < threads; ++t) s += partial[t * inner + i];
+      out[o * inner + i] = s;
     }
   }
 }

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""handgrad vs torch.einsum, side by side, in one run on one device.
+
+Runs bench_einsum (Google Benchmark, JSON out) for the chosen device, then times torch.einsum
+on exactly the same shapes, and prints one table with a speedup column (torch time / handgrad
+time: > 1 means handgrad is faster).
+
+  bench/compare_pytorch.py --bench build/bench/bench_einsum --device cpu
+  bench/compare_pytorch.py --bench stage/bin/bench_einsum --device cuda --json out.json
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+EQUATIONS = {"mul": "abcd,abcd->abcd", "sum": "abcd->abd", "gemm": "abcd,ed->abce"}
+
+
+def run_bench(binary, device, min_time, extra_filter):
+    filt = f"BM_{device}_" + (extra_filter or "")
+    cmd = [binary, f"--benchmark_filter={filt}", "--benchmark_format=json",
+           f"--benchmark_min_time={min_time}"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"compare_pytorch: {' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
+    return json.loads(p.stdout)
+
+
+def parse_name(name):
+    # BM_cuda_gemm/a:4/b:16/c:64/d:1024/e:1024/manual_time
+    m = re.match(r"BM_(cpu|cuda)_(\w+)/(.*?)(/manual_time|/real_time)?$", name)
+    dev, op, rest = m.group(1), m.group(2), m.group(3)
+    args = dict((k, int(v)) for k, v in (kv.split(":") for kv in rest.split("/")))
+    return dev, op, args
+
+
+def torch_inputs(torch, op, args, device):
+    g = torch.Generator(device="cpu").manual_seed(0)
+    shape = (args["a"], args["b"], args["c"], args["d"])
+    a = torch.randn(shape, generator=g).to(device)
+    if op == "mul":
+        return [a, torch.randn(shape, generator=g).to(device)]
+    if op == "gemm":
+        return [a, torch.randn((args["e"], args["d"]), generator=g).to(device)]
+    return [a]
+
+
+def time_torch(torch, eq, inputs, device, min_time):
+    fn = lambda: torch.einsum(eq, *inputs)
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        t_end = time.perf_counter() + min_time
+        while time.perf_counter() < t_end or len(times) < 10:
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            times.append(start.elapsed_time(stop))
+        return statistics.median(times)
+    times = []
+    t_end = time.perf_counter() + min_time
+    while time.perf_counter() < t_end or len(times) < 5:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench", default="build/bench/bench_einsum")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--min-time", type=float, default=0.2)
+    ap.add_argument("--filter", default="", help="extra benchmark filter after BM_<device>_")
+    ap.add_argument("--json", help="write the rows here")
+    opt = ap.parse_args()
+    try:
+        import torch
+    except ImportError:
+        sys.exit("compare_pytorch: torch is not importable (install python3-torch)")
+    if opt.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("compare_pytorch: torch sees no CUDA device")
+    if opt.device == "cpu":
+        torch.set_num_threads(os.cpu_count())  # the same threads handgrad's OpenMP uses
+
+    bench = run_bench(opt.bench, opt.device, opt.min_time, opt.filter)
+    rows = []
+    for b in bench["benchmarks"]:
+        if b.get("error_occurred"):
+            print(f"skip {b['name']}: {b.get('error_message')}")
+            continue
+        dev, op, args = parse_name(b["name"])
+        unit = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
+        ours_ms = b["real_time"] * unit
+        inputs = torch_inputs(torch, op, args, opt.device)
+        torch_ms = time_torch(torch, EQUATIONS[op], inputs, opt.device, opt.min_time)
+        del inputs
+        if opt.device == "cuda":
+            torch.cuda.empty_cache()
+        row = {"op": op, "equation": EQUATIONS[op], "shape": args, "handgrad_ms": ours_ms,
+               "torch_ms": torch_ms, "speedup": torch_ms / ours_ms}
+        for k in ("GB/s", "TFLOP/s", "pct_of_copy", "pct_of_cublas"):
+            if k in b:
+                row[k] = b[k]
+        rows.append(row)
+
+    dev_name = torch.cuda.get_device_name() if opt.device == "cuda" else f"CPU x{os.cpu_count()}"
+    print(f"\nhandgrad vs torch {torch.__version__} einsum on {dev_name}")
+    print(f"{'equation':17} {'shape':28} {'handgrad ms':>11} {'rate':>14} {'of ceiling':>10}"
+          f" {'torch ms':>10} {'speedup':>8}")
+    for r in rows:
+        shape = "x".join(str(v) for v in r["shape"].values())
+        if "TFLOP/s" in r:
+            rate = f"{r['TFLOP/s']:.2f} TFLOP/s"
+        else:
+            rate = f"{r['GB/s']:.1f} GB/s"
+        ceil = r.get("pct_of_copy", r.get("pct_of_cublas"))
+        ceil = f"{ceil:.0f}%" if ceil is not None else "-"
+        print(f"{r['equation']:17} {shape:28} {r['handgrad_ms']:11.4f} {rate:>14} {ceil:>10}"
+              f" {r['torch_ms']:10.4f} {r['speedup']:7.2f}x")
+    if opt.json:
+        with open(opt.json + ".tmp", "w") as f:
+            json.dump({"device": dev_name, "torch": torch.__version__, "rows": rows}, f, indent=1)
+        os.replace(opt.json + ".tmp", opt.json)
+
+
+if __name__ == "__main__":
+    main()

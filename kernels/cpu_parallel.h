@@ -1,0 +1,37 @@
+// Work splitting for the CPU twins: one contiguous range per OpenMP thread, or the caller's
+// thread alone when the work is too small to pay for waking the team (a few microseconds).
+#pragma once
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+
+// Hot loops are compiled twice, for AVX2+FMA and for baseline x86-64, and the loader picks the
+// best at run time: one binary that is fast on current CPUs and still runs on old ones.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HG_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HG_VECTOR_CLONES
+#endif
+
+namespace handgrad::cpu {
+
+// Calls fn(begin, end) over [0, n) split into at most omp_get_max_threads() contiguous ranges,
+// each at least `grain` long. Range boundaries are multiples of 16 so vector loops stay aligned.
+template <typename Fn>
+void parallel_ranges(int64_t n, int64_t grain, Fn&& fn) {
+  const int64_t threads = std::min<int64_t>(omp_get_max_threads(), n / std::max<int64_t>(grain, 1));
+  if (threads <= 1) {
+    if (n > 0) fn(int64_t(0), n);
+    return;
+  }
+#pragma omp parallel num_threads(static_cast<int>(threads))
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t chunk = ((n + nt - 1) / nt + 15) / 16 * 16;
+    const int64_t begin = std::min(n, t * chunk), end = std::min(n, begin + chunk);
+    if (begin < end) fn(begin, end);
+  }
+}
+
+}  // namespace handgrad::cpu

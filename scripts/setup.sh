@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what handgrad needs to build, test and plot on Debian/Ubuntu (as root, or via sudo).
+# Does nothing when everything is already there, so it is cheap to run before every build.
+set -euo pipefail
+
+REQUIRED=(build-essential cmake ninja-build git pkg-config
+          libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
+          libopenblas-dev python3 python3-numpy python3-matplotlib)
+# The PyTorch oracle and the real FashionMNIST: installed where the distribution has them
+# (Debian 12 does); the tests that need them skip with a message elsewhere.
+OPTIONAL=(python3-torch python3-torchvision dataset-fashion-mnist)
+
+missing() { for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done; }
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+need=$(missing "${REQUIRED[@]}")
+want=$(missing "${OPTIONAL[@]}")
+if [ -n "$need$want" ]; then
+  echo "[setup] installing: $need $want"
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  [ -z "$need" ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need
+  for p in $want; do
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$p" \
+      || echo "[setup] note: optional package $p is not available here; the tests that need it will skip"
+  done
+fi
+
+# CMake >= 3.24 (Ubuntu 22.04 ships 3.22): take a newer one from PyPI if the distribution's is old.
+ver=$(cmake --version | head -1 | awk '{print $3}')
+if [ "$(printf '%s\n3.24\n' "$ver" | sort -V | head -1)" != "3.24" ]; then
+  echo "[setup] cmake $ver is older than 3.24: installing a newer one with pip"
+  $SUDO python3 -m pip install -q --upgrade 'cmake>=3.24'
+fi
+
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  echo "[setup] CUDA toolkit found: the CUDA backend will be built"
+else
+  echo "[setup] no CUDA toolkit (nvcc): handgrad builds its CPU backend only"
+fi
