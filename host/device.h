@@ -45,4 +45,8 @@ struct SystemInfo {
 
 SystemInfo system_info();
 
+// The git commit this binary was built from ("abc123def456", "+dirty" when the tree had
+// uncommitted changes, "unknown" outside a checkout).
+const char* build_commit();
+
 }  // namespace handgrad

@@ -16,7 +16,6 @@ struct ReportOptions {
   uint64_t seed = 2024;
   bool quick = false;
   std::vector<std::string> only;  // empty: every exercise
-  std::string commit = "unknown";
 };
 
 // Returns the process exit code (0: every check passed, 1: a check failed).

@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 #include <limits>
+#include <mutex>
+#include <unordered_map>
 
 #ifdef HANDGRAD_WITH_CUDA
 #include "host/cuda_check.h"
@@ -42,35 +44,108 @@ std::string shape_str(const Shape& s) {
 }
 
 // ---------------------------------------------------------------------------------------------
-Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
-  if (bytes == 0) return;
+// A small caching allocator. Freed blocks are kept per device and size class and handed out
+// again, so code that allocates in a loop (einsum's intermediates, the CLI) does not pay for
+// page faults on the host or for cudaMalloc/cudaFree (which synchronises the device) each time.
+// handgrad runs all GPU work on one stream, so a block freed after its last use is safe to
+// reuse by work queued later. At most kPoolCap bytes per device stay cached.
+namespace {
+constexpr size_t kPoolCap = size_t(2) << 30;
+
+size_t size_class(size_t bytes) {
+  const size_t q = bytes < (size_t(1) << 20) ? 512 : (size_t(1) << 20);
+  return (bytes + q - 1) / q * q;
+}
+
+struct Pool {
+  std::mutex mu;
+  std::unordered_multimap<size_t, void*> free_blocks;
+  size_t cached = 0;
+};
+Pool& pool(Device d) {
+  // Never destroyed: buffers may be released during static destruction, after which a pool
+  // (and, for GPU blocks, the CUDA context) must not be touched.
+  static Pool* const pools = new Pool[2];
+  return pools[d == Device::CUDA ? 1 : 0];
+}
+
+void* raw_alloc(size_t bytes, Device device) {
   if (device == Device::CPU) {
     // 64-byte alignment: whole cache lines, and aligned vector loads in the CPU twins.
-    ptr_ = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!ptr_) throw UserError(cat("out of host memory allocating ", bytes, " bytes"));
-  } else {
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw UserError(cat("out of host memory allocating ", bytes, " bytes"));
+    return p;
+  }
 #ifdef HANDGRAD_WITH_CUDA
-    cudaError_t err = cudaMalloc(&ptr_, bytes);
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, bytes);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    release_cached_memory();  // give the cache back and try once more
+    err = cudaMalloc(&p, bytes);
     if (err == cudaErrorMemoryAllocation) {
       cudaGetLastError();
       throw UserError(cat("out of GPU memory allocating ", bytes, " bytes"));
     }
-    CUDA_CHECK(err);
+  }
+  CUDA_CHECK(err);
+  return p;
 #else
-    throw UserError("CUDA tensor requested, but this handgrad was built without CUDA");
+  throw UserError("CUDA tensor requested, but this handgrad was built without CUDA");
+#endif
+}
+
+void raw_free(void* p, Device device) {
+  if (device == Device::CPU) {
+    std::free(p);
+  } else {
+#ifdef HANDGRAD_WITH_CUDA
+    cudaFree(p);  // never throws: called from destructors
 #endif
   }
+}
+}  // namespace
+
+void release_cached_memory() {
+  for (Device d : {Device::CPU, Device::CUDA}) {
+    Pool& p = pool(d);
+    std::lock_guard<std::mutex> lock(p.mu);
+    for (auto& [bytes, ptr] : p.free_blocks) raw_free(ptr, d);
+    p.free_blocks.clear();
+    p.cached = 0;
+  }
+}
+
+Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
+  if (bytes == 0) return;
+  const size_t cls = size_class(bytes);
+  {
+    Pool& p = pool(device);
+    std::lock_guard<std::mutex> lock(p.mu);
+    auto it = p.free_blocks.find(cls);
+    if (it != p.free_blocks.end()) {
+      ptr_ = it->second;
+      p.free_blocks.erase(it);
+      p.cached -= cls;
+      return;
+    }
+  }
+  ptr_ = raw_alloc(cls, device);
 }
 
 Buffer::~Buffer() {
   if (!ptr_) return;
-  if (device_ == Device::CPU) {
-    std::free(ptr_);
-  } else {
-#ifdef HANDGRAD_WITH_CUDA
-    cudaFree(ptr_);  // never throw from a destructor
-#endif
+  const size_t cls = size_class(bytes_);
+  Pool& p = pool(device_);
+  {
+    std::lock_guard<std::mutex> lock(p.mu);
+    if (p.cached + cls <= kPoolCap) {
+      p.free_blocks.emplace(cls, ptr_);
+      p.cached += cls;
+      return;
+    }
   }
+  raw_free(ptr_, device_);
 }
 
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {

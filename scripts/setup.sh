@@ -5,7 +5,7 @@ set -euo pipefail
 
 REQUIRED=(build-essential cmake ninja-build git pkg-config
           libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
-          libopenblas-dev python3 python3-numpy python3-matplotlib)
+          libopenblas-openmp-dev python3 python3-numpy python3-matplotlib)
 # The PyTorch oracle and the real FashionMNIST: installed where the distribution has them
 # (Debian 12 does); the tests that need them skip with a message elsewhere.
 OPTIONAL=(python3-torch python3-torchvision dataset-fashion-mnist)

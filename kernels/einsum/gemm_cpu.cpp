@@ -70,13 +70,8 @@ void gemm_batched(float* C, const float* A, const float* B, const GemmShape& s) 
     std::memset(C, 0, sizeof(float) * s.batch * s.M * s.N);
     return;
   }
-#ifdef HANDGRAD_WITH_OPENBLAS
-  // OpenBLAS runs single-threaded inside our OpenMP tasks: two thread pools fighting over the
-  // cores made small products several times slower than either pool alone.
-  static const bool single = (openblas_set_num_threads(1), true);
-  (void)single;
-#endif
   // Tasks: batch entries x row blocks (or column blocks when M is short), ~64k MACs at least.
+  // Inside our parallel region the OpenMP build of OpenBLAS runs each call on its own thread.
   const int64_t threads = omp_get_max_threads();
   const bool split_rows = s.M >= s.N || s.M >= 64 * threads;
   const int64_t extent = split_rows ? s.M : s.N;

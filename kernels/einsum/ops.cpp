@@ -78,8 +78,8 @@ void sum_middle_into(Tensor& out, const Tensor& in, int64_t outer, int64_t R, in
   Tensor workspace = ws ? Tensor::empty({ws}, Device::CUDA) : Tensor();
   cuda::sum_middle(out.data<float>(), in.data<float>(), outer, R, inner,
                    ws ? workspace.data<float>() : nullptr);
-  // The workspace is freed here while the kernel may still be queued: cudaFree waits for the
-  // device, so this is safe (and only the rare split path allocates).
+  // The workspace goes back to the allocator's cache while the kernel may still be queued:
+  // safe, because all work runs on one stream, in order.
 #else
   no_cuda();
 #endif
