@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "host/error.h"
 #include "kernels/einsum/gemm.h"
@@ -22,23 +23,38 @@ namespace cpu {
 
 #ifndef HANDGRAD_WITH_OPENBLAS
 namespace {
-// The built-in GEMM (HANDGRAD_OPENBLAS=OFF): i-k-j order with a K block, so the inner loop is a
-// contiguous axpy into a C row the compiler vectorises. Meant for test-sized inputs.
-void gemm_one(float* C, const float* A, const float* B, const GemmShape& s) {
-  const int64_t M = s.M, N = s.N, K = s.K;
-#pragma omp parallel for schedule(static) if (M * N * K > (1 << 18))
+// The built-in GEMM (HANDGRAD_OPENBLAS=OFF), for builds that ship without OpenBLAS, where the
+// CPU only serves as the reference on test-sized inputs. C (M x N, row stride ldc) =
+// op(A) op(B). Non-transposed B: row i of C is a sum of rows of B (contiguous axpys).
+// Transposed B: each C entry is a dot product of two contiguous K-vectors (A's row or, for a
+// transposed A, its column copied out once per row).
+void gemm_one(float* C, int64_t ldc, const float* A, const float* B, int64_t M, int64_t N,
+              const GemmShape& s) {
+  const int64_t K = s.K;
+  std::vector<float> a_col(s.trans_a ? K : 0);
   for (int64_t i = 0; i < M; ++i) {
-    float* c = C + i * N;
-    std::memset(c, 0, sizeof(float) * N);
-    for (int64_t k = 0; k < K; ++k) {
-      const float a = s.trans_a ? A[k * s.lda + i] : A[i * s.lda + k];
-      if (!s.trans_b) {
+    float* c = C + i * ldc;
+    if (!s.trans_b) {
+      std::memset(c, 0, sizeof(float) * N);
+      for (int64_t k = 0; k < K; ++k) {
+        const float a = s.trans_a ? A[k * s.lda + i] : A[i * s.lda + k];
         const float* b = B + k * s.ldb;
 #pragma omp simd
         for (int64_t j = 0; j < N; ++j) c[j] += a * b[j];
-      } else {
-        for (int64_t j = 0; j < N; ++j) c[j] += a * B[j * s.ldb + k];
       }
+      continue;
+    }
+    const float* a = A + i * s.lda;
+    if (s.trans_a) {
+      for (int64_t k = 0; k < K; ++k) a_col[k] = A[k * s.lda + i];
+      a = a_col.data();
+    }
+    for (int64_t j = 0; j < N; ++j) {
+      const float* b = B + j * s.ldb;
+      float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t k = 0; k < K; ++k) acc += a[k] * b[k];
+      c[j] = acc;
     }
   }
 }
@@ -55,10 +71,7 @@ void gemm_serial(float* c, const float* a, const float* b, int64_t M, int64_t N,
               static_cast<blasint>(s.lda), b, static_cast<blasint>(s.ldb), 0.0f, c,
               static_cast<blasint>(s.N));
 #else
-  GemmShape part = s;
-  part.M = M;
-  part.N = N;
-  gemm_one(c, a, b, part);
+  gemm_one(c, s.N, a, b, M, N, s);
 #endif
 }
 }  // namespace

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Prepares a build for a GPU machine that has CUDA 13, PyTorch and python3, but no apt, no
+# network, and none of GoogleTest / Google Benchmark / OpenBLAS (the project's GPU checkers).
+# Builds here for sm_90 (H100/H200) with the CUDA runtime and libstdc++ linked statically and
+# the built-in CPU GEMM (OpenBLAS's 36 MB library stays home), then copies the binaries and the
+# few shared libraries they need that such a machine lacks into stage/ (git-ignored):
+#   stage/bin/{handgrad,handgrad_tests,bench_einsum}   stage/lib/*.so*
+# cuBLAS and cuDNN are NOT copied: scripts/gpu-check.sh takes them from the GPU machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARCH="${HANDGRAD_GPU_ARCH:-90}"
+HANDGRAD_BUILD_DIR=build-gpu scripts/build.sh \
+  -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DHANDGRAD_OPENBLAS=OFF -DHANDGRAD_STATIC_CUDART=ON \
+  "-DCMAKE_EXE_LINKER_FLAGS=-static-libstdc++ -static-libgcc"
+rm -rf stage
+mkdir -p stage/bin stage/lib
+BINS=(build-gpu/handgrad build-gpu/tests/handgrad_tests build-gpu/bench/bench_einsum)
+cp "${BINS[@]}" stage/bin/
+# Shared libraries to carry: everything ldd resolves except glibc's own and NVIDIA's.
+for b in "${BINS[@]}"; do
+  ldd "$b" | awk '/=> \// {print $3}'
+done | sort -u | while read -r lib; do
+  case "$(basename "$lib")" in
+    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libcuda.so*|libcublas*|libcudnn*|libnvidia*) ;;
+    *) cp -L "$lib" stage/lib/ ;;
+  esac
+done
+git rev-parse --short=12 HEAD > stage/COMMIT
+echo "[stage] sm_$ARCH build staged in stage/ ($(du -sh stage | cut -f1)), commit $(cat stage/COMMIT):"
+ls -la stage/bin stage/lib
