@@ -25,7 +25,8 @@ int position(const Labels& ls, int l) {
 }
 std::string labels_str(const Labels& ls) {
   std::string s;
-  for (int l : ls) s += l < 26 ? char('A' + l) : l < kLetters ? char('a' + l - 26) : '.';
+  // Dims covered by an ellipsis print as digits: '...ij' over a rank-4 tensor is "01ij".
+  for (int l : ls) s += l < 26 ? char('A' + l) : l < kLetters ? char('a' + l - 26) : char('0' + (l - kLetters) % 10);
   return s.empty() ? "(scalar)" : s;
 }
 

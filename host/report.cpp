@@ -195,7 +195,7 @@ json report_q1(const ReportOptions& opt, bool& ok) {
     std::snprintf(line, sizeof line, "  %-18s A %-20s %9.3f ms %8.1f GB/s%s  rel.err %.1e  %s\n",
                   e["equation"].get<std::string>().c_str(), shape_str(e["a"].get<Shape>()).c_str(),
                   e["ms"].get<double>(), e["GB_per_s"].get<double>(),
-                  e.contains("TFLOP_per_s") ? cat(" ", e["TFLOP_per_s"].get<double>(), " TFLOP/s").c_str() : "",
+                  e.contains("TFLOP_per_s") ? fmt(" %.3f TFLOP/s", e["TFLOP_per_s"].get<double>()).c_str() : "",
                   e["rel_error_vs_float64_samples"].get<double>(), e["pass"].get<bool>() ? "ok" : "FAIL");
     txt += line;
   }

@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
   ein->add_option("inputs", ea.inputs, "input .npy files (float32 or float64)")->required();
   ein->add_option("-o,--output", ea.output, "output .npy (float32)")->required();
   ein->add_option("--device", ea.device, "auto|cpu|cuda")->capture_default_str();
-  ein->add_flag("--plan", ea.plan, "print how the equation was lowered onto kernels");
+  ein->add_flag("--plan", ea.plan, "print how the equation was lowered onto kernels (ellipsis dims print as digits)");
 
   ReportOptions ro;
   std::string report_device = "auto", only;
