@@ -2,6 +2,14 @@
 
 namespace handgrad::cuda {
 
+namespace {
+cudaStream_t g_stream = 0;  // handgrad drives the GPU from one host thread
+}  // namespace
+
+cudaStream_t stream() { return g_stream; }
+StreamScope::StreamScope(cudaStream_t s) : previous_(g_stream) { g_stream = s; }
+StreamScope::~StreamScope() { g_stream = previous_; }
+
 int sm_count() {
   static const int count = [] {
     int dev = 0, n = 0;
@@ -18,7 +26,6 @@ cublasHandle_t cublas_handle() {
   static const cublasHandle_t handle = [] {
     cublasHandle_t h = nullptr;
     CUBLAS_CHECK(cublasCreate(&h));
-    CUBLAS_CHECK(cublasSetStream(h, stream()));
     return h;
   }();
   return handle;

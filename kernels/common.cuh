@@ -24,7 +24,19 @@ int sm_count();
 // The process's cuBLAS handle (created on first use, bound to stream()).
 cublasHandle_t cublas_handle();
 
-// The stream every handgrad launch goes to (the legacy default stream for now).
-inline cudaStream_t stream() { return 0; }
+// The stream every handgrad launch goes to: the legacy default stream, unless a StreamScope
+// redirects launches (CUDA graph capture needs a stream of its own).
+cudaStream_t stream();
+
+class StreamScope {
+ public:
+  explicit StreamScope(cudaStream_t s);
+  ~StreamScope();
+  StreamScope(const StreamScope&) = delete;
+  StreamScope& operator=(const StreamScope&) = delete;
+
+ private:
+  cudaStream_t previous_;
+};
 
 }  // namespace handgrad::cuda

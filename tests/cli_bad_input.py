@@ -79,6 +79,30 @@ with tempfile.TemporaryDirectory() as d:
     run([])
     run(["report", "--only", "q9", "--out-dir", path("r")])
     run(["report", "--seed", "minus-one", "--out-dir", path("r")])
+    # Q2: bad flags, mismatched replay files, out-of-range indices, divergence.
+    q2 = ["mlp", "--out-dir", path("q2"), "--no-plot"]
+    run(q2 + ["--iters", "0"])
+    for extra in (["--n", "0"], ["--h", "0"], ["--d", "-3"], ["--lr", "-1"],
+                  ["--lr", "abc"], ["--lr", "1e-4,,x"], ["--lr", "0"], ["--log-every", "0"],
+                  ["--impl", "magic"], ["--impl", "fused", "--device", "cpu"], ["--lr", "0.03"],
+                  ["--lr", "0.03,0.01"]):
+        run(q2 + ["--iters", "500"] + extra)
+    np.save(path("x.npy"), np.random.rand(10, 4).astype(np.float32))
+    np.save(path("x1d.npy"), np.random.rand(10).astype(np.float32))
+    np.save(path("y.npy"), np.random.rand(9, 1).astype(np.float32))
+    np.save(path("w1.npy"), np.random.rand(5, 3).astype(np.float32))
+    np.save(path("idx.npy"), np.array([0, 3, 10], dtype=np.int64))
+    np.save(path("idx_short.npy"), np.array([0, 1], dtype=np.int64))
+    np.save(path("nan.npy"), np.full((10, 4), np.nan, dtype=np.float32))
+    run(q2 + ["--x", path("x1d.npy")])
+    run(q2 + ["--x", path("x.npy"), "--y", path("y.npy")])
+    run(q2 + ["--x", path("x.npy"), "--w1", path("w1.npy")])
+    run(q2 + ["--x", path("nan.npy"), "--iters", "3"])
+    run(q2 + ["--x", path("x.npy"), "--iters", "3", "--indices", path("idx.npy")])
+    run(q2 + ["--x", path("x.npy"), "--iters", "3", "--indices", path("idx_short.npy")])
+    run(q2 + ["--x", path("x.npy"), "--iters", "3", "--indices", path("x.npy")])
+    run(q2 + ["--x", path("missing.npy")])
+    run(q2 + ["--n", "20", "--d", "4", "--h", "4", "--iters", "500"], want_rc=0)
     # --device cuda: an error without a GPU, a success with one.
     info = subprocess.run([HANDGRAD, "info"], capture_output=True, text=True).stdout
     has_gpu = "--device auto uses: cuda" in info

@@ -10,6 +10,7 @@
 #include "host/einsum.h"
 #include "host/npy.h"
 #include "host/report.h"
+#include "models/mlp.h"
 
 using namespace handgrad;
 
@@ -68,6 +69,45 @@ int cmd_einsum(const EinsumArgs& a) {
   return 0;
 }
 
+// "0.03,0.01,1e-3" -> {0.03, 0.01, 0.001}
+std::vector<float> parse_lr_list(const std::string& text) {
+  std::vector<float> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    size_t used = 0;
+    float v = 0;
+    try {
+      v = std::stof(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    HG_REQUIRE(used > 0 && used == item.size(), "--lr: '", item, "' is not a number");
+    out.push_back(v);
+  }
+  return out;
+}
+
+int cmd_mlp(MlpConfig cfg, const std::string& device, const std::string& lr_text) {
+  cfg.device = parse_device(device);
+  if (!lr_text.empty()) cfg.lrs = parse_lr_list(lr_text);
+  const MlpResult r = run_mlp(cfg);
+  std::printf("Q2 MLP on %s (%s): N=%lld D=%lld H=%lld, %lld iterations in %.3f s = %.3f us/iteration\n",
+              device_name(r.device), r.impl.c_str(), (long long)cfg.n, (long long)cfg.d,
+              (long long)cfg.h, (long long)cfg.iters, r.seconds, r.us_per_iter);
+  std::printf("  %-10s %-14s %-14s %-16s %s\n", "lr", "final loss", "last-1000 mean", "dataset MSE", "status");
+  for (size_t m = 0; m < r.models.size(); ++m) {
+    const MlpModelResult& x = r.models[m];
+    const std::string status = x.diverged_at >= 0 ? cat("diverged at iteration ", x.diverged_at + 1)
+                                                   : (int(m) == r.best ? "converged (best)" : "converged");
+    std::printf("  %-10g %-14.6g %-14.6g %-16.6g %s\n", x.lr, x.final_loss, x.last1000_mean, x.dataset_mse,
+                status.c_str());
+  }
+  if (!cfg.write_files) return 0;
+  std::printf("wrote %s/{Q2_output.txt, mlp_loss.csv, mlp_summary.json%s}\n", cfg.out_dir.c_str(),
+              cfg.plot ? ", question2_result.pdf" : "");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -96,6 +136,28 @@ int main(int argc, char** argv) {
   rep->add_flag("--quick", ro.quick, "small sizes: finishes in minutes on a 2-core CPU");
   rep->add_option("--only", only, "comma-separated subset, e.g. q1");
 
+  MlpConfig mc;
+  std::string mlp_device = "auto", mlp_lr;
+  bool no_plot = false;
+  CLI::App* mlp = app.add_subcommand("mlp", "Q2: two-layer ReLU MLP trained by batch-1 SGD, derivatives by hand");
+  mlp->add_option("--n", mc.n, "data points")->capture_default_str();
+  mlp->add_option("--d", mc.d, "input features")->capture_default_str();
+  mlp->add_option("--h", mc.h, "hidden units")->capture_default_str();
+  mlp->add_option("--iters", mc.iters, "SGD iterations (one sample each)")->capture_default_str();
+  mlp->add_option("--lr", mlp_lr, "learning rate, or a comma-separated list for a sweep (default 1e-5)");
+  mlp->add_option("--log-every", mc.log_every, "record the loss every this many iterations")->capture_default_str();
+  mlp->add_option("--seed", mc.seed, "seed of the data, weights and sample order")->capture_default_str();
+  mlp->add_option("--device", mlp_device, "auto|cpu|cuda")->capture_default_str();
+  mlp->add_option("--impl", mc.impl, "auto|cpu|kernels|graph|fused (auto: fused on a GPU)")->capture_default_str();
+  mlp->add_option("--out-dir", mc.out_dir, "output folder")->capture_default_str();
+  mlp->add_flag("--no-plot", no_plot, "skip question2_result.pdf");
+  mlp->add_option("--x", mc.x_path, "replay: X.npy [n, d] float32");
+  mlp->add_option("--y", mc.y_path, "replay: Y.npy [n] or [n, 1]");
+  mlp->add_option("--w1", mc.w1_path, "replay: W1.npy [d, h]");
+  mlp->add_option("--w2", mc.w2_path, "replay: W2.npy [h] or [h, 1]");
+  mlp->add_option("--indices", mc.indices_path, "replay: int64 sample index of each iteration");
+  mlp->add_option("--save-weights", mc.save_weights_dir, "write the trained W1.npy, W2.npy here");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -112,6 +174,10 @@ int main(int argc, char** argv) {
   try {
     if (*info) return cmd_info(info_device);
     if (*ein) return cmd_einsum(ea);
+    if (*mlp) {
+      mc.plot = !no_plot;
+      return cmd_mlp(mc, mlp_device, mlp_lr);
+    }
     if (*rep) {
       ro.device = parse_device(report_device);
       std::stringstream ss(only);

@@ -245,6 +245,7 @@ void gemm_batched_cublas(float* C, const float* A, const float* B, const GemmSha
             "GEMM too large for cuBLAS's int sizes");
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
   const float one = 1.f, zero = 0.f;
+  CUBLAS_CHECK(cublasSetStream(cublas_handle(), stream()));
   CUBLAS_CHECK(cublasSgemmStridedBatched(
       cublas_handle(), s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
       int(s.N), int(s.M), int(s.K), &one, B, int(s.ldb), s.stride_b, A, int(s.lda), s.stride_a,

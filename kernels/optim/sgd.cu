@@ -1,0 +1,27 @@
+#include "kernels/common.cuh"
+#include "kernels/optim/sgd.h"
+
+namespace handgrad::cuda {
+
+namespace {
+__global__ void sgd_step_kernel(float* __restrict__ params, const float* __restrict__ grads,
+                                const float* __restrict__ lr, int64_t groups, int64_t n,
+                                int64_t* advance_step) {
+  const int64_t total = groups * n;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x)
+    params[i] -= lr[i / n] * grads[i];
+  if (advance_step && blockIdx.x == 0 && threadIdx.x == 0) ++*advance_step;
+}
+}  // namespace
+
+void sgd_step(float* params, const float* grads, const float* lr, int64_t groups, int64_t n,
+              int64_t* advance_step) {
+  const int64_t total = groups * n;
+  if (total == 0 && !advance_step) return;
+  sgd_step_kernel<<<grid_for(std::max<int64_t>(total, 1)), kBlock, 0, stream()>>>(
+      params, grads, lr, groups, n, advance_step);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace handgrad::cuda

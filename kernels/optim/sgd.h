@@ -1,0 +1,23 @@
+// Plain SGD (no momentum) over groups of parameters laid out back to back, one learning rate
+// per group (one group per model in a learning-rate sweep):
+//   params[g * n + i] -= lr[g] * grads[g * n + i]      for g < groups, i < n
+// `advance_step`, when not null, is a device counter incremented once after the update: the
+// last kernel of a training step moves the step on, which lets a CUDA graph replay a block of
+// steps whose kernels read the current step from memory.
+#pragma once
+#include <cstdint>
+
+namespace handgrad {
+
+namespace cpu {
+void sgd_step(float* params, const float* grads, const float* lr, int64_t groups, int64_t n);
+}  // namespace cpu
+
+#ifdef HANDGRAD_WITH_CUDA
+namespace cuda {
+void sgd_step(float* params, const float* grads, const float* lr, int64_t groups, int64_t n,
+              int64_t* advance_step = nullptr);
+}  // namespace cuda
+#endif
+
+}  // namespace handgrad

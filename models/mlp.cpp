@@ -1,0 +1,416 @@
+#include "models/mlp.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "host/npy.h"
+#include "host/plot.h"
+#include "host/tensor.h"
+#include "kernels/mlp/mlp_train.h"
+#include "kernels/random/random.h"
+#ifdef HANDGRAD_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "host/cuda_check.h"
+#include "kernels/common.cuh"
+#include "kernels/nn/linear_row.h"
+#include "kernels/nn/mse.h"
+#include "kernels/nn/relu.h"
+#include "kernels/optim/sgd.h"
+#endif
+
+namespace handgrad {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Philox streams of the generated problem: one per tensor, so each is independent of the sizes
+// of the others.
+enum MlpStream : uint64_t { kStreamX = 1, kStreamY = 2, kStreamW1 = 3, kStreamW2 = 4, kStreamIdx = 5 };
+
+struct MlpData {
+  Tensor X, Y, W1, W2, indices;  // host
+};
+
+Tensor load_or(const std::string& path, const Shape& shape, uint64_t seed, uint64_t stream) {
+  if (path.empty()) return randn(shape, seed, stream);
+  return read_npy_f32(path);
+}
+
+// Flattens a trailing unit dim ([n, 1] -> [n]) and checks the shape.
+void expect_shape(Tensor& t, const Shape& want, const std::string& what) {
+  if (t.ndim() == 2 && t.shape()[1] == 1 && want.size() == 1) t.reshape_({t.shape()[0]});
+  HG_REQUIRE(t.shape() == want, what, " has shape ", shape_str(t.shape()), ", expected ",
+             shape_str(want));
+}
+
+MlpData make_data(MlpConfig& cfg) {
+  MlpData d;
+  // Replayed files fix the sizes; the flags must agree with them.
+  d.X = load_or(cfg.x_path, {cfg.n, cfg.d}, cfg.seed, kStreamX);
+  HG_REQUIRE(d.X.ndim() == 2, "--x must be a 2-D array [n, d], got ", shape_str(d.X.shape()));
+  cfg.n = d.X.shape()[0];
+  cfg.d = d.X.shape()[1];
+  d.W1 = load_or(cfg.w1_path, {cfg.d, cfg.h}, cfg.seed, kStreamW1);
+  HG_REQUIRE(d.W1.ndim() == 2, "--w1 must be a 2-D array [d, h], got ", shape_str(d.W1.shape()));
+  cfg.h = d.W1.shape()[1];
+  expect_shape(d.W1, {cfg.d, cfg.h}, "--w1");
+  d.Y = load_or(cfg.y_path, {cfg.n}, cfg.seed, kStreamY);
+  expect_shape(d.Y, {cfg.n}, "--y");
+  d.W2 = load_or(cfg.w2_path, {cfg.h}, cfg.seed, kStreamW2);
+  expect_shape(d.W2, {cfg.h}, "--w2");
+  HG_REQUIRE(cfg.n > 0 && cfg.d > 0 && cfg.h > 0, "sizes must be positive (n=", cfg.n, ", d=",
+             cfg.d, ", h=", cfg.h, ")");
+  if (cfg.indices_path.empty()) {
+    d.indices = Tensor::empty({cfg.iters}, Device::CPU, DType::I64);
+    fill_uniform_int(d.indices, static_cast<uint64_t>(cfg.n), cfg.seed, kStreamIdx);
+  } else {
+    d.indices = read_npy_i64(cfg.indices_path);
+    HG_REQUIRE(d.indices.ndim() == 1 && d.indices.numel() >= cfg.iters, "--indices must be a 1-D array of at least ",
+               cfg.iters, " sample indices, got ", shape_str(d.indices.shape()));
+    const int64_t* idx = d.indices.data<int64_t>();
+    for (int64_t t = 0; t < cfg.iters; ++t)
+      HG_REQUIRE(idx[t] >= 0 && idx[t] < cfg.n, "--indices[", t, "] = ", idx[t],
+                 " is out of range [0, ", cfg.n, ")");
+  }
+  for (const Tensor* t : {&d.X, &d.Y, &d.W1, &d.W2})
+    for (float v : t->to_vector()) HG_REQUIRE(std::isfinite(v), "replayed inputs must be finite");
+  return d;
+}
+
+// After a run whose kernels do not stop by themselves: find each model's divergence and
+// blank what followed it, as the CPU and fused trainers do.
+int64_t mark_divergence(float* losses, int64_t iters) {
+  for (int64_t t = 0; t < iters; ++t)
+    if (!(losses[t] <= kDivergedLoss)) {
+      std::fill(losses + t + 1, losses + iters, std::numeric_limits<float>::quiet_NaN());
+      return t;
+    }
+  return -1;
+}
+
+#ifdef HANDGRAD_WITH_CUDA
+// The step-by-step GPU trainer: one handwritten kernel per step of the math, all models of a
+// sweep in each launch. Kernels read the current step from a device counter that the SGD
+// kernel advances, so a block of steps can be captured once into a CUDA graph and replayed.
+class StepTrainer {
+ public:
+  StepTrainer(const MlpRun& r, float* params, float* losses)
+      : r_(r), params_(params), losses_(losses),
+        grads_(Tensor::zeros({r.models * mlp_param_count(r.d, r.h)}, Device::CUDA)),
+        a_(Tensor::empty({r.models, r.h}, Device::CUDA)),
+        act_(Tensor::empty({r.models, r.h}, Device::CUDA)),
+        dact_(Tensor::empty({r.models, r.h}, Device::CUDA)),
+        da_(Tensor::empty({r.models, r.h}, Device::CUDA)),
+        yhat_(Tensor::empty({r.models}, Device::CUDA)),
+        dy_(Tensor::empty({r.models}, Device::CUDA)),
+        step_(Tensor::zeros({1}, Device::CUDA, DType::I64)) {}
+
+  // Enqueues one training step (10 launches) on the current stream.
+  void enqueue_step() {
+    const int64_t D = r_.d, H = r_.h, M = r_.models, P = mlp_param_count(D, H);
+    int64_t* step = step_.data<int64_t>();
+    const RowSource x{r_.X, 0, r_.indices, step, D};  // the sampled data point, for every model
+    const RowSource y{r_.Y, 0, r_.indices, step, 1};
+    const RowSource act{act_.data<float>(), H};
+    const LinearRowShape layer1{M, D, H, P}, layer2{M, H, 1, P};
+    float* W2 = params_ + D * H;
+    float* dW2 = grads_.data<float>() + D * H;
+    cuda::linear_row_forward(a_.data<float>(), x, params_, layer1);                 // a = x W1
+    cuda::relu_forward(act_.data<float>(), a_.data<float>(), M * H);                // a' = relu(a)
+    cuda::linear_row_forward(yhat_.data<float>(), act, W2, layer2);                 // y' = a' W2
+    cuda::mse_loss_grad(losses_, r_.iters, step, dy_.data<float>(), yhat_.data<float>(), y, M);
+    cuda::linear_row_backward_weight(dW2, act, dy_.data<float>(), layer2);          // dW2 = a'^T dy'
+    cuda::linear_row_backward_input(dact_.data<float>(), dy_.data<float>(), W2, layer2);  // da' = dy' W2^T
+    cuda::relu_backward(da_.data<float>(), dact_.data<float>(), a_.data<float>(), M * H);
+    cuda::linear_row_backward_weight(grads_.data<float>(), x, da_.data<float>(), layer1);  // dW1 = x^T da
+    cuda::sgd_step(params_, grads_.data<float>(), r_.lr, M, P, step);               // W -= lr dW; ++step
+  }
+
+  // Copies the losses of the steps run since the last call back to `host_losses` and returns
+  // true when every model has diverged (a sweep keeps going while any model still trains).
+  bool all_diverged(int64_t end, std::vector<float>& host_losses) {
+    CUDA_CHECK(cudaMemcpy2D(host_losses.data() + checked_, r_.iters * sizeof(float), losses_ + checked_,
+                            r_.iters * sizeof(float), (end - checked_) * sizeof(float), r_.models,
+                            cudaMemcpyDeviceToHost));
+    bool all = true;
+    for (int64_t m = 0; m < r_.models; ++m) {
+      for (int64_t t = checked_; t < end && !diverged_[m]; ++t)
+        diverged_[m] = !(host_losses[m * r_.iters + t] <= kDivergedLoss);
+      all = all && diverged_[m];
+    }
+    checked_ = end;
+    return all;
+  }
+
+ private:
+  MlpRun r_;
+  float* params_;
+  float* losses_;
+  Tensor grads_, a_, act_, dact_, da_, yhat_, dy_, step_;
+  std::vector<bool> diverged_ = std::vector<bool>(r_.models, false);
+  int64_t checked_ = 0;
+};
+
+// Runs `impl` on the GPU; returns the losses [models][iters] on the host.
+std::vector<float> train_cuda(const std::string& impl, const MlpRun& host_run, Tensor& params,
+                              std::vector<int64_t>& diverged_at) {
+  const int64_t M = host_run.models, iters = host_run.iters;
+  Tensor X = Tensor::from_vector({host_run.n, host_run.d},
+                                 std::vector<float>(host_run.X, host_run.X + host_run.n * host_run.d), Device::CUDA);
+  Tensor Y = Tensor::from_vector({host_run.n}, std::vector<float>(host_run.Y, host_run.Y + host_run.n), Device::CUDA);
+  Tensor lr = Tensor::from_vector({M}, std::vector<float>(host_run.lr, host_run.lr + M), Device::CUDA);
+  Tensor idx = Tensor::empty({iters}, Device::CUDA, DType::I64);
+  copy_bytes(idx.raw(), Device::CUDA, host_run.indices, Device::CPU, sizeof(int64_t) * iters);
+  Tensor losses = Tensor::full({M, iters}, std::numeric_limits<float>::quiet_NaN(), Device::CUDA);
+  MlpRun r = host_run;
+  r.X = X.data<float>();
+  r.Y = Y.data<float>();
+  r.lr = lr.data<float>();
+  r.indices = idx.data<int64_t>();
+  std::vector<float> host_losses(M * iters, std::numeric_limits<float>::quiet_NaN());
+
+  if (impl == "fused") {
+    Tensor div = Tensor::empty({M}, Device::CUDA, DType::I64);
+    cuda::mlp_train_fused(params.data<float>(), losses.data<float>(), div.data<int64_t>(), r);
+    copy_bytes(diverged_at.data(), Device::CPU, div.raw(), Device::CUDA, sizeof(int64_t) * M);
+    copy_bytes(host_losses.data(), Device::CPU, losses.raw(), Device::CUDA, sizeof(float) * M * iters);
+    return host_losses;
+  }
+
+  StepTrainer trainer(r, params.data<float>(), losses.data<float>());
+  constexpr int64_t kCheckEvery = 1000;  // divergence check: one small copy per 1000 steps
+  int64_t t = 0;
+  bool stopped = false;  // every model diverged
+  if (impl == "graph") {
+    // Capture kGraphSteps steps once, replay; the remainder runs step by step.
+    constexpr int64_t kGraphSteps = 500;
+    cudaStream_t s;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaGraphExec_t exec = nullptr;
+    if (iters >= kGraphSteps) {
+      cuda::StreamScope scope(s);
+      cudaGraph_t graph;
+      CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      for (int64_t k = 0; k < kGraphSteps; ++k) trainer.enqueue_step();
+      CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+      CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      CUDA_CHECK(cudaGraphDestroy(graph));
+    }
+    for (; t + kGraphSteps <= iters; t += kGraphSteps) {
+      CUDA_CHECK(cudaGraphLaunch(exec, s));
+      if ((t + kGraphSteps) % kCheckEvery == 0 || t + kGraphSteps == iters) {
+        CUDA_CHECK(cudaStreamSynchronize(s));
+        if ((stopped = trainer.all_diverged(t + kGraphSteps, host_losses))) break;
+      }
+    }
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    if (exec) CUDA_CHECK(cudaGraphExecDestroy(exec));
+    CUDA_CHECK(cudaStreamDestroy(s));
+  }
+  for (; t < iters && !stopped; ++t) {
+    trainer.enqueue_step();
+    if ((t + 1) % kCheckEvery == 0 || t + 1 == iters) stopped = trainer.all_diverged(t + 1, host_losses);
+  }
+  synchronize(Device::CUDA);
+  copy_bytes(host_losses.data(), Device::CPU, losses.raw(), Device::CUDA, sizeof(float) * M * iters);
+  for (int64_t m = 0; m < M; ++m) diverged_at[m] = mark_divergence(host_losses.data() + m * iters, iters);
+  return host_losses;
+}
+#endif
+
+// Mean squared error of a model over the whole dataset, in double.
+double dataset_mse(const float* params, const MlpData& d, int64_t D, int64_t H) {
+  const float* W1 = params;
+  const float* W2 = params + D * H;
+  const int64_t N = d.X.shape()[0];
+  const float* X = d.X.data<float>();
+  const float* Y = d.Y.data<float>();
+  double total = 0;
+  std::vector<double> a(H);
+  for (int64_t i = 0; i < N; ++i) {
+    std::fill(a.begin(), a.end(), 0.0);
+    for (int64_t k = 0; k < D; ++k)
+      for (int64_t j = 0; j < H; ++j) a[j] += double(X[i * D + k]) * W1[k * H + j];
+    double y = 0;
+    for (int64_t j = 0; j < H; ++j) y += std::max(a[j], 0.0) * W2[j];
+    total += (y - Y[i]) * (y - Y[i]);
+  }
+  return total / N;
+}
+
+std::string lr_str(float lr) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", lr);
+  return buf;
+}
+
+void write_outputs(const MlpConfig& cfg, const MlpResult& res) {
+  fs::create_directories(cfg.out_dir);
+  const fs::path dir(cfg.out_dir);
+  const MlpModelResult& best = res.models[res.best];
+  // The course's format, for the best (or only) learning rate.
+  std::string txt;
+  for (int64_t t = cfg.log_every; t <= cfg.iters; t += cfg.log_every) {
+    char line[96];
+    std::snprintf(line, sizeof line, "At %lld-th iteration, loss is %.4f\n",
+                  static_cast<long long>(t), best.losses[t - 1]);
+    txt += line;
+  }
+  write_file_atomic((dir / "Q2_output.txt").string(), txt);
+  std::string csv = "iteration";
+  for (const MlpModelResult& m : res.models) csv += ",lr=" + lr_str(m.lr);
+  csv += "\n";
+  for (int64_t t = cfg.log_every; t <= cfg.iters; t += cfg.log_every) {
+    csv += std::to_string(t);
+    for (const MlpModelResult& m : res.models) {
+      char v[32];
+      std::snprintf(v, sizeof v, ",%.6g", m.losses[t - 1]);
+      csv += v;
+    }
+    csv += "\n";
+  }
+  write_file_atomic((dir / "mlp_loss.csv").string(), csv);
+
+  nlohmann::ordered_json j = {{"device", device_name(res.device)}, {"impl", res.impl},
+                              {"n", cfg.n}, {"d", cfg.d}, {"h", cfg.h}, {"iters", cfg.iters},
+                              {"seed", cfg.seed}, {"seconds", res.seconds},
+                              {"us_per_iter", res.us_per_iter}, {"best_lr", best.lr}};
+  j["models"] = nlohmann::ordered_json::array();
+  for (const MlpModelResult& m : res.models) {
+    auto num = [](double v) { return std::isfinite(v) ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr); };
+    j["models"].push_back({{"lr", m.lr}, {"diverged_at", m.diverged_at}, {"final_loss", num(m.final_loss)},
+                           {"last1000_mean", num(m.last1000_mean)}, {"dataset_mse", num(m.dataset_mse)}});
+  }
+  write_file_atomic((dir / "mlp_summary.json").string(), j.dump(2) + "\n");
+
+  if (!cfg.save_weights_dir.empty()) {
+    fs::create_directories(cfg.save_weights_dir);
+    Tensor w1 = Tensor::from_vector({cfg.d, cfg.h}, std::vector<float>(best.params.begin(), best.params.begin() + cfg.d * cfg.h));
+    Tensor w2 = Tensor::from_vector({cfg.h, 1}, std::vector<float>(best.params.begin() + cfg.d * cfg.h, best.params.end()));
+    write_npy((fs::path(cfg.save_weights_dir) / "W1.npy").string(), w1);
+    write_npy((fs::path(cfg.save_weights_dir) / "W2.npy").string(), w2);
+  }
+  if (cfg.plot) {
+    std::string lrs;
+    for (const MlpModelResult& m : res.models) lrs += (lrs.empty() ? "" : ", ") + lr_str(m.lr);
+    char title[256];
+    std::snprintf(title, sizeof title,
+                  "Q2: 2-layer ReLU MLP, batch-1 SGD without autograd\nN=%lld D=%lld H=%lld, %lld iterations, "
+                  "lr %s, seed %llu, %s/%s",
+                  (long long)cfg.n, (long long)cfg.d, (long long)cfg.h, (long long)cfg.iters, lrs.c_str(),
+                  (unsigned long long)cfg.seed, device_name(res.device), res.impl.c_str());
+    run_plot("plot_mlp_loss.py", {(dir / "mlp_loss.csv").string(), (dir / "question2_result.pdf").string(), title});
+  }
+}
+
+}  // namespace
+
+std::string resolve_mlp_impl(const std::string& impl, Device device) {
+  if (impl == "auto") return device == Device::CUDA ? "fused" : "cpu";
+  HG_REQUIRE(impl == "cpu" || impl == "kernels" || impl == "graph" || impl == "fused",
+             "--impl must be auto, cpu, kernels, graph or fused, got '", impl, "'");
+  HG_REQUIRE((impl == "cpu") == (device == Device::CPU), "--impl ", impl, " runs on ",
+             impl == "cpu" ? "the CPU" : "the GPU", ", but --device is ", device_name(device));
+  return impl;
+}
+
+MlpResult run_mlp(const MlpConfig& config) {
+  MlpConfig cfg = config;
+  HG_REQUIRE(cfg.iters > 0, "--iters must be positive, got ", cfg.iters);
+  HG_REQUIRE(cfg.log_every > 0, "--log-every must be positive, got ", cfg.log_every);
+  HG_REQUIRE(!cfg.lrs.empty(), "--lr needs at least one learning rate");
+  for (float lr : cfg.lrs)
+    HG_REQUIRE(std::isfinite(lr) && lr > 0, "--lr must be positive and finite, got ", lr);
+  HG_REQUIRE(cfg.x_path.empty() == false || (cfg.n > 0 && cfg.d > 0), "--n and --d must be positive (n=", cfg.n, ", d=", cfg.d, ")");
+  HG_REQUIRE(cfg.w1_path.empty() == false || cfg.h > 0, "--h must be positive, got ", cfg.h);
+  HG_REQUIRE(cfg.n * cfg.d < (int64_t(1) << 32) && cfg.d * cfg.h < (int64_t(1) << 30) && cfg.iters < (int64_t(1) << 31),
+             "problem too large (n*d < 2^32, d*h < 2^30, iters < 2^31)");
+  MlpResult res;
+  res.device = cfg.device;
+  res.impl = resolve_mlp_impl(cfg.impl, cfg.device);
+  MlpData data = make_data(cfg);
+
+  const int64_t M = static_cast<int64_t>(cfg.lrs.size()), P = mlp_param_count(cfg.d, cfg.h);
+  Tensor params = Tensor::empty({M, P});
+  for (int64_t m = 0; m < M; ++m) {
+    std::copy_n(data.W1.data<float>(), cfg.d * cfg.h, params.data<float>() + m * P);
+    std::copy_n(data.W2.data<float>(), cfg.h, params.data<float>() + m * P + cfg.d * cfg.h);
+  }
+  MlpRun run;
+  run.models = M;
+  run.n = cfg.n;
+  run.d = cfg.d;
+  run.h = cfg.h;
+  run.iters = cfg.iters;
+  run.X = data.X.data<float>();
+  run.Y = data.Y.data<float>();
+  run.indices = data.indices.data<int64_t>();
+  run.lr = cfg.lrs.data();
+
+  if (res.impl == "fused" && !cuda_available()) res.impl = "cpu";
+#ifdef HANDGRAD_WITH_CUDA
+  if (res.impl == "fused" && !cuda::mlp_fused_fits(cfg.d, cfg.h)) {
+    std::fprintf(stderr, "handgrad: note: d*h = %lld weights do not fit in shared memory; using --impl graph\n",
+                 static_cast<long long>(cfg.d * cfg.h));
+    res.impl = "graph";
+  }
+#endif
+  std::vector<int64_t> diverged(M, -1);
+  std::vector<float> losses;
+  double seconds = 0;
+  if (res.impl == "cpu") {
+    losses.assign(M * cfg.iters, 0.f);
+    const auto t0 = std::chrono::steady_clock::now();
+    cpu::mlp_train(params.data<float>(), losses.data(), diverged.data(), run);
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } else {
+#ifdef HANDGRAD_WITH_CUDA
+    Tensor dparams = params.to(Device::CUDA);
+    synchronize(Device::CUDA);
+    const auto t0 = std::chrono::steady_clock::now();
+    losses = train_cuda(res.impl, run, dparams, diverged);
+    synchronize(Device::CUDA);
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    params.copy_from(dparams);
+#else
+    throw UserError("--impl " + res.impl + " needs the CUDA backend, and this build has none");
+#endif
+  }
+  res.seconds = seconds;
+  res.us_per_iter = seconds / cfg.iters * 1e6;
+
+  for (int64_t m = 0; m < M; ++m) {
+    MlpModelResult mr;
+    mr.lr = cfg.lrs[m];
+    mr.diverged_at = diverged[m];
+    mr.losses.assign(losses.begin() + m * cfg.iters, losses.begin() + (m + 1) * cfg.iters);
+    mr.params.assign(params.data<float>() + m * P, params.data<float>() + (m + 1) * P);
+    mr.final_loss = mr.losses.back();
+    const int64_t tail = std::min<int64_t>(1000, cfg.iters);
+    double sum = 0;
+    for (int64_t t = cfg.iters - tail; t < cfg.iters; ++t) sum += mr.losses[t];
+    mr.last1000_mean = sum / tail;
+    mr.dataset_mse = mr.diverged_at >= 0 ? NAN : dataset_mse(mr.params.data(), data, cfg.d, cfg.h);
+    if (mr.diverged_at < 0 && (res.best < 0 || mr.last1000_mean < res.models[res.best].last1000_mean))
+      res.best = static_cast<int>(m);
+    res.models.push_back(std::move(mr));
+  }
+  if (res.best < 0) {
+    const MlpModelResult& m0 = res.models[0];
+    throw UserError(cat("training diverged at iteration ", m0.diverged_at + 1, " (loss ",
+                        m0.losses[m0.diverged_at], ") with lr ", lr_str(m0.lr),
+                        M > 1 ? " and every other lr of the sweep" : "",
+                        ": try a smaller --lr (1e-5, the default, converges on the default problem)"));
+  }
+  if (cfg.write_files) write_outputs(cfg, res);
+  return res;
+}
+
+}  // namespace handgrad

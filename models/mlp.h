@@ -1,0 +1,57 @@
+// Q2: the autograd-free two-layer MLP (kernels/mlp/mlp_train.h has the math). This is the
+// trainer around the kernels: data (generated from Philox streams or replayed from .npy
+// files), the memory plan, the four implementations, divergence handling, and the outputs
+// (Q2_output.txt, mlp_loss.csv, question2_result.pdf, mlp_summary.json).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "host/device.h"
+
+namespace handgrad {
+
+// The best of the sweep on the default problem (lowest mean loss over the last 1000 iterations
+// and lowest full-dataset MSE among 1e-6..0.03); the course's suggested 0.03 diverges within 4
+// iterations there, as every lr >= 1e-3 does (in PyTorch too). See the README's sweep.
+constexpr float kMlpDefaultLr = 1e-5f;
+
+struct MlpConfig {
+  int64_t n = 500, d = 64, h = 64, iters = 100000, log_every = 100;
+  std::vector<float> lrs = {kMlpDefaultLr};
+  uint64_t seed = 2024;
+  Device device = Device::CPU;
+  std::string impl = "auto";  // auto | cpu | kernels | graph | fused
+  std::string out_dir = "results";
+  bool plot = true;
+  bool write_files = true;
+  // Replay inputs (any may be empty): float32 X [n, d], Y [n] or [n, 1], W1 [d, h],
+  // W2 [h] or [h, 1]; int64 indices [>= iters], each in [0, n).
+  std::string x_path, y_path, w1_path, w2_path, indices_path;
+  std::string save_weights_dir;  // writes W1.npy, W2.npy of the best model
+};
+
+struct MlpModelResult {
+  float lr = 0;
+  int64_t diverged_at = -1;  // iteration (0-based) whose loss was not finite or exploded
+  double final_loss = 0, last1000_mean = 0, dataset_mse = 0;
+  std::vector<float> losses;   // every iteration's loss
+  std::vector<float> params;   // W1 (d x h) then W2 (h)
+};
+
+struct MlpResult {
+  std::string impl;
+  Device device = Device::CPU;
+  double seconds = 0, us_per_iter = 0;
+  int best = -1;  // the converged model with the lowest mean loss over the last 1000 iterations
+  std::vector<MlpModelResult> models;
+};
+
+// Validates the config (UserError on bad input), trains, writes the outputs unless
+// write_files is false. A single-lr run that diverges throws UserError naming the iteration.
+MlpResult run_mlp(const MlpConfig& cfg);
+
+// "kernels" | "graph" | "fused" | "cpu" for a config's impl on its device ("auto" resolved).
+std::string resolve_mlp_impl(const std::string& impl, Device device);
+
+}  // namespace handgrad
