@@ -12,6 +12,7 @@
 #include "host/npy.h"
 #include "host/philox.h"
 #include "kernels/random/random.h"
+#include "models/mlp.h"
 
 // GCC 12 reports a false -Wmaybe-uninitialized inside std::vector when nlohmann::json objects
 // are built from initializer lists (GCC bug 107138); nothing here is uninitialized.
@@ -25,7 +26,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
 const std::vector<std::string>& report_exercises() {
-  static const std::vector<std::string> all = {"q1"};
+  static const std::vector<std::string> all = {"q1", "q2"};
   return all;
 }
 
@@ -205,13 +206,43 @@ json report_q1(const ReportOptions& opt, bool& ok) {
   return j;
 }
 
+// Q2: the MLP with the course's suggested lr and smaller ones, all trained on the same data and
+// sample order; the best converged rate gives Q2_output.txt, every rate is in the plot.
+json report_q2(const ReportOptions& opt, bool& ok) {
+  MlpConfig cfg;
+  cfg.device = opt.device;
+  cfg.seed = opt.seed;
+  cfg.out_dir = opt.out_dir;
+  cfg.lrs = {0.03f, 0.01f, 1e-3f, 1e-4f, 1e-5f};
+  const MlpResult r = run_mlp(cfg);
+  json j = {{"device", device_name(r.device)}, {"impl", r.impl}, {"iters", cfg.iters},
+            {"seconds", r.seconds}, {"us_per_iter", r.us_per_iter}, {"best_lr", r.models[r.best].lr}};
+  j["models"] = json::array();
+  for (const MlpModelResult& m : r.models)
+    j["models"].push_back({{"lr", m.lr}, {"diverged_at", m.diverged_at},
+                           {"last1000_mean", m.diverged_at < 0 ? json(m.last1000_mean) : json(nullptr)},
+                           {"dataset_mse", m.diverged_at < 0 ? json(m.dataset_mse) : json(nullptr)}});
+  const bool converged = r.models[r.best].diverged_at < 0 && r.models[r.best].last1000_mean < r.models[r.best].losses[0];
+  ok = ok && converged;
+  std::printf("Q2: %lld iterations x %zu learning rates on %s (%s) in %.2f s (%.3f us/iteration); best lr %g\n",
+              (long long)cfg.iters, r.models.size(), device_name(r.device), r.impl.c_str(), r.seconds,
+              r.us_per_iter, r.models[r.best].lr);
+  for (const MlpModelResult& m : r.models) {
+    if (m.diverged_at >= 0)
+      std::printf("  lr %-8g diverged at iteration %lld\n", m.lr, (long long)m.diverged_at + 1);
+    else
+      std::printf("  lr %-8g last-1000 mean loss %.4f, dataset MSE %.4f\n", m.lr, m.last1000_mean, m.dataset_mse);
+  }
+  return j;
+}
+
 }  // namespace
 
 int run_report(const ReportOptions& opt) {
   const std::vector<std::string>& all = report_exercises();
   for (const std::string& o : opt.only)
     HG_REQUIRE(std::find(all.begin(), all.end(), o) != all.end(), "--only: unknown exercise '", o,
-               "' (this handgrad has: q1)");
+               "' (this handgrad has: q1, q2)");
   auto wanted = [&](const std::string& q) {
     return opt.only.empty() || std::find(opt.only.begin(), opt.only.end(), q) != opt.only.end();
   };
@@ -226,6 +257,13 @@ int run_report(const ReportOptions& opt) {
     const double t = now_s();
     summary["q1"] = report_q1(opt, ok);
     std::printf("[report] Q1 done in %.1f s\n", now_s() - t);
+  }
+  if (wanted("q2")) {
+    std::printf("[report] Q2 MLP ...\n");
+    std::fflush(stdout);
+    const double t = now_s();
+    summary["q2"] = report_q2(opt, ok);
+    std::printf("[report] Q2 done in %.1f s\n", now_s() - t);
   }
   const double total = now_s() - t0;
   summary["seconds"] = total;
@@ -246,6 +284,23 @@ int run_report(const ReportOptions& opt) {
                 e["equation"].get<std::string>().c_str(), shape_str(e["a"].get<Shape>()).c_str(),
                 e["ms"].get<double>(), e["GB_per_s"].get<double>(),
                 e["rel_error_vs_float64_samples"].get<double>(), e["pass"].get<bool>() ? "ok" : "FAIL");
+  }
+  if (summary.contains("q2")) {
+    const json& q = summary["q2"];
+    md += fmt("\n## Q2: two-layer MLP, batch-1 SGD without autograd\n\nFiles: `Q2_output.txt` (best lr, the "
+              "course's format), `mlp_loss.csv`, `question2_result.pdf`, `mlp_summary.json`. %lld iterations on "
+              "%s (%s), %.3f us/iteration.\n\n| lr | result | last-1000 mean loss | dataset MSE |\n|---|---|---|---|\n",
+              q["iters"].get<long long>(), q["device"].get<std::string>().c_str(),
+              q["impl"].get<std::string>().c_str(), q["us_per_iter"].get<double>());
+    for (const json& m : q["models"]) {
+      const long long div = m["diverged_at"].get<long long>();
+      if (div >= 0)
+        md += fmt("| %g | diverged at iteration %lld | - | - |\n", m["lr"].get<double>(), div + 1);
+      else
+        md += fmt("| %g | converged%s | %.4f | %.4f |\n", m["lr"].get<double>(),
+                  m["lr"].get<double>() == q["best_lr"].get<double>() ? " (best)" : "", m["last1000_mean"].get<double>(),
+                  m["dataset_mse"].get<double>());
+    }
   }
   write_file_atomic((fs::path(opt.out_dir) / "README.md").string(), md);
   write_file_atomic((fs::path(opt.out_dir) / "report.json").string(), summary.dump(2) + "\n");

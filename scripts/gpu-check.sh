@@ -72,6 +72,8 @@ tail -5 "$OUTDIR/gtest.log"
 note "PyTorch oracle, CLI bad input, quick report"
 HG_ORACLE_CASES=80 $PY tests/oracle_einsum.py "$HG" > "$OUTDIR/oracle.log" 2>&1 || fail=1
 tail -1 "$OUTDIR/oracle.log"
+$PY tests/oracle_mlp.py "$HG" > "$OUTDIR/oracle_mlp.log" 2>&1 || fail=1
+tail -1 "$OUTDIR/oracle_mlp.log"
 $PY tests/cli_bad_input.py "$HG" > "$OUTDIR/cli_bad_input.log" 2>&1 || fail=1
 tail -1 "$OUTDIR/cli_bad_input.log"
 $PY tests/cli_report.py "$HG" > "$OUTDIR/cli_report.log" 2>&1 || fail=1
@@ -82,6 +84,11 @@ note "benchmarks vs torch.einsum on $DEV"
 $PY bench/compare_pytorch.py --bench "$BENCH" --device $DEV --min-time 0.1 \
     --json "$OUTDIR/compare_$DEV.json" > "$OUTDIR/compare.log" 2>&1 || fail=1
 cat "$OUTDIR/compare.log"
+
+note "Q2 MLP: every implementation vs a PyTorch eager loop on $DEV"
+$PY bench/compare_mlp.py --handgrad "$HG" --device $DEV --json "$OUTDIR/compare_mlp_$DEV.json" \
+    > "$OUTDIR/compare_mlp.log" 2>&1 || fail=1
+cat "$OUTDIR/compare_mlp.log"
 
 note "full report on $DEV"
 "$HG" report --device $DEV --out-dir "$OUTDIR/results" > "$OUTDIR/report.log" 2>&1 || fail=1
@@ -103,7 +110,7 @@ if g:
     failed = sum(1 for t in tests if t.get("failures"))
     print(f"| device | {gpu} |\n|---|---|\n| commit | {commit} |")
     print(f"| GoogleTest | {len(tests) - failed - skipped} passed, {failed} failed, {skipped} skipped |")
-for log in ("oracle.log", "cli_bad_input.log", "cli_report.log"):
+for log in ("oracle.log", "oracle_mlp.log", "cli_bad_input.log", "cli_report.log"):
     try:
         last = open(os.path.join(out, log)).read().strip().splitlines()[-1]
     except Exception:
@@ -118,6 +125,12 @@ if c:
         ceil = r.get("pct_of_copy", r.get("pct_of_cublas"))
         ceil = f"{ceil:.0f}%" if ceil is not None else "-"
         print(f"| `{r['equation']}` | {shape} | {r['handgrad_ms']:.4f} | {rate} | {ceil} | {r['torch_ms']:.4f} | {r['speedup']:.2f}x |")
+m = load("compare_mlp_cuda.json") or load("compare_mlp_cpu.json")
+if m:
+    print("\n| Q2 implementation | us/iteration | vs torch eager | 5-lr sweep / 1 lr |\n|---|---|---|---|")
+    for r in m["rows"]:
+        sweep = f"{r['sweep5_ratio']:.2f}x" if "sweep5_ratio" in r else "-"
+        print(f"| {r['impl']} | {r['us_per_iter']:.3f} | {r['speedup_vs_torch']:.1f}x | {sweep} |")
 PYEOF
 
 if [ "$GPU" != "none (dry run)" ] && grep -q '"result": "SKIPPED"' "$OUTDIR/gtest.json" 2>/dev/null; then

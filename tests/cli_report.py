@@ -14,10 +14,15 @@ with tempfile.TemporaryDirectory() as d:
     print(p.stdout[-3000:], p.stderr[-2000:])
     missing = [f for f in ["README.md", "report.json", "q1_einsum.txt", "q1_einsum.json",
                            "q1/mul_A.npy", "q1/mul_B.npy", "q1/mul_out.npy", "q1/contract_A.npy",
-                           "q1/contract_B.npy", "q1/contract_out.npy", "q1/sum_A.npy", "q1/sum_out.npy"]
+                           "q1/contract_B.npy", "q1/contract_out.npy", "q1/sum_A.npy", "q1/sum_out.npy",
+                           "Q2_output.txt", "mlp_loss.csv", "mlp_summary.json", "question2_result.pdf"]
                if not os.path.isfile(os.path.join(out, f))]
     summary = json.load(open(os.path.join(out, "report.json"))) if not missing else {}
     ok = p.returncode == 0 and not missing and summary.get("all_checks_passed") is True
+    if not missing:
+        lines = open(os.path.join(out, "Q2_output.txt")).read().splitlines()
+        ok = ok and len(lines) == 1000 and lines[0].startswith("At 100-th iteration, loss is ")
+        ok = ok and open(os.path.join(out, "question2_result.pdf"), "rb").read(5) == b"%PDF-"
     leftovers = [f for f in os.listdir(out) if ".tmp." in f]
     ok = ok and not leftovers
     print(f"cli_report: rc={p.returncode} missing={missing} temp files left={leftovers}")
