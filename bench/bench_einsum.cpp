@@ -136,51 +136,57 @@ BENCHMARK(BM_cpu_gemm)->Apply(gemm_sizes)->UseRealTime();
 // ------------------------------------------------------------------------------------------
 #ifdef HANDGRAD_WITH_CUDA
 
-// Times `fn` with CUDA events, one benchmark iteration per launch sequence.
+// Seconds of GPU time one call of fn() enqueues, by CUDA events on the current stream.
+class EventTimer {
+ public:
+  EventTimer() {
+    CUDA_CHECK(cudaEventCreate(&start_));
+    CUDA_CHECK(cudaEventCreate(&stop_));
+  }
+  ~EventTimer() {
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
+  template <typename Fn>
+  double seconds(Fn&& fn) {
+    CUDA_CHECK(cudaEventRecord(start_));
+    fn();
+    CUDA_CHECK(cudaEventRecord(stop_));
+    CUDA_CHECK(cudaEventSynchronize(stop_));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+    return ms / 1e3;
+  }
+
+ private:
+  cudaEvent_t start_, stop_;
+};
+
+// The benchmark loop over fn (after a warm-up), reporting event times; returns their total.
 template <typename Fn>
 double time_cuda(benchmark::State& st, Fn&& fn) {
+  EventTimer timer;
+  timer.seconds(fn);
   double total = 0;
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  fn();  // warm-up
-  CUDA_CHECK(cudaDeviceSynchronize());
   for (auto _ : st) {
-    CUDA_CHECK(cudaEventRecord(start));
-    fn();
-    CUDA_CHECK(cudaEventRecord(stop));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    st.SetIterationTime(ms / 1e3);
-    total += ms / 1e3;
+    const double s = timer.seconds(fn);
+    st.SetIterationTime(s);
+    total += s;
   }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
   return total;
 }
 
-// Median seconds of `fn` over a few event-timed runs (for the ceilings).
+// Median seconds of fn over a few runs after a warm-up (for the ceilings).
 template <typename Fn>
 double median_cuda_seconds(Fn&& fn, int reps = 11) {
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  fn();
-  std::vector<float> t;
-  for (int r = 0; r < reps; ++r) {
-    CUDA_CHECK(cudaEventRecord(start));
-    fn();
-    CUDA_CHECK(cudaEventRecord(stop));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    t.push_back(ms);
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
+  EventTimer timer;
+  timer.seconds(fn);
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) t.push_back(timer.seconds(fn));
   std::sort(t.begin(), t.end());
-  return t[t.size() / 2] / 1e3;
+  return t[t.size() / 2];
 }
 
 // Device-to-device copy bandwidth moving `bytes` in total (bytes/2 read + bytes/2 written).

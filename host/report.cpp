@@ -103,6 +103,24 @@ double sampled_error(const CourseOp& op, const Tensor& A, const Tensor* B, const
   return err / scale;
 }
 
+// An op's random operands, on the host and on the report's device (b undefined for one operand).
+struct OpInputs {
+  Tensor a, b, dev_a, dev_b;
+  const Tensor* host_b() const { return b.defined() ? &b : nullptr; }
+  const Tensor* device_b() const { return b.defined() ? &dev_b : nullptr; }
+};
+
+OpInputs make_inputs(const CourseOp& op, const ReportOptions& opt, uint64_t& stream) {
+  OpInputs in;
+  in.a = randn(op.a, opt.seed, stream++);
+  in.dev_a = in.a.to(opt.device);
+  if (!op.b.empty()) {
+    in.b = randn(op.b, opt.seed, stream++);
+    in.dev_b = in.b.to(opt.device);
+  }
+  return in;
+}
+
 Tensor run_op(const CourseOp& op, const Tensor& A, const Tensor* B) {
   if (std::string(op.equation) == "abcd,abcd->abcd") return einsum_mul_abcd(A, *B);
   if (std::string(op.equation) == "abcd,ed->abce") return einsum_contract_abcd_ed(A, *B);
@@ -132,20 +150,16 @@ json report_q1(const ReportOptions& opt, bool& ok) {
   j["examples"] = json::array();
   uint64_t stream = 0;
   for (const CourseOp& op : examples) {
-    Tensor A = randn(op.a, opt.seed, stream++);
-    Tensor B = op.b.empty() ? Tensor() : randn(op.b, opt.seed, stream++);
-    const Tensor* pb = op.b.empty() ? nullptr : &B;
-    Tensor dA = A.to(opt.device);
-    Tensor dB = pb ? B.to(opt.device) : Tensor();
-    Tensor out = run_op(op, dA, pb ? &dB : nullptr);
-    std::vector<const Tensor*> args = {&A};
-    if (pb) args.push_back(pb);
+    const OpInputs in = make_inputs(op, opt, stream);
+    Tensor out = run_op(op, in.dev_a, in.device_b());
+    std::vector<const Tensor*> args = {&in.a};
+    if (in.host_b()) args.push_back(in.host_b());
     const ReferenceResult ref = einsum_reference(op.equation, args);
     const double err = relative_error(out.to_vector(), ref.values);
     const bool pass = err < 1e-5;
     ok = ok && pass;
-    write_npy((dir / (std::string(op.name) + "_A.npy")).string(), A);
-    if (pb) write_npy((dir / (std::string(op.name) + "_B.npy")).string(), B);
+    write_npy((dir / (std::string(op.name) + "_A.npy")).string(), in.a);
+    if (in.host_b()) write_npy((dir / (std::string(op.name) + "_B.npy")).string(), in.b);
     write_npy((dir / (std::string(op.name) + "_out.npy")).string(), out);
     j["examples"].push_back({{"op", op.name}, {"equation", op.equation}, {"a", op.a}, {"b", op.b},
                              {"out", out.shape()}, {"rel_error_vs_float64", err}, {"pass", pass}});
@@ -153,14 +167,12 @@ json report_q1(const ReportOptions& opt, bool& ok) {
 
   j["timed"] = json::array();
   for (const CourseOp& op : timed) {
-    Tensor A = randn(op.a, opt.seed, stream++);
-    Tensor B = op.b.empty() ? Tensor() : randn(op.b, opt.seed, stream++);
-    const Tensor* pb = op.b.empty() ? nullptr : &B;
-    Tensor dA = A.to(opt.device);
-    Tensor dB = pb ? B.to(opt.device) : Tensor();
+    const OpInputs in = make_inputs(op, opt, stream);
+    const Tensor& A = in.a;
+    const Tensor* pb = in.host_b();
     Tensor out;
     const double secs = median_time(opt.device, opt.quick ? 3 : 7,
-                                    [&] { out = run_op(op, dA, pb ? &dB : nullptr); });
+                                    [&] { out = run_op(op, in.dev_a, in.device_b()); });
     const double err = sampled_error(op, A, pb, out, opt.seed);
     double twin_err = -1;
     if (opt.device == Device::CUDA) {
@@ -170,7 +182,7 @@ json report_q1(const ReportOptions& opt, bool& ok) {
     }
     const bool pass = err < 1e-5 && twin_err < 1e-5;
     ok = ok && pass;
-    double bytes = 4.0 * (A.numel() + (pb ? B.numel() : 0) + out.numel()), flops = 0;
+    double bytes = 4.0 * (A.numel() + (pb ? pb->numel() : 0) + out.numel()), flops = 0;
     if (std::string(op.equation) == "abcd,ed->abce") flops = 2.0 * out.numel() * op.a[3];
     json row = {{"op", op.name}, {"equation", op.equation}, {"a", op.a}, {"b", op.b},
                 {"out", out.shape()}, {"ms", secs * 1e3}, {"GB_per_s", bytes / secs / 1e9},
