@@ -2,10 +2,12 @@
 // errors to exit codes: 0 ok, 1 a check failed or an internal error, 2 bad input (one line on
 // stderr, always).
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <chrono>
 #include <cstdio>
 #include <sstream>
 
+#include "host/checkpoint.h"
 #include "host/device.h"
 #include "host/einsum.h"
 #include "host/npy.h"
@@ -108,6 +110,25 @@ int cmd_mlp(MlpConfig cfg, const std::string& device, const std::string& lr_text
   return 0;
 }
 
+// Lists a checkpoint's tensors: name, dtype, shape and the sum of the values (a checksum that
+// tests compare with PyTorch's).
+int cmd_inspect(const std::string& path, bool as_json) {
+  const StateDict sd = read_state_dict(path);
+  nlohmann::ordered_json j = nlohmann::ordered_json::array();
+  for (const auto& [name, t] : sd.entries) {
+    double sum = 0;
+    for (int64_t i = 0; i < t.numel(); ++i)
+      sum += t.dtype() == DType::F32 ? double(t.data<float>()[i]) : double(t.data<int64_t>()[i]);
+    if (as_json)
+      j.push_back({{"name", name}, {"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"sum", sum}});
+    else
+      std::printf("%-40s %-8s %-20s sum %.6g\n", name.c_str(), dtype_name(t.dtype()), shape_str(t.shape()).c_str(), sum);
+  }
+  if (as_json) std::printf("%s\n", j.dump().c_str());
+  else std::printf("%zu tensors in %s\n", sd.entries.size(), path.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -158,6 +179,15 @@ int main(int argc, char** argv) {
   mlp->add_option("--indices", mc.indices_path, "replay: int64 sample index of each iteration");
   mlp->add_option("--save-weights", mc.save_weights_dir, "write the trained W1.npy, W2.npy here");
 
+  std::string inspect_path, convert_in, convert_out;
+  bool inspect_json = false;
+  CLI::App* insp = app.add_subcommand("inspect", "List the tensors of a .pth (torch.save) or .safetensors file");
+  insp->add_option("file", inspect_path, "checkpoint")->required();
+  insp->add_flag("--json", inspect_json, "one JSON array instead of a table");
+  CLI::App* conv = app.add_subcommand("convert", "Rewrite a .pth or .safetensors checkpoint as safetensors");
+  conv->add_option("input", convert_in, "checkpoint to read")->required();
+  conv->add_option("output", convert_out, "safetensors file to write")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -174,6 +204,12 @@ int main(int argc, char** argv) {
   try {
     if (*info) return cmd_info(info_device);
     if (*ein) return cmd_einsum(ea);
+    if (*insp) return cmd_inspect(inspect_path, inspect_json);
+    if (*conv) {
+      write_safetensors(convert_out, read_state_dict(convert_in));
+      std::printf("wrote %s\n", convert_out.c_str());
+      return 0;
+    }
     if (*mlp) {
       mc.plot = !no_plot;
       return cmd_mlp(mc, mlp_device, mlp_lr);
