@@ -13,6 +13,7 @@
 #include "host/npy.h"
 #include "host/report.h"
 #include "models/mlp.h"
+#include "models/transfer.h"
 
 using namespace handgrad;
 
@@ -188,6 +189,44 @@ int main(int argc, char** argv) {
   conv->add_option("input", convert_in, "checkpoint to read")->required();
   conv->add_option("output", convert_out, "safetensors file to write")->required();
 
+  TransferConfig tc;
+  std::string tr_device = "auto";
+  bool no_shuffle = false, no_eval = false, tr_no_plot = false;
+  CLI::App* transfer = app.add_subcommand("transfer", "Q3: ResNet18 transfer learning on FashionMNIST");
+  transfer->require_subcommand(1);
+  CLI::App* ttrain = transfer->add_subcommand("train", "fine-tune (or --grid: the course's 8 configurations)");
+  ttrain->add_option("--weights", tc.weights, "ImageNet weights (.pth/.safetensors), or none for random init");
+  ttrain->add_option("--checkpoint", tc.checkpoint, "start from an adapted model (1-channel conv1, 10-class fc)");
+  ttrain->add_option("--conv1-init", tc.conv1_init, "rgb-sum|random")->capture_default_str();
+  ttrain->add_option("--freeze", tc.freeze, "backbone|none")->capture_default_str();
+  ttrain->add_option("--batch-size", tc.batch_size)->capture_default_str();
+  ttrain->add_option("--lr", tc.lr)->capture_default_str();
+  ttrain->add_option("--momentum", tc.momentum)->capture_default_str();
+  ttrain->add_option("--epochs", tc.epochs)->capture_default_str();
+  ttrain->add_option("--max-steps", tc.max_steps, "stop after this many steps (0: no limit)")->capture_default_str();
+  ttrain->add_flag("--no-shuffle", no_shuffle, "keep the file order (as the course sample)");
+  ttrain->add_flag("--no-eval", no_eval, "skip the test-set evaluation");
+  ttrain->add_flag("--normalize", tc.normalize, "standardise pixels with FashionMNIST's mean and std");
+  ttrain->add_option("--seed", tc.seed)->capture_default_str();
+  ttrain->add_option("--data-dir", tc.data_dir, "folder with the four FashionMNIST .gz files");
+  ttrain->add_option("--device", tr_device, "auto|cpu|cuda")->capture_default_str();
+  ttrain->add_option("--out-dir", tc.out_dir)->capture_default_str();
+  ttrain->add_option("--save-checkpoint", tc.save_checkpoint, "write the trained model (safetensors)");
+  ttrain->add_option("--save-momentum", tc.save_momentum, "write the momentum buffers (safetensors)");
+  ttrain->add_option("--log-every", tc.log_every, "log the loss every this many batches")->capture_default_str();
+  ttrain->add_option("--eval-limit", tc.eval_limit, "evaluate on the first N test images (0: all)");
+  ttrain->add_flag("--grid", tc.grid, "batch 16/64 x lr 0.01/0.03 x momentum 0/0.9");
+  ttrain->add_flag("--no-plot", tr_no_plot, "skip question3_result.pdf");
+  TransferEvalConfig te;
+  std::string te_device = "auto";
+  CLI::App* teval = transfer->add_subcommand("eval", "test loss and accuracy of a checkpoint (eval mode)");
+  teval->add_option("--checkpoint", te.checkpoint, "adapted model (.pth or .safetensors)")->required();
+  teval->add_option("--limit", te.limit, "the first N test images (0: all)");
+  teval->add_option("--dump-logits", te.dump_logits, "write the logits [N, 10] as .npy");
+  teval->add_option("--data-dir", te.data_dir);
+  teval->add_flag("--normalize", te.normalize);
+  teval->add_option("--device", te_device, "auto|cpu|cuda")->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -205,6 +244,19 @@ int main(int argc, char** argv) {
     if (*info) return cmd_info(info_device);
     if (*ein) return cmd_einsum(ea);
     if (*insp) return cmd_inspect(inspect_path, inspect_json);
+    if (*ttrain) {
+      tc.device = parse_device(tr_device);
+      tc.shuffle = !no_shuffle;
+      tc.eval = !no_eval;
+      tc.plot = !tr_no_plot;
+      run_transfer_train(tc);
+      return 0;
+    }
+    if (*teval) {
+      te.device = parse_device(te_device);
+      run_transfer_eval(te);
+      return 0;
+    }
     if (*conv) {
       write_safetensors(convert_out, read_state_dict(convert_in));
       std::printf("wrote %s\n", convert_out.c_str());

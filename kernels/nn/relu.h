@@ -9,6 +9,8 @@ namespace handgrad {
 namespace cpu {
 void relu_forward(float* y, const float* x, int64_t n);
 void relu_backward(float* dx, const float* dy, const float* x, int64_t n);
+// PyTorch's form, from the output: dx = dy * [y > 0] (relu'(0) = 0), used by the ResNet.
+void relu_backward_from_output(float* dx, const float* dy, const float* y, int64_t n);
 }  // namespace cpu
 
 #ifdef HANDGRAD_WITH_CUDA

@@ -17,4 +17,11 @@ void relu_backward(float* dx, const float* dy, const float* x, int64_t n) {
   });
 }
 
+void relu_backward_from_output(float* dx, const float* dy, const float* y, int64_t n) {
+  parallel_ranges(n, 1 << 15, [&](int64_t b, int64_t e) {
+#pragma omp simd
+    for (int64_t i = b; i < e; ++i) dx[i] = y[i] > 0.f ? dy[i] : 0.f;
+  });
+}
+
 }  // namespace handgrad::cpu

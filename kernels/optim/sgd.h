@@ -11,6 +11,9 @@ namespace handgrad {
 
 namespace cpu {
 void sgd_step(float* params, const float* grads, const float* lr, int64_t groups, int64_t n);
+// PyTorch's SGD with momentum (no dampening, no weight decay, not Nesterov), on n floats:
+//   v = mu * v + g;  p -= lr * v        (v starts at 0, so the first step's v is g, as PyTorch)
+void sgd_momentum_step(float* params, const float* grads, float* velocity, int64_t n, float lr, float mu);
 }  // namespace cpu
 
 #ifdef HANDGRAD_WITH_CUDA

@@ -12,4 +12,12 @@ void sgd_step(float* params, const float* grads, const float* lr, int64_t groups
   }
 }
 
+void sgd_momentum_step(float* params, const float* grads, float* velocity, int64_t n, float lr, float mu) {
+#pragma omp parallel for simd schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) {
+    velocity[i] = mu * velocity[i] + grads[i];
+    params[i] -= lr * velocity[i];
+  }
+}
+
 }  // namespace handgrad::cpu

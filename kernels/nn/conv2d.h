@@ -1,0 +1,29 @@
+// 2-D convolution, NCHW, no bias (ResNet's convolutions have none), square stride and padding:
+//   y[n, co, oy, ox] = sum_{ci, ky, kx} w[co, ci, ky, kx] * x[n, ci, oy*s - p + ky, ox*s - p + kx]
+// with x = 0 outside the image. OH = (H + 2p - KH) / s + 1, likewise OW.
+//   conv2d_forward          y  = conv(x, w)
+//   conv2d_backward_data    dx = conv^T(dy, w)            (overwrites dx)
+//   conv2d_backward_filter  dw = sum_n dy_n (x) x_n       (overwrites dw)
+// CPU twin: im2col + GEMM per image (OpenBLAS), images spread over OpenMP threads; it needs
+// conv2d_workspace_floats() floats of scratch, which the caller owns (kernels never allocate).
+#pragma once
+#include <cstdint>
+
+namespace handgrad {
+
+struct Conv2dShape {
+  int64_t N = 1, C = 1, H = 1, W = 1;  // input
+  int64_t K = 1, R = 1, S = 1;         // output channels, kernel height, kernel width
+  int64_t stride = 1, pad = 0;
+  int64_t OH() const { return (H + 2 * pad - R) / stride + 1; }
+  int64_t OW() const { return (W + 2 * pad - S) / stride + 1; }
+};
+
+namespace cpu {
+int64_t conv2d_workspace_floats(const Conv2dShape& s);
+void conv2d_forward(float* y, const float* x, const float* w, const Conv2dShape& s, float* workspace);
+void conv2d_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s, float* workspace);
+void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace);
+}  // namespace cpu
+
+}  // namespace handgrad

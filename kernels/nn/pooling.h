@@ -1,0 +1,26 @@
+// Pooling, NCHW.
+//   maxpool2d_forward: y = max over each R x R window (stride, pad; padding never wins), and
+//                      argmax[i] = the flat index (within the image plane) of the winner
+//   maxpool2d_backward: dx = scatter-add of dy at argmax (overwrites dx)
+//   global_avgpool_forward:  y[n, c] = mean over H*W of x[n, c]
+//   global_avgpool_backward: dx[n, c, :] = dy[n, c] / (H*W)
+#pragma once
+#include <cstdint>
+
+namespace handgrad {
+
+struct Pool2dShape {
+  int64_t N = 1, C = 1, H = 1, W = 1;
+  int64_t R = 3, stride = 2, pad = 1;
+  int64_t OH() const { return (H + 2 * pad - R) / stride + 1; }
+  int64_t OW() const { return (W + 2 * pad - R) / stride + 1; }
+};
+
+namespace cpu {
+void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dShape& s);
+void maxpool2d_backward(float* dx, const float* dy, const int32_t* argmax, const Pool2dShape& s);
+void global_avgpool_forward(float* y, const float* x, int64_t NC, int64_t HW);
+void global_avgpool_backward(float* dx, const float* dy, int64_t NC, int64_t HW);
+}  // namespace cpu
+
+}  // namespace handgrad

@@ -1,0 +1,57 @@
+// torchvision's ResNet18, adapted to 1-channel input and 10 classes, on the CPU twins of the
+// kernels (kernels/nn): 7x7/2 conv, BN, ReLU, 3x3/2 max-pool, four stages of two BasicBlocks
+// (1x1/2 conv + BN downsampling where the shape changes), global average pool, fc.
+//
+// One memory plan: parameters, gradients and momentum live in one flat buffer each, laid out
+// in torchvision's state-dict order; BN running statistics in another; activations are
+// allocated once for the batch size. Names and shapes follow torchvision exactly, so state
+// dicts move between handgrad and PyTorch unchanged.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "host/checkpoint.h"
+#include "host/tensor.h"
+
+namespace handgrad {
+
+class ResNet18 {
+ public:
+  ResNet18(int64_t batch, int64_t height, int64_t width, int64_t in_channels = 1, int64_t classes = 10);
+  ~ResNet18();
+  ResNet18(const ResNet18&) = delete;
+  ResNet18& operator=(const ResNet18&) = delete;
+
+  // torchvision's initialisation: conv kaiming_normal(fan_out, relu), BN (1, 0), Linear's
+  // default uniform(+-1/sqrt(fan_in)) for fc weight and bias; from Philox streams of `seed`.
+  void init_random(uint64_t seed);
+  // Takes every tensor of `sd` whose name and shape match; a name with another shape, or (when
+  // `strict`) a missing or unknown name, is a UserError naming the key.
+  void load(const StateDict& sd, bool strict);
+  StateDict state_dict() const;                // parameters, running stats, num_batches_tracked
+  StateDict momentum_state() const;            // "<param>" -> momentum buffer (trainable ones)
+
+  // "backbone": only conv1 and fc train (the course's setting); "none": everything trains.
+  void set_freeze(const std::string& mode);
+  bool trainable(const std::string& param_name) const;
+
+  // Forward over n <= batch images [n, C, H, W]. Train mode uses batch statistics and updates
+  // the running ones. Returns the mean cross-entropy loss; logits [n, classes] stay readable.
+  double forward(const float* images, const int32_t* labels, int64_t n, bool train, int64_t* correct);
+  const float* logits() const;
+  // Gradients of the trainable parameters for the last train-mode forward.
+  void backward();
+  // PyTorch's SGD with momentum over the trainable parameters.
+  void sgd_step(float lr, float momentum);
+
+  int64_t parameter_count() const;
+  int64_t trainable_count() const;
+
+  struct Impl;
+
+ private:
+  Impl* impl_;
+};
+
+}  // namespace handgrad

@@ -1,0 +1,320 @@
+#include "models/transfer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "host/checkpoint.h"
+#include "host/idx.h"
+#include "host/npy.h"
+#include "host/philox.h"
+#include "host/plot.h"
+#include "models/resnet18.h"
+
+namespace handgrad {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+// FashionMNIST's pixel mean and std (of ToTensor()'s [0, 1] values), for --normalize.
+constexpr float kMean = 0.2860f, kStd = 0.3530f;
+
+struct Split {
+  int64_t count = 0, hw = 0;
+  std::vector<float> images;    // [count, 1, H, W], ToTensor(): pixel / 255
+  std::vector<int32_t> labels;
+};
+
+Split to_split(const IdxImages& im, const std::vector<uint8_t>& labels, bool normalize, int64_t limit) {
+  Split s;
+  s.count = limit > 0 ? std::min<int64_t>(limit, im.count) : im.count;
+  s.hw = im.rows * im.cols;
+  s.images.resize(s.count * s.hw);
+  for (int64_t i = 0; i < s.count * s.hw; ++i) {
+    const float v = im.pixels[i] / 255.f;
+    s.images[i] = normalize ? (v - kMean) / kStd : v;
+  }
+  s.labels.assign(labels.begin(), labels.begin() + s.count);
+  return s;
+}
+
+std::string find_imagenet_weights() {
+  std::vector<fs::path> dirs;
+  if (const char* th = std::getenv("TORCH_HOME")) dirs.push_back(fs::path(th) / "hub" / "checkpoints");
+  if (const char* home = std::getenv("HOME")) dirs.push_back(fs::path(home) / ".cache" / "torch" / "hub" / "checkpoints");
+  for (const fs::path& d : dirs)
+    for (const char* name : {"resnet18-f37072fd.pth", "resnet18.safetensors"}) {
+      std::error_code ec;
+      if (fs::is_regular_file(d / name, ec)) return (d / name).string();
+    }
+  throw UserError(
+      "ImageNet weights for ResNet18 not found (looked for resnet18-f37072fd.pth in $TORCH_HOME/hub/checkpoints "
+      "and ~/.cache/torch/hub/checkpoints): download https://download.pytorch.org/models/resnet18-f37072fd.pth "
+      "there or pass --weights PATH (.pth or .safetensors); --weights none starts from torchvision's random init");
+}
+
+// The model's initial weights: an adapted checkpoint, or ImageNet weights adapted to 1 channel
+// (conv1) and 10 classes (fc, always fresh), or torchvision's random init.
+void init_model(ResNet18& model, const TransferConfig& cfg) {
+  model.init_random(cfg.seed);
+  if (!cfg.checkpoint.empty()) {
+    model.load(read_state_dict(cfg.checkpoint), /*strict=*/true);
+    return;
+  }
+  if (cfg.weights == "none") return;
+  const std::string path = cfg.weights.empty() ? find_imagenet_weights() : cfg.weights;
+  StateDict pre = read_state_dict(path);
+  StateDict adapted;
+  for (auto& [name, t] : pre.entries) {
+    if (name.rfind("fc.", 0) == 0) continue;  // fc is always fresh: 10 classes, not 1000
+    if (name == "conv1.weight") {
+      if (cfg.conv1_init == "random") continue;
+      HG_REQUIRE(t.ndim() == 4 && t.shape()[1] == 3, path, ": conv1.weight has shape ", shape_str(t.shape()),
+                 ", expected ImageNet's [64, 3, 7, 7]");
+      // rgb-sum: a gray pixel g is the RGB pixel (g, g, g), so summing the RGB filters keeps
+      // conv1's response to gray images exactly what it was.
+      Tensor sum = Tensor::zeros({t.shape()[0], 1, t.shape()[2], t.shape()[3]});
+      const int64_t plane = t.shape()[2] * t.shape()[3];
+      for (int64_t k = 0; k < t.shape()[0]; ++k)
+        for (int64_t c = 0; c < 3; ++c)
+          for (int64_t i = 0; i < plane; ++i) sum.data<float>()[k * plane + i] += t.data<float>()[(k * 3 + c) * plane + i];
+      adapted.add(name, std::move(sum));
+      continue;
+    }
+    adapted.add(name, std::move(t));
+  }
+  for (const auto& [name, t] : model.state_dict().entries)
+    if (name.rfind("fc.", 0) != 0 && name != "conv1.weight")
+      HG_REQUIRE(adapted.find(name) != nullptr, path, ": not a torchvision ResNet18 state dict (no '", name, "')");
+  model.load(adapted, /*strict=*/false);
+}
+
+// Evaluation over a split: {mean loss, accuracy}.
+std::pair<double, double> evaluate(ResNet18& model, const Split& s, int64_t batch, std::vector<float>* logits) {
+  double loss = 0;
+  int64_t right = 0;
+  if (logits) logits->assign(s.count * 10, 0.f);
+  for (int64_t b = 0; b < s.count; b += batch) {
+    const int64_t n = std::min(batch, s.count - b);
+    int64_t c = 0;
+    loss += model.forward(&s.images[b * s.hw], &s.labels[b], n, /*train=*/false, &c) * n;
+    right += c;
+    if (logits) std::copy_n(model.logits(), n * 10, logits->begin() + b * 10);
+  }
+  return {loss / s.count, double(right) / s.count};
+}
+
+std::string duration(double s) {
+  char b[32];
+  if (s >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", int(s / 3600), int(s / 60) % 60);
+  else std::snprintf(b, sizeof b, "%dm%02ds", int(s / 60), int(s) % 60);
+  return b;
+}
+
+struct RunOutput {
+  TransferResult result;
+  std::vector<std::pair<int, std::pair<double, double>>> epoch_eval;  // epoch -> (loss, acc)
+};
+
+RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& test, const std::string& label) {
+  HG_REQUIRE(cfg.batch_size > 0, "--batch-size must be positive, got ", cfg.batch_size);
+  HG_REQUIRE(std::isfinite(cfg.lr) && cfg.lr > 0, "--lr must be positive, got ", cfg.lr);
+  HG_REQUIRE(cfg.momentum >= 0 && cfg.momentum < 1, "--momentum must be in [0, 1), got ", cfg.momentum);
+  HG_REQUIRE(cfg.epochs > 0, "--epochs must be positive, got ", cfg.epochs);
+  HG_REQUIRE(cfg.max_steps >= 0, "--max-steps must not be negative");
+  const int64_t side = static_cast<int64_t>(std::lround(std::sqrt(double(train.hw))));
+  ResNet18 model(cfg.batch_size, side, side);
+  init_model(model, cfg);
+  model.set_freeze(cfg.freeze);
+
+  RunOutput out;
+  const int64_t steps_per_epoch = (train.count + cfg.batch_size - 1) / cfg.batch_size;
+  const int64_t total_steps = cfg.max_steps > 0 ? std::min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+                                                : steps_per_epoch * cfg.epochs;
+  std::vector<int64_t> order(train.count);
+  std::vector<float> batch_images(cfg.batch_size * train.hw);
+  std::vector<int32_t> batch_labels(cfg.batch_size);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  int64_t step = 0, seen = 0;
+  double window = 0;
+  int64_t window_n = 0;
+  const bool tty = cfg.progress && isatty(STDERR_FILENO);
+  for (int64_t epoch = 0; epoch < cfg.epochs && step < total_steps; ++epoch) {
+    for (int64_t i = 0; i < train.count; ++i) order[i] = i;
+    if (cfg.shuffle) {  // Fisher-Yates from a Philox stream per epoch: same seed, same order
+      const Philox rng(cfg.seed, 1000 + epoch);
+      for (int64_t i = train.count - 1; i > 0; --i)
+        std::swap(order[i], order[static_cast<int64_t>(rng.uniform_int(i, i + 1))]);
+    }
+    for (int64_t b = 0; b < train.count && step < total_steps; b += cfg.batch_size, ++step) {
+      const int64_t n = std::min(cfg.batch_size, train.count - b);
+      for (int64_t k = 0; k < n; ++k) {
+        std::copy_n(&train.images[order[b + k] * train.hw], train.hw, &batch_images[k * train.hw]);
+        batch_labels[k] = train.labels[order[b + k]];
+      }
+      const double loss = model.forward(batch_images.data(), batch_labels.data(), n, true, nullptr);
+      HG_REQUIRE(std::isfinite(loss), "training diverged at step ", step + 1, " (loss ", loss,
+                 "): try a smaller --lr");
+      model.backward();
+      model.sgd_step(cfg.lr, cfg.momentum);
+      seen += n;
+      window += loss;
+      ++window_n;
+      if ((step + 1) % cfg.log_every == 0 || step + 1 == total_steps) {
+        out.result.loss_curve.emplace_back(seen, window / window_n);
+        window = 0;
+        window_n = 0;
+      }
+      if (cfg.progress && ((step + 1) % (tty ? 5 : 100) == 0 || step + 1 == total_steps)) {
+        const double t = elapsed(), ips = seen / t;
+        std::fprintf(stderr, "%s[%s] epoch %lld/%lld step %lld/%lld loss %.4f  %.0f img/s  ETA %s%s",
+                     tty ? "\r" : "", label.c_str(), (long long)epoch + 1, (long long)cfg.epochs,
+                     (long long)step + 1, (long long)total_steps, out.result.loss_curve.empty() ? loss : out.result.loss_curve.back().second,
+                     ips, duration((total_steps - step - 1) * cfg.batch_size / std::max(ips, 1e-9)).c_str(), tty ? "   " : "\n");
+      }
+    }
+    if (tty) std::fprintf(stderr, "\n");
+    if (cfg.eval) {
+      const auto [l, a] = evaluate(model, test, cfg.batch_size, nullptr);  // the model is sized for one batch
+      out.epoch_eval.push_back({int(epoch + 1), {l, a}});
+      std::fprintf(stderr, "[%s] epoch %lld: test loss %.4f, test accuracy %.2f%%\n", label.c_str(),
+                   (long long)epoch + 1, l, 100 * a);
+    }
+  }
+  out.result.seconds = elapsed();
+  out.result.steps = step;
+  out.result.images_per_second = seen / std::max(out.result.seconds, 1e-9);
+  const size_t k = std::min<size_t>(5, out.result.loss_curve.size());
+  for (size_t i = out.result.loss_curve.size() - k; i < out.result.loss_curve.size(); ++i)
+    out.result.final_train_loss += out.result.loss_curve[i].second / k;
+  if (!out.epoch_eval.empty()) {
+    out.result.test_loss = out.epoch_eval.back().second.first;
+    out.result.test_accuracy = out.epoch_eval.back().second.second;
+  }
+  if (!cfg.save_checkpoint.empty()) write_safetensors(cfg.save_checkpoint, model.state_dict());
+  if (!cfg.save_momentum.empty()) write_safetensors(cfg.save_momentum, model.momentum_state());
+  return out;
+}
+
+std::string config_label(const TransferConfig& c) {
+  char b[96];
+  std::snprintf(b, sizeof b, "bs%lld_lr%g_m%g", (long long)c.batch_size, c.lr, c.momentum);
+  return b;
+}
+
+void write_curves(const std::string& path, const std::vector<std::pair<std::string, RunOutput>>& runs) {
+  std::string csv = "config,samples_seen,train_loss\n";
+  for (const auto& [label, r] : runs)
+    for (const auto& [s, l] : r.result.loss_curve) csv += label + "," + std::to_string(s) + "," + std::to_string(l) + "\n";
+  write_file_atomic(path, csv);
+}
+
+}  // namespace
+
+TransferResult run_transfer_train(const TransferConfig& cfg) {
+  HG_REQUIRE(cfg.device == Device::CPU, "transfer: the CUDA path of Q3 is not built yet; use --device cpu");
+  HG_REQUIRE(cfg.conv1_init == "rgb-sum" || cfg.conv1_init == "random", "--conv1-init must be rgb-sum or random");
+  HG_REQUIRE(cfg.log_every > 0, "--log-every must be positive");
+  const FashionMnist data = load_fashion_mnist(cfg.data_dir);
+  const Split train = to_split(data.train_images, data.train_labels, cfg.normalize, 0);
+  const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.eval_limit);
+  std::vector<TransferConfig> configs;
+  if (cfg.grid) {
+    for (int64_t bs : {16, 64})
+      for (float lr : {0.01f, 0.03f})
+        for (float mu : {0.f, 0.9f}) {
+          TransferConfig c = cfg;
+          c.batch_size = bs, c.lr = lr, c.momentum = mu;
+          c.save_checkpoint.clear();
+          c.save_momentum.clear();
+          configs.push_back(c);
+        }
+  } else {
+    configs.push_back(cfg);
+  }
+  std::vector<std::pair<std::string, RunOutput>> runs;
+  for (const TransferConfig& c : configs) runs.emplace_back(config_label(c), train_one(c, train, test, config_label(c)));
+
+  fs::create_directories(cfg.out_dir);
+  const fs::path dir(cfg.out_dir);
+  const std::string weights_label = !cfg.checkpoint.empty() ? "checkpoint " + cfg.checkpoint
+                                    : cfg.weights == "none" ? "random init (--weights none)" : "ImageNet weights";
+  json j = {{"weights", weights_label}, {"freeze", cfg.freeze}, {"epochs", cfg.epochs}, {"max_steps", cfg.max_steps},
+            {"shuffle", cfg.shuffle}, {"seed", cfg.seed}, {"device", device_name(cfg.device)}};
+  j["runs"] = json::array();
+  size_t best = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const TransferResult& r = runs[i].second.result;
+    const TransferConfig& c = configs[i];
+    j["runs"].push_back({{"config", runs[i].first}, {"batch_size", c.batch_size}, {"lr", c.lr}, {"momentum", c.momentum},
+                         {"steps", r.steps}, {"final_train_loss", r.final_train_loss}, {"test_loss", r.test_loss},
+                         {"test_accuracy", r.test_accuracy}, {"seconds", r.seconds},
+                         {"images_per_second", r.images_per_second}});
+    if (r.test_accuracy > runs[best].second.result.test_accuracy) best = i;
+  }
+  j["best"] = runs[best].first;
+  const std::string prefix = cfg.grid ? "q3_grid" : "q3";
+  write_curves((dir / (prefix + "_train_loss.csv")).string(), runs);
+  std::string eval_csv = "config,epoch,test_loss,test_accuracy\n";
+  for (const auto& [label, r] : runs)
+    for (const auto& [e, la] : r.epoch_eval)
+      eval_csv += label + "," + std::to_string(e) + "," + std::to_string(la.first) + "," + std::to_string(la.second) + "\n";
+  write_file_atomic((dir / (prefix + "_test.csv")).string(), eval_csv);
+  write_file_atomic((dir / (prefix + "_summary.json")).string(), j.dump(2) + "\n");
+  if (cfg.grid) {
+    std::string md = "| batch | lr | momentum | final train loss | test accuracy |\n|---|---|---|---|---|\n";
+    for (size_t i = 0; i < runs.size(); ++i) {
+      char line[160];
+      std::snprintf(line, sizeof line, "| %lld | %g | %g | %.4f | %.2f%%%s |\n", (long long)configs[i].batch_size,
+                    configs[i].lr, configs[i].momentum, runs[i].second.result.final_train_loss,
+                    100 * runs[i].second.result.test_accuracy, i == best ? " (best)" : "");
+      md += line;
+    }
+    write_file_atomic((dir / "q3_grid.md").string(), md);
+    std::printf("%s", md.c_str());
+  }
+  if (cfg.plot) {
+    char title[256];
+    std::snprintf(title, sizeof title, "Q3: ResNet18 on FashionMNIST, %s, freeze %s, %s%s", weights_label.c_str(),
+                  cfg.freeze.c_str(), cfg.grid ? "grid search" : config_label(cfg).c_str(),
+                  cfg.max_steps > 0 ? cat(", ", cfg.max_steps, " steps").c_str() : cat(", ", cfg.epochs, " epochs").c_str());
+    run_plot("plot_transfer.py", {(dir / (prefix + "_train_loss.csv")).string(), (dir / (prefix + "_test.csv")).string(),
+                                  (dir / "question3_result.pdf").string(), title});
+  }
+  const TransferResult& r = runs[best].second.result;
+  if (cfg.eval)
+    std::printf("%s: final train loss %.4f, test loss %.4f, test accuracy %.2f%% (%s, %lld steps, %.1f s, %.0f img/s)\n",
+                runs[best].first.c_str(), r.final_train_loss, r.test_loss, 100 * r.test_accuracy, weights_label.c_str(),
+                (long long)r.steps, r.seconds, r.images_per_second);
+  else
+    std::printf("%s: final train loss %.4f (%lld steps, %.1f s, %.0f img/s; no evaluation)\n", runs[best].first.c_str(),
+                r.final_train_loss, (long long)r.steps, r.seconds, r.images_per_second);
+  return r;
+}
+
+std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg) {
+  HG_REQUIRE(cfg.device == Device::CPU, "transfer: the CUDA path of Q3 is not built yet; use --device cpu");
+  HG_REQUIRE(!cfg.checkpoint.empty(), "transfer eval needs --checkpoint");
+  HG_REQUIRE(cfg.limit >= 0, "--limit must not be negative");
+  const FashionMnist data = load_fashion_mnist(cfg.data_dir);
+  const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.limit);
+  ResNet18 model(cfg.batch_size, data.test_images.rows, data.test_images.cols);
+  model.load(read_state_dict(cfg.checkpoint), /*strict=*/true);
+  std::vector<float> logits;
+  const auto [loss, acc] = evaluate(model, test, cfg.batch_size, cfg.dump_logits.empty() ? nullptr : &logits);
+  if (!cfg.dump_logits.empty())
+    write_npy(cfg.dump_logits, Tensor::from_vector({test.count, 10}, logits));
+  std::printf("eval on %lld test images: test loss %.4f, test accuracy %.2f%%\n", (long long)test.count, loss, 100 * acc);
+  return {loss, acc};
+}
+
+}  // namespace handgrad

@@ -1,0 +1,51 @@
+// Q3: transfer learning of ResNet18 on FashionMNIST - the data pipeline, the training and
+// evaluation loops, the grid search, checkpoints and the outputs (CSV, PDF, JSON).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "host/device.h"
+
+namespace handgrad {
+
+struct TransferConfig {
+  std::string weights;     // "" search the torch hub caches, "none" random init, else a path
+  std::string checkpoint;  // an adapted model (1-channel conv1, 10-class fc); overrides weights
+  std::string conv1_init = "rgb-sum";  // rgb-sum | random
+  std::string freeze = "backbone";     // backbone | none
+  int64_t batch_size = 64;
+  float lr = 0.01f, momentum = 0.9f;
+  int64_t epochs = 2, max_steps = 0;  // max_steps > 0 stops early
+  bool shuffle = true, eval = true, normalize = false, grid = false;
+  uint64_t seed = 2024;
+  std::string data_dir;
+  Device device = Device::CPU;
+  std::string out_dir = "results";
+  std::string save_checkpoint, save_momentum;
+  int64_t log_every = 20;
+  int64_t eval_limit = 0;  // 0: the whole test set
+  bool plot = true, progress = true;
+};
+
+struct TransferResult {
+  double final_train_loss = 0;  // mean of the last 5 logged losses
+  double test_loss = 0, test_accuracy = 0;
+  double seconds = 0, images_per_second = 0;
+  int64_t steps = 0;
+  std::vector<std::pair<int64_t, double>> loss_curve;  // (samples seen, loss)
+};
+
+// `handgrad transfer train` (one configuration, or the grid when cfg.grid).
+TransferResult run_transfer_train(const TransferConfig& cfg);
+
+struct TransferEvalConfig {
+  std::string checkpoint, data_dir, dump_logits;
+  int64_t limit = 0, batch_size = 256;
+  bool normalize = false;
+  Device device = Device::CPU;
+};
+// `handgrad transfer eval`: returns {test loss, accuracy}.
+std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg);
+
+}  // namespace handgrad
