@@ -1,17 +1,17 @@
 #include "models/resnet18.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "host/philox.h"
 #include "kernels/einsum/gemm.h"
+#include "kernels/einsum/ops.h"
 #include "kernels/nn/batchnorm.h"
 #include "kernels/nn/conv2d.h"
 #include "kernels/nn/pooling.h"
 #include "kernels/nn/relu.h"
+#include "kernels/nn/rows.h"
 #include "kernels/nn/xent.h"
 #include "kernels/optim/sgd.h"
 
@@ -20,7 +20,7 @@ namespace handgrad {
 namespace {
 
 // One entry of the state dict: a parameter (in `params`), a running statistic (in `buffers`)
-// or a BN step counter (num_batches_tracked, in `counters`).
+// or a BN step counter (num_batches_tracked, kept on the host in `counters`).
 struct Entry {
   enum Kind { Param, Buffer, Counter } kind;
   std::string name;
@@ -29,41 +29,57 @@ struct Entry {
   int64_t numel() const { return shape_numel(shape); }
 };
 
+// A float array on the model's device.
+struct Array {
+  Tensor t;
+  void alloc(int64_t n, Device d) { t = Tensor::zeros({std::max<int64_t>(n, 1)}, d); }
+  float* get() { return t.data<float>(); }
+  const float* get() const { return t.data<float>(); }
+};
+
 // conv -> BN, with the activations the backward pass needs.
 struct ConvBN {
-  std::string conv_name, bn_name;
   Conv2dShape conv;
   int64_t w = 0, gamma = 0, beta = 0, running_mean = 0, running_var = 0, counter = 0;
-  std::vector<float> conv_out, bn_out, save_mean, save_invstd;
+  bool train_conv = true, train_bn = true;
+  Array conv_out, bn_out, save_mean, save_invstd;
   const float* input = nullptr;
 };
 
 struct Block {
   ConvBN c1, c2, down;
   bool has_down = false;
-  std::vector<float> mid, out;  // relu(bn1(conv1(x))), relu(bn2(conv2(mid)) + identity)
-  const float* input = nullptr;
+  Array mid, out;  // relu(bn1(conv1(x))), relu(bn2(conv2(mid)) + identity)
 };
 
 }  // namespace
 
+// Each layer call goes to the CPU twin or the CUDA kernel, by the model's device.
+#ifdef HANDGRAD_WITH_CUDA
+#define HG_NN(fn, ...) (dev == Device::CPU ? cpu::fn(__VA_ARGS__) : cuda::fn(__VA_ARGS__))
+#else
+#define HG_NN(fn, ...) cpu::fn(__VA_ARGS__)
+#endif
+
 struct ResNet18::Impl {
   int64_t batch, H, W, Cin, classes, n = 0;
+  Device dev;
+  bool tf32;
   std::vector<Entry> entries;
-  std::vector<float> params, grads, velocity, buffers;
+  std::vector<bool> trainable;  // per entry
+  Array params, grads, velocity, buffers;
   std::vector<int64_t> counters;
-  std::vector<bool> trainable;  // per Param entry index in `entries`
-  std::string freeze = "none";
+  int64_t param_end = 0, buffer_end = 0, counter_end = 0;
 
   ConvBN stem;
-  std::vector<float> stem_relu, pool_out;
-  std::vector<int32_t> pool_argmax;
+  Array stem_relu, pool_out;
+  Buffer pool_argmax;  // int32
   Pool2dShape pool;
   Block blocks[8];
   int64_t fc_w = 0, fc_b = 0, features = 512;
-  std::vector<float> feat, logits, dlogits, workspace;
-  std::vector<int32_t> labels;
-  std::vector<float> g[6];  // backward scratch, each as large as the largest activation
+  Array feat, logits, dlogits, row_loss, cpu_workspace, bn_stats;
+  Buffer row_correct;  // int32, GPU only
+  Array g[6];          // backward scratch, each as large as the largest activation
   bool have_forward = false;
 
   int64_t add(Entry::Kind kind, const std::string& name, const Shape& shape) {
@@ -72,13 +88,10 @@ struct ResNet18::Impl {
     end += shape_numel(shape);
     return entries.back().offset;
   }
-  int64_t param_end = 0, buffer_end = 0, counter_end = 0;
 
-  ConvBN make_convbn(const std::string& conv_name, const std::string& bn_name, int64_t C, int64_t K,
-                     int64_t R, int64_t stride, int64_t pad, int64_t h, int64_t w) {
+  ConvBN make_convbn(const std::string& conv_name, const std::string& bn_name, int64_t C, int64_t K, int64_t R,
+                     int64_t stride, int64_t pad, int64_t h, int64_t w) {
     ConvBN u;
-    u.conv_name = conv_name;
-    u.bn_name = bn_name;
     u.conv = {batch, C, h, w, K, R, R, stride, pad};
     u.w = add(Entry::Param, conv_name + ".weight", {K, C, R, R});
     u.gamma = add(Entry::Param, bn_name + ".weight", {K});
@@ -87,21 +100,23 @@ struct ResNet18::Impl {
     u.running_var = add(Entry::Buffer, bn_name + ".running_var", {K});
     u.counter = add(Entry::Counter, bn_name + ".num_batches_tracked", {});
     const int64_t out = batch * K * u.conv.OH() * u.conv.OW();
-    u.conv_out.resize(out);
-    u.bn_out.resize(out);
-    u.save_mean.resize(K);
-    u.save_invstd.resize(K);
+    u.conv_out.alloc(out, dev);
+    u.bn_out.alloc(out, dev);
+    u.save_mean.alloc(K, dev);
+    u.save_invstd.alloc(K, dev);
     return u;
   }
 
-  Impl(int64_t b, int64_t h, int64_t w, int64_t cin, int64_t k) : batch(b), H(h), W(w), Cin(cin), classes(k) {
+  Impl(int64_t b, int64_t h, int64_t w, Device d, bool tf, int64_t cin, int64_t k)
+      : batch(b), H(h), W(w), Cin(cin), classes(k), dev(d), tf32(tf) {
     HG_REQUIRE(b > 0 && h > 0 && w > 0 && cin > 0 && k > 0, "ResNet18: sizes must be positive");
     stem = make_convbn("conv1", "bn1", cin, 64, 7, 2, 3, h, w);
     int64_t sh = stem.conv.OH(), sw = stem.conv.OW();
-    stem_relu.resize(stem.bn_out.size());
+    stem_relu.alloc(batch * 64 * sh * sw, dev);
     pool = {batch, 64, sh, sw, 3, 2, 1};
-    pool_out.resize(batch * 64 * pool.OH() * pool.OW());
-    pool_argmax.resize(pool_out.size());
+    const int64_t pooled = batch * 64 * pool.OH() * pool.OW();
+    pool_out.alloc(pooled, dev);
+    pool_argmax = Buffer(sizeof(int32_t) * pooled, dev);
     sh = pool.OH(), sw = pool.OW();
     int64_t C = 64, idx = 0;
     for (int stage = 0; stage < 4; ++stage) {
@@ -115,26 +130,27 @@ struct ResNet18::Impl {
         bl.c2 = make_convbn(p + "conv2", p + "bn2", K, K, 3, 1, 1, oh, ow);
         bl.has_down = stride != 1 || C != K;
         if (bl.has_down) bl.down = make_convbn(p + "downsample.0", p + "downsample.1", C, K, 1, stride, 0, sh, sw);
-        bl.mid.resize(bl.c1.bn_out.size());
-        bl.out.resize(bl.c2.bn_out.size());
+        bl.mid.alloc(batch * K * oh * ow, dev);
+        bl.out.alloc(batch * K * oh * ow, dev);
         C = K, sh = oh, sw = ow;
       }
     }
     fc_w = add(Entry::Param, "fc.weight", {classes, features});
     fc_b = add(Entry::Param, "fc.bias", {classes});
-    params.assign(param_end, 0.f);
-    grads.assign(param_end, 0.f);
-    velocity.assign(param_end, 0.f);
-    buffers.assign(buffer_end, 0.f);
+    params.alloc(param_end, dev);
+    grads.alloc(param_end, dev);
+    velocity.alloc(param_end, dev);
+    buffers.alloc(buffer_end, dev);
     counters.assign(counter_end, 0);
-    feat.resize(batch * features);
-    logits.resize(batch * classes);
-    dlogits.resize(batch * classes);
-    labels.resize(batch);
-    int64_t ws = 0, act = stem.conv_out.size();
+    feat.alloc(batch * features, dev);
+    logits.alloc(batch * classes, dev);
+    dlogits.alloc(batch * classes, dev);
+    row_loss.alloc(batch, dev);
+    row_correct = Buffer(sizeof(int32_t) * batch, dev);
+    int64_t ws = 0, act = stem.conv_out.t.numel();
     auto need = [&](const ConvBN& u) {
-      ws = std::max(ws, cpu::conv2d_workspace_floats(u.conv));
-      act = std::max<int64_t>(act, u.conv_out.size());
+      if (dev == Device::CPU) ws = std::max(ws, cpu::conv2d_workspace_floats(u.conv));
+      act = std::max(act, u.conv_out.t.numel());
     };
     need(stem);
     for (const Block& bl : blocks) {
@@ -142,10 +158,12 @@ struct ResNet18::Impl {
       need(bl.c2);
       if (bl.has_down) need(bl.down);
     }
-    act = std::max<int64_t>(act, pool_out.size());
-    workspace.resize(ws);
-    for (auto& v : g) v.resize(act);
+    act = std::max(act, pool_out.t.numel());
+    cpu_workspace.alloc(ws, dev);
+    bn_stats.alloc(2 * 512, dev);
+    for (Array& a : g) a.alloc(act, dev);
     trainable.assign(entries.size(), true);
+    set_freeze("none");
   }
 
   const Entry* find(const std::string& name) const {
@@ -153,133 +171,185 @@ struct ResNet18::Impl {
       if (e.name == name) return &e;
     return nullptr;
   }
-  bool is_trainable(int64_t param_offset) const {
-    for (size_t i = 0; i < entries.size(); ++i)
-      if (entries[i].kind == Entry::Param && entries[i].offset == param_offset) return trainable[i];
-    return false;
+
+  void set_freeze(const std::string& mode) {
+    HG_REQUIRE(mode == "backbone" || mode == "none", "--freeze must be backbone or none, got '", mode, "'");
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const std::string& nm = entries[i].name;
+      trainable[i] = entries[i].kind == Entry::Param && (mode == "none" || nm == "conv1.weight" || nm.rfind("fc.", 0) == 0);
+    }
+    auto flags = [&](ConvBN& u) {
+      u.train_conv = mode == "none" || &u == &stem;
+      u.train_bn = mode == "none";
+    };
+    flags(stem);
+    for (Block& bl : blocks) {
+      flags(bl.c1);
+      flags(bl.c2);
+      if (bl.has_down) flags(bl.down);
+    }
   }
 
+  float* P(int64_t off) { return params.get() + off; }
+  float* G(int64_t off) { return grads.get() + off; }
+  float* B(int64_t off) { return buffers.get() + off; }
+
   // ---------------------------------------------------------------------------------------
+  void conv_forward(float* y, const float* x, const float* w, const Conv2dShape& s) {
+    if (dev == Device::CPU) return cpu::conv2d_forward(y, x, w, s, cpu_workspace.get());
+#ifdef HANDGRAD_WITH_CUDA
+    cuda::conv2d_forward(y, x, w, s, tf32);
+#endif
+  }
+  void conv_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
+    if (dev == Device::CPU) return cpu::conv2d_backward_data(dx, dy, w, s, cpu_workspace.get());
+#ifdef HANDGRAD_WITH_CUDA
+    cuda::conv2d_backward_data(dx, dy, w, s, tf32);
+#endif
+  }
+  void conv_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
+    if (dev == Device::CPU) return cpu::conv2d_backward_filter(dw, dy, x, s, cpu_workspace.get());
+#ifdef HANDGRAD_WITH_CUDA
+    cuda::conv2d_backward_filter(dw, dy, x, s, tf32);
+#endif
+  }
+  void bn_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x, const float* gamma,
+                   const float* mean, const float* invstd, const BatchNormShape& s) {
+    if (dev == Device::CPU) return cpu::batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, mean, invstd, s);
+#ifdef HANDGRAD_WITH_CUDA
+    cuda::batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, mean, invstd, s, bn_stats.get());
+#endif
+  }
+  void gemm(float* C, const float* A, const float* Bm, const GemmShape& s) {
+    if (dev == Device::CPU) return cpu::gemm_batched(C, A, Bm, s);
+#ifdef HANDGRAD_WITH_CUDA
+    cuda::gemm_batched(C, A, Bm, s);
+#endif
+  }
+
   void convbn_forward(ConvBN& u, const float* x, bool train) {
     u.input = x;
     u.conv.N = n;
-    cpu::conv2d_forward(u.conv_out.data(), x, &params[u.w], u.conv, workspace.data());
+    conv_forward(u.conv_out.get(), x, P(u.w), u.conv);
     const BatchNormShape bs{n, u.conv.K, u.conv.OH() * u.conv.OW()};
     if (train) {
-      cpu::batchnorm_forward_train(u.bn_out.data(), u.conv_out.data(), &params[u.gamma], &params[u.beta],
-                                   &buffers[u.running_mean], &buffers[u.running_var], u.save_mean.data(),
-                                   u.save_invstd.data(), bs);
+      HG_NN(batchnorm_forward_train, u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),
+            B(u.running_var), u.save_mean.get(), u.save_invstd.get(), bs);
       ++counters[u.counter];
     } else {
-      cpu::batchnorm_forward_eval(u.bn_out.data(), u.conv_out.data(), &params[u.gamma], &params[u.beta],
-                                  &buffers[u.running_mean], &buffers[u.running_var], bs);
+      HG_NN(batchnorm_forward_eval, u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),
+            B(u.running_var), bs);
     }
   }
 
   // dy (w.r.t. bn_out) -> weight grads (if trainable) and, when dx is not null, the input grad.
   void convbn_backward(ConvBN& u, const float* dy, float* dconv, float* dx) {
     const BatchNormShape bs{n, u.conv.K, u.conv.OH() * u.conv.OW()};
-    const bool bn_train = is_trainable(u.gamma);
-    cpu::batchnorm_backward(dconv, bn_train ? &grads[u.gamma] : nullptr, bn_train ? &grads[u.beta] : nullptr, dy,
-                            u.conv_out.data(), &params[u.gamma], u.save_mean.data(), u.save_invstd.data(), bs);
-    if (is_trainable(u.w)) cpu::conv2d_backward_filter(&grads[u.w], dconv, u.input, u.conv, workspace.data());
-    if (dx) cpu::conv2d_backward_data(dx, dconv, &params[u.w], u.conv, workspace.data());
+    bn_backward(dconv, u.train_bn ? G(u.gamma) : nullptr, u.train_bn ? G(u.beta) : nullptr, dy, u.conv_out.get(),
+                P(u.gamma), u.save_mean.get(), u.save_invstd.get(), bs);
+    if (u.train_conv) conv_backward_filter(G(u.w), dconv, u.input, u.conv);
+    if (dx) conv_backward_data(dx, dconv, P(u.w), u.conv);
   }
 
-  double forward(const float* images, const int32_t* lab, int64_t count, bool train, int64_t* correct) {
+  double forward(const float* images, const int32_t* labels, int64_t count, bool train, int64_t* correct) {
     HG_REQUIRE(count > 0 && count <= batch, "ResNet18: ", count, " images for a network sized for ", batch);
     n = count;
-    std::copy_n(lab, n, labels.begin());
     convbn_forward(stem, images, train);
-    const int64_t stem_n = n * 64 * stem.conv.OH() * stem.conv.OW();
-    cpu::relu_forward(stem_relu.data(), stem.bn_out.data(), stem_n);
+    HG_NN(relu_forward, stem_relu.get(), stem.bn_out.get(), n * 64 * stem.conv.OH() * stem.conv.OW());
     pool.N = n;
-    cpu::maxpool2d_forward(pool_out.data(), pool_argmax.data(), stem_relu.data(), pool);
-    const float* cur = pool_out.data();
+    HG_NN(maxpool2d_forward, pool_out.get(), static_cast<int32_t*>(pool_argmax.get()), stem_relu.get(), pool);
+    const float* cur = pool_out.get();
     for (Block& bl : blocks) {
-      bl.input = cur;
       const int64_t mid_n = n * bl.c1.conv.K * bl.c1.conv.OH() * bl.c1.conv.OW();
       convbn_forward(bl.c1, cur, train);
-      cpu::relu_forward(bl.mid.data(), bl.c1.bn_out.data(), mid_n);
-      convbn_forward(bl.c2, bl.mid.data(), train);
+      HG_NN(relu_forward, bl.mid.get(), bl.c1.bn_out.get(), mid_n);
+      convbn_forward(bl.c2, bl.mid.get(), train);
       const float* identity = cur;
       if (bl.has_down) {
         convbn_forward(bl.down, cur, train);
-        identity = bl.down.bn_out.data();
+        identity = bl.down.bn_out.get();
       }
-      const float* a = bl.c2.bn_out.data();
-      float* out = bl.out.data();
-#pragma omp parallel for simd schedule(static)
-      for (int64_t i = 0; i < mid_n; ++i) out[i] = std::max(a[i] + identity[i], 0.f);
-      cur = out;
+      HG_NN(add_relu, bl.out.get(), bl.c2.bn_out.get(), identity, mid_n);
+      cur = bl.out.get();
     }
     const Block& last = blocks[7];
-    cpu::global_avgpool_forward(feat.data(), cur, n * features, last.c2.conv.OH() * last.c2.conv.OW());
-    // logits = feat fc.weight^T + fc.bias
-    GemmShape gs;
+    HG_NN(global_avgpool_forward, feat.get(), cur, n * features, last.c2.conv.OH() * last.c2.conv.OW());
+    GemmShape gs;  // logits = feat fc.weight^T + fc.bias
     gs.M = n, gs.N = classes, gs.K = features, gs.trans_b = true, gs.lda = features, gs.ldb = features;
-    cpu::gemm_batched(logits.data(), feat.data(), &params[fc_w], gs);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t k = 0; k < classes; ++k) logits[i * classes + k] += params[fc_b + k];
+    gemm(logits.get(), feat.get(), P(fc_w), gs);
+    HG_NN(add_row_bias, logits.get(), P(fc_b), n, classes);
     have_forward = train;
-    return cpu::softmax_xent(train ? dlogits.data() : nullptr, logits.data(), labels.data(), n, classes, correct);
+    if (dev == Device::CPU)
+      return cpu::softmax_xent(train ? dlogits.get() : nullptr, logits.get(), labels, n, classes, correct);
+#ifdef HANDGRAD_WITH_CUDA
+    cuda::softmax_xent(train ? dlogits.get() : nullptr, row_loss.get(), static_cast<int32_t*>(row_correct.get()),
+                       logits.get(), labels, n, classes);
+    std::vector<float> loss(n);
+    std::vector<int32_t> right(n);
+    copy_bytes(loss.data(), Device::CPU, row_loss.get(), Device::CUDA, sizeof(float) * n);
+    copy_bytes(right.data(), Device::CPU, row_correct.get(), Device::CUDA, sizeof(int32_t) * n);
+    double total = 0;
+    int64_t ok = 0;
+    for (int64_t i = 0; i < n; ++i) total += loss[i], ok += right[i];
+    if (correct) *correct = ok;
+    return total / n;
+#else
+    return 0;
+#endif
   }
 
   void backward() {
     HG_ASSERT(have_forward, "backward() needs a train-mode forward()");
-    // fc: dW = dlogits^T feat, db = column sums, dfeat = dlogits W.
-    float* dfeat = g[0].data();
-    if (is_trainable(fc_w)) {
+    // fc: dW = dlogits^T feat, db = column sums of dlogits, dfeat = dlogits W.
+    float* dfeat = g[0].get();
+    if (trainable[find("fc.weight") - entries.data()]) {
       GemmShape gw;
       gw.M = classes, gw.N = features, gw.K = n, gw.trans_a = true, gw.lda = classes, gw.ldb = features;
-      cpu::gemm_batched(&grads[fc_w], dlogits.data(), feat.data(), gw);
-      for (int64_t k = 0; k < classes; ++k) {
-        double s = 0;
-        for (int64_t i = 0; i < n; ++i) s += dlogits[i * classes + k];
-        grads[fc_b + k] = static_cast<float>(s);
-      }
+      gemm(G(fc_w), dlogits.get(), feat.get(), gw);
+      Tensor db = ops::sum_middle(dlogits.t, 1, n, classes, {classes});  // dlogits viewed as [1, n, classes]
+      copy_bytes(G(fc_b), dev, db.raw(), dev, sizeof(float) * classes);
     }
     GemmShape gx;
     gx.M = n, gx.N = features, gx.K = classes, gx.lda = classes, gx.ldb = features;
-    cpu::gemm_batched(dfeat, dlogits.data(), &params[fc_w], gx);
-    // Global average pool, then the blocks in reverse. g[1] holds the gradient flowing down.
+    gemm(dfeat, dlogits.get(), P(fc_w), gx);
     const Block& last = blocks[7];
-    cpu::global_avgpool_backward(g[1].data(), dfeat, n * features, last.c2.conv.OH() * last.c2.conv.OW());
+    HG_NN(global_avgpool_backward, g[1].get(), dfeat, n * features, last.c2.conv.OH() * last.c2.conv.OW());
+    // The blocks in reverse; g[1] holds the gradient flowing down.
     for (int b = 7; b >= 0; --b) {
       Block& bl = blocks[b];
       const int64_t out_n = n * bl.c2.conv.K * bl.c2.conv.OH() * bl.c2.conv.OW();
-      float* dsum = g[2].data();
-      cpu::relu_backward_from_output(dsum, g[1].data(), bl.out.data(), out_n);
-      float* dmid = g[3].data();
-      convbn_backward(bl.c2, dsum, g[4].data(), dmid);
-      cpu::relu_backward_from_output(dmid, dmid, bl.mid.data(), out_n);
-      float* dx = g[1].data();  // the block's input gradient replaces the flowing gradient
-      convbn_backward(bl.c1, dmid, g[4].data(), dx);
+      float* dsum = g[2].get();
+      HG_NN(relu_backward_from_output, dsum, g[1].get(), bl.out.get(), out_n);
+      float* dmid = g[3].get();
+      convbn_backward(bl.c2, dsum, g[4].get(), dmid);
+      HG_NN(relu_backward_from_output, dmid, dmid, bl.mid.get(), out_n);
+      float* dx = g[1].get();  // the block's input gradient replaces the flowing gradient
+      convbn_backward(bl.c1, dmid, g[4].get(), dx);
       const int64_t in_n = n * bl.c1.conv.C * bl.c1.conv.H * bl.c1.conv.W;
       if (bl.has_down) {
-        convbn_backward(bl.down, dsum, g[4].data(), g[5].data());
-#pragma omp parallel for simd schedule(static)
-        for (int64_t i = 0; i < in_n; ++i) dx[i] += g[5][i];
+        convbn_backward(bl.down, dsum, g[4].get(), g[5].get());
+        HG_NN(add, dx, dx, g[5].get(), in_n);
       } else {
-#pragma omp parallel for simd schedule(static)
-        for (int64_t i = 0; i < in_n; ++i) dx[i] += dsum[i];
+        HG_NN(add, dx, dx, dsum, in_n);
       }
     }
     pool.N = n;
-    cpu::maxpool2d_backward(g[2].data(), g[1].data(), pool_argmax.data(), pool);
-    const int64_t stem_n = n * 64 * stem.conv.OH() * stem.conv.OW();
-    cpu::relu_backward_from_output(g[2].data(), g[2].data(), stem_relu.data(), stem_n);
-    convbn_backward(stem, g[2].data(), g[3].data(), nullptr);  // nothing below the first conv
+    HG_NN(maxpool2d_backward, g[2].get(), g[1].get(), static_cast<const int32_t*>(pool_argmax.get()), pool);
+    HG_NN(relu_backward_from_output, g[2].get(), g[2].get(), stem_relu.get(), n * 64 * stem.conv.OH() * stem.conv.OW());
+    convbn_backward(stem, g[2].get(), g[3].get(), nullptr);  // nothing below the first conv
   }
 };
 
 // -------------------------------------------------------------------------------------------
-ResNet18::ResNet18(int64_t batch, int64_t height, int64_t width, int64_t in_channels, int64_t classes)
-    : impl_(new Impl(batch, height, width, in_channels, classes)) {}
+ResNet18::ResNet18(int64_t batch, int64_t height, int64_t width, Device device, bool tf32, int64_t in_channels,
+                   int64_t classes)
+    : impl_(new Impl(batch, height, width, device, tf32, in_channels, classes)) {}
 ResNet18::~ResNet18() { delete impl_; }
+Device ResNet18::device() const { return impl_->dev; }
 
 void ResNet18::init_random(uint64_t seed) {
   Impl& m = *impl_;
+  std::vector<float> params(m.param_end), buffers(m.buffer_end);
   uint64_t stream = 0;
   for (const Entry& e : m.entries) {
     ++stream;
@@ -287,7 +357,7 @@ void ResNet18::init_random(uint64_t seed) {
       m.counters[e.offset] = 0;
       continue;
     }
-    float* p = e.kind == Entry::Param ? &m.params[e.offset] : &m.buffers[e.offset];
+    float* p = e.kind == Entry::Param ? &params[e.offset] : &buffers[e.offset];
     const Philox rng(seed, stream);
     const int64_t n = e.numel();
     const auto ends_with = [&](const char* suffix) {
@@ -306,7 +376,9 @@ void ResNet18::init_random(uint64_t seed) {
       std::fill(p, p + n, 0.f);
     }
   }
-  std::fill(m.velocity.begin(), m.velocity.end(), 0.f);
+  copy_bytes(m.params.get(), m.dev, params.data(), Device::CPU, sizeof(float) * params.size());
+  copy_bytes(m.buffers.get(), m.dev, buffers.data(), Device::CPU, sizeof(float) * buffers.size());
+  m.velocity.t = Tensor::zeros(m.velocity.t.shape(), m.dev);
 }
 
 void ResNet18::load(const StateDict& sd, bool strict) {
@@ -324,68 +396,67 @@ void ResNet18::load(const StateDict& sd, bool strict) {
       m.counters[e->offset] = t.data<int64_t>()[0];
     } else {
       HG_REQUIRE(t.dtype() == DType::F32, "checkpoint key '", name, "' must be floating point");
-      float* dst = e->kind == Entry::Param ? &m.params[e->offset] : &m.buffers[e->offset];
-      std::copy_n(t.data<float>(), e->numel(), dst);
+      float* dst = e->kind == Entry::Param ? m.P(e->offset) : m.B(e->offset);
+      copy_bytes(dst, m.dev, t.data<float>(), Device::CPU, sizeof(float) * e->numel());
     }
   }
   if (strict)
-    for (const Entry& e : m.entries)
-      HG_REQUIRE(sd.find(e.name) != nullptr, "checkpoint lacks key '", e.name, "'");
+    for (const Entry& e : m.entries) HG_REQUIRE(sd.find(e.name) != nullptr, "checkpoint lacks key '", e.name, "'");
 }
 
 StateDict ResNet18::state_dict() const {
-  const Impl& m = *impl_;
+  Impl& m = *impl_;
   StateDict sd;
   for (const Entry& e : m.entries) {
     Tensor t = Tensor::empty(e.shape, Device::CPU, e.kind == Entry::Counter ? DType::I64 : DType::F32);
-    if (e.kind == Entry::Counter) t.data<int64_t>()[0] = m.counters[e.offset];
-    else std::copy_n(e.kind == Entry::Param ? &m.params[e.offset] : &m.buffers[e.offset], e.numel(), t.data<float>());
+    if (e.kind == Entry::Counter)
+      t.data<int64_t>()[0] = m.counters[e.offset];
+    else
+      copy_bytes(t.raw(), Device::CPU, e.kind == Entry::Param ? m.P(e.offset) : m.B(e.offset), m.dev, t.nbytes());
     sd.add(e.name, std::move(t));
   }
   return sd;
 }
 
 StateDict ResNet18::momentum_state() const {
-  const Impl& m = *impl_;
+  Impl& m = *impl_;
   StateDict sd;
   for (size_t i = 0; i < m.entries.size(); ++i) {
     const Entry& e = m.entries[i];
-    if (e.kind != Entry::Param || !m.trainable[i]) continue;
+    if (!m.trainable[i]) continue;
     Tensor t = Tensor::empty(e.shape);
-    std::copy_n(&m.velocity[e.offset], e.numel(), t.data<float>());
+    copy_bytes(t.raw(), Device::CPU, m.velocity.get() + e.offset, m.dev, t.nbytes());
     sd.add(e.name, std::move(t));
   }
   return sd;
 }
 
-void ResNet18::set_freeze(const std::string& mode) {
-  Impl& m = *impl_;
-  HG_REQUIRE(mode == "backbone" || mode == "none", "--freeze must be backbone or none, got '", mode, "'");
-  m.freeze = mode;
-  for (size_t i = 0; i < m.entries.size(); ++i) {
-    const std::string& n = m.entries[i].name;
-    m.trainable[i] = mode == "none" || n == "conv1.weight" || n.rfind("fc.", 0) == 0;
-  }
-}
+void ResNet18::set_freeze(const std::string& mode) { impl_->set_freeze(mode); }
 
 bool ResNet18::trainable(const std::string& name) const {
-  for (size_t i = 0; i < impl_->entries.size(); ++i)
-    if (impl_->entries[i].name == name) return impl_->entries[i].kind == Entry::Param && impl_->trainable[i];
-  return false;
+  const Entry* e = impl_->find(name);
+  return e && impl_->trainable[e - impl_->entries.data()];
 }
 
 double ResNet18::forward(const float* images, const int32_t* labels, int64_t n, bool train, int64_t* correct) {
   return impl_->forward(images, labels, n, train, correct);
 }
-const float* ResNet18::logits() const { return impl_->logits.data(); }
+
+std::vector<float> ResNet18::logits() const {
+  std::vector<float> out(impl_->n * impl_->classes);
+  copy_bytes(out.data(), Device::CPU, impl_->logits.get(), impl_->dev, sizeof(float) * out.size());
+  return out;
+}
+
 void ResNet18::backward() { impl_->backward(); }
 
 void ResNet18::sgd_step(float lr, float momentum) {
   Impl& m = *impl_;
+  const Device dev = m.dev;
   for (size_t i = 0; i < m.entries.size(); ++i) {
     const Entry& e = m.entries[i];
-    if (e.kind == Entry::Param && m.trainable[i])
-      cpu::sgd_momentum_step(&m.params[e.offset], &m.grads[e.offset], &m.velocity[e.offset], e.numel(), lr, momentum);
+    if (m.trainable[i])
+      HG_NN(sgd_momentum_step, m.P(e.offset), m.G(e.offset), m.velocity.get() + e.offset, e.numel(), lr, momentum);
   }
 }
 
@@ -393,7 +464,7 @@ int64_t ResNet18::parameter_count() const { return impl_->param_end; }
 int64_t ResNet18::trainable_count() const {
   int64_t c = 0;
   for (size_t i = 0; i < impl_->entries.size(); ++i)
-    if (impl_->entries[i].kind == Entry::Param && impl_->trainable[i]) c += impl_->entries[i].numel();
+    if (impl_->trainable[i]) c += impl_->entries[i].numel();
   return c;
 }
 

@@ -1,6 +1,7 @@
-// torchvision's ResNet18, adapted to 1-channel input and 10 classes, on the CPU twins of the
-// kernels (kernels/nn): 7x7/2 conv, BN, ReLU, 3x3/2 max-pool, four stages of two BasicBlocks
-// (1x1/2 conv + BN downsampling where the shape changes), global average pool, fc.
+// torchvision's ResNet18, adapted to 1-channel input and 10 classes: 7x7/2 conv, BN, ReLU,
+// 3x3/2 max-pool, four stages of two BasicBlocks (1x1/2 conv + BN downsampling where the shape
+// changes), global average pool, fc. On the CPU it runs on the kernels' CPU twins; on the GPU
+// on cuDNN convolutions and handgrad's CUDA kernels (kernels/nn, kernels/optim).
 //
 // One memory plan: parameters, gradients and momentum live in one flat buffer each, laid out
 // in torchvision's state-dict order; BN running statistics in another; activations are
@@ -18,7 +19,9 @@ namespace handgrad {
 
 class ResNet18 {
  public:
-  ResNet18(int64_t batch, int64_t height, int64_t width, int64_t in_channels = 1, int64_t classes = 10);
+  // `tf32`: let cuDNN use TF32 tensor cores for the convolutions (GPU only; FP32 otherwise).
+  ResNet18(int64_t batch, int64_t height, int64_t width, Device device = Device::CPU, bool tf32 = false,
+           int64_t in_channels = 1, int64_t classes = 10);
   ~ResNet18();
   ResNet18(const ResNet18&) = delete;
   ResNet18& operator=(const ResNet18&) = delete;
@@ -36,10 +39,13 @@ class ResNet18 {
   void set_freeze(const std::string& mode);
   bool trainable(const std::string& param_name) const;
 
-  // Forward over n <= batch images [n, C, H, W]. Train mode uses batch statistics and updates
-  // the running ones. Returns the mean cross-entropy loss; logits [n, classes] stay readable.
+  // Forward over n <= batch images [n, C, H, W] with int32 labels, both on the model's device.
+  // Train mode uses batch statistics and updates the running ones. Returns the mean
+  // cross-entropy loss and, in *correct, the number of right answers.
   double forward(const float* images, const int32_t* labels, int64_t n, bool train, int64_t* correct);
-  const float* logits() const;
+  // The last forward's logits [n, classes], copied to the host.
+  std::vector<float> logits() const;
+  Device device() const;
   // Gradients of the trainable parameters for the last train-mode forward.
   void backward();
   // PyTorch's SGD with momentum over the trainable parameters.

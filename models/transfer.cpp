@@ -15,6 +15,7 @@
 #include "host/npy.h"
 #include "host/philox.h"
 #include "host/plot.h"
+#include "kernels/nn/rows.h"
 #include "models/resnet18.h"
 
 namespace handgrad {
@@ -27,22 +28,30 @@ namespace {
 // FashionMNIST's pixel mean and std (of ToTensor()'s [0, 1] values), for --normalize.
 constexpr float kMean = 0.2860f, kStd = 0.3530f;
 
+// A dataset split on the device that trains on it: images [count, 1, H, W] as ToTensor()
+// gives them (pixel / 255, optionally standardised), int32 labels.
 struct Split {
   int64_t count = 0, hw = 0;
-  std::vector<float> images;    // [count, 1, H, W], ToTensor(): pixel / 255
-  std::vector<int32_t> labels;
+  Tensor images;
+  Buffer labels;
+  const float* image(int64_t i) const { return images.data<float>() + i * hw; }
+  const int32_t* label(int64_t i) const { return static_cast<const int32_t*>(labels.get()) + i; }
 };
 
-Split to_split(const IdxImages& im, const std::vector<uint8_t>& labels, bool normalize, int64_t limit) {
+Split to_split(const IdxImages& im, const std::vector<uint8_t>& labels, bool normalize, int64_t limit, Device dev) {
   Split s;
   s.count = limit > 0 ? std::min<int64_t>(limit, im.count) : im.count;
   s.hw = im.rows * im.cols;
-  s.images.resize(s.count * s.hw);
+  Tensor host = Tensor::empty({s.count * s.hw});
+  float* px = host.data<float>();
   for (int64_t i = 0; i < s.count * s.hw; ++i) {
     const float v = im.pixels[i] / 255.f;
-    s.images[i] = normalize ? (v - kMean) / kStd : v;
+    px[i] = normalize ? (v - kMean) / kStd : v;
   }
-  s.labels.assign(labels.begin(), labels.begin() + s.count);
+  s.images = dev == Device::CPU ? std::move(host) : host.to(dev);  // uploaded once
+  std::vector<int32_t> lab(labels.begin(), labels.begin() + s.count);
+  s.labels = Buffer(sizeof(int32_t) * std::max<int64_t>(s.count, 1), dev);
+  copy_bytes(s.labels.get(), dev, lab.data(), Device::CPU, sizeof(int32_t) * s.count);
   return s;
 }
 
@@ -105,9 +114,12 @@ std::pair<double, double> evaluate(ResNet18& model, const Split& s, int64_t batc
   for (int64_t b = 0; b < s.count; b += batch) {
     const int64_t n = std::min(batch, s.count - b);
     int64_t c = 0;
-    loss += model.forward(&s.images[b * s.hw], &s.labels[b], n, /*train=*/false, &c) * n;
+    loss += model.forward(s.image(b), s.label(b), n, /*train=*/false, &c) * n;
     right += c;
-    if (logits) std::copy_n(model.logits(), n * 10, logits->begin() + b * 10);
+    if (logits) {
+      const std::vector<float> l = model.logits();
+      std::copy(l.begin(), l.end(), logits->begin() + b * 10);
+    }
   }
   return {loss / s.count, double(right) / s.count};
 }
@@ -131,7 +143,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   HG_REQUIRE(cfg.epochs > 0, "--epochs must be positive, got ", cfg.epochs);
   HG_REQUIRE(cfg.max_steps >= 0, "--max-steps must not be negative");
   const int64_t side = static_cast<int64_t>(std::lround(std::sqrt(double(train.hw))));
-  ResNet18 model(cfg.batch_size, side, side);
+  ResNet18 model(cfg.batch_size, side, side, cfg.device, cfg.tf32);
   init_model(model, cfg);
   model.set_freeze(cfg.freeze);
 
@@ -140,8 +152,10 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   const int64_t total_steps = cfg.max_steps > 0 ? std::min(cfg.max_steps, steps_per_epoch * cfg.epochs)
                                                 : steps_per_epoch * cfg.epochs;
   std::vector<int64_t> order(train.count);
-  std::vector<float> batch_images(cfg.batch_size * train.hw);
-  std::vector<int32_t> batch_labels(cfg.batch_size);
+  Tensor order_dev = Tensor::empty({train.count}, cfg.device, DType::I64);
+  Tensor batch_images = Tensor::empty({cfg.batch_size * train.hw}, cfg.device);
+  Buffer batch_labels(sizeof(int32_t) * cfg.batch_size, cfg.device);
+  const Device dev = cfg.device;
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   int64_t step = 0, seen = 0;
@@ -155,13 +169,23 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
       for (int64_t i = train.count - 1; i > 0; --i)
         std::swap(order[i], order[static_cast<int64_t>(rng.uniform_int(i, i + 1))]);
     }
+    copy_bytes(order_dev.raw(), dev, order.data(), Device::CPU, sizeof(int64_t) * train.count);
     for (int64_t b = 0; b < train.count && step < total_steps; b += cfg.batch_size, ++step) {
       const int64_t n = std::min(cfg.batch_size, train.count - b);
-      for (int64_t k = 0; k < n; ++k) {
-        std::copy_n(&train.images[order[b + k] * train.hw], train.hw, &batch_images[k * train.hw]);
-        batch_labels[k] = train.labels[order[b + k]];
+      // Gather the batch where the data lives (on the GPU the dataset was uploaded once).
+      const int64_t* idx = order_dev.data<int64_t>() + b;
+      int32_t* labels = static_cast<int32_t*>(batch_labels.get());
+      const int32_t* all_labels = static_cast<const int32_t*>(train.labels.get());
+      if (dev == Device::CPU) {
+        cpu::gather_rows(batch_images.data<float>(), train.images.data<float>(), idx, n, train.hw);
+        cpu::gather_i32(labels, all_labels, idx, n);
+      } else {
+#ifdef HANDGRAD_WITH_CUDA
+        cuda::gather_rows(batch_images.data<float>(), train.images.data<float>(), idx, n, train.hw);
+        cuda::gather_i32(labels, all_labels, idx, n);
+#endif
       }
-      const double loss = model.forward(batch_images.data(), batch_labels.data(), n, true, nullptr);
+      const double loss = model.forward(batch_images.data<float>(), labels, n, true, nullptr);
       HG_REQUIRE(std::isfinite(loss), "training diverged at step ", step + 1, " (loss ", loss,
                  "): try a smaller --lr");
       model.backward();
@@ -221,12 +245,11 @@ void write_curves(const std::string& path, const std::vector<std::pair<std::stri
 }  // namespace
 
 TransferResult run_transfer_train(const TransferConfig& cfg) {
-  HG_REQUIRE(cfg.device == Device::CPU, "transfer: the CUDA path of Q3 is not built yet; use --device cpu");
   HG_REQUIRE(cfg.conv1_init == "rgb-sum" || cfg.conv1_init == "random", "--conv1-init must be rgb-sum or random");
   HG_REQUIRE(cfg.log_every > 0, "--log-every must be positive");
   const FashionMnist data = load_fashion_mnist(cfg.data_dir);
-  const Split train = to_split(data.train_images, data.train_labels, cfg.normalize, 0);
-  const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.eval_limit);
+  const Split train = to_split(data.train_images, data.train_labels, cfg.normalize, 0, cfg.device);
+  const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.eval_limit, cfg.device);
   std::vector<TransferConfig> configs;
   if (cfg.grid) {
     for (int64_t bs : {16, 64})
@@ -250,6 +273,7 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
                                     : cfg.weights == "none" ? "random init (--weights none)" : "ImageNet weights";
   json j = {{"weights", weights_label}, {"freeze", cfg.freeze}, {"epochs", cfg.epochs}, {"max_steps", cfg.max_steps},
             {"shuffle", cfg.shuffle}, {"seed", cfg.seed}, {"device", device_name(cfg.device)}};
+  j["tf32"] = cfg.tf32;
   j["runs"] = json::array();
   size_t best = 0;
   for (size_t i = 0; i < runs.size(); ++i) {
@@ -302,12 +326,11 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
 }
 
 std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg) {
-  HG_REQUIRE(cfg.device == Device::CPU, "transfer: the CUDA path of Q3 is not built yet; use --device cpu");
   HG_REQUIRE(!cfg.checkpoint.empty(), "transfer eval needs --checkpoint");
   HG_REQUIRE(cfg.limit >= 0, "--limit must not be negative");
   const FashionMnist data = load_fashion_mnist(cfg.data_dir);
-  const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.limit);
-  ResNet18 model(cfg.batch_size, data.test_images.rows, data.test_images.cols);
+  const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.limit, cfg.device);
+  ResNet18 model(cfg.batch_size, data.test_images.rows, data.test_images.cols, cfg.device, cfg.tf32);
   model.load(read_state_dict(cfg.checkpoint), /*strict=*/true);
   std::vector<float> logits;
   const auto [loss, acc] = evaluate(model, test, cfg.batch_size, cfg.dump_logits.empty() ? nullptr : &logits);

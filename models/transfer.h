@@ -26,6 +26,7 @@ struct TransferConfig {
   int64_t log_every = 20;
   int64_t eval_limit = 0;  // 0: the whole test set
   bool plot = true, progress = true;
+  bool tf32 = false;  // GPU: TF32 tensor-core convolutions (PyTorch's default); FP32 otherwise
 };
 
 struct TransferResult {
@@ -42,7 +43,7 @@ TransferResult run_transfer_train(const TransferConfig& cfg);
 struct TransferEvalConfig {
   std::string checkpoint, data_dir, dump_logits;
   int64_t limit = 0, batch_size = 256;
-  bool normalize = false;
+  bool normalize = false, tf32 = false;
   Device device = Device::CPU;
 };
 // `handgrad transfer eval`: returns {test loss, accuracy}.

@@ -28,4 +28,18 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
                         const BatchNormShape& s);
 }  // namespace cpu
 
+#ifdef HANDGRAD_WITH_CUDA
+namespace cuda {
+void batchnorm_forward_train(float* y, const float* x, const float* gamma, const float* beta,
+                             float* running_mean, float* running_var, float* save_mean,
+                             float* save_invstd, const BatchNormShape& s);
+void batchnorm_forward_eval(float* y, const float* x, const float* gamma, const float* beta,
+                            const float* running_mean, const float* running_var, const BatchNormShape& s);
+// `stats` is scratch of 2*C floats.
+void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
+                        const float* gamma, const float* save_mean, const float* save_invstd,
+                        const BatchNormShape& s, float* stats);
+}  // namespace cuda
+#endif
+
 }  // namespace handgrad

@@ -9,14 +9,16 @@
 #pragma once
 #include <cstdint>
 
+#include "host/philox.h"  // HG_HD
+
 namespace handgrad {
 
 struct Conv2dShape {
   int64_t N = 1, C = 1, H = 1, W = 1;  // input
   int64_t K = 1, R = 1, S = 1;         // output channels, kernel height, kernel width
   int64_t stride = 1, pad = 0;
-  int64_t OH() const { return (H + 2 * pad - R) / stride + 1; }
-  int64_t OW() const { return (W + 2 * pad - S) / stride + 1; }
+  HG_HD int64_t OH() const { return (H + 2 * pad - R) / stride + 1; }
+  HG_HD int64_t OW() const { return (W + 2 * pad - S) / stride + 1; }
 };
 
 namespace cpu {
@@ -25,5 +27,18 @@ void conv2d_forward(float* y, const float* x, const float* w, const Conv2dShape&
 void conv2d_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s, float* workspace);
 void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace);
 }  // namespace cpu
+
+#ifdef HANDGRAD_WITH_CUDA
+namespace cuda {
+// cuDNN convolutions (device pointers). The algorithm is chosen once per shape and direction
+// (cuDNN's heuristics, the fastest whose workspace fits in 256 MiB) and cached; `tf32` lets
+// cuDNN use TF32 tensor cores (PyTorch's default for convolutions), otherwise math is FP32.
+void conv2d_forward(float* y, const float* x, const float* w, const Conv2dShape& s, bool tf32);
+void conv2d_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s, bool tf32);
+void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, bool tf32);
+// "cuDNN 9.x.y", for `handgrad info` and the benchmark tables.
+const char* cudnn_version_string();
+}  // namespace cuda
+#endif
 
 }  // namespace handgrad

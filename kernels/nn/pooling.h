@@ -7,13 +7,15 @@
 #pragma once
 #include <cstdint>
 
+#include "host/philox.h"  // HG_HD
+
 namespace handgrad {
 
 struct Pool2dShape {
   int64_t N = 1, C = 1, H = 1, W = 1;
   int64_t R = 3, stride = 2, pad = 1;
-  int64_t OH() const { return (H + 2 * pad - R) / stride + 1; }
-  int64_t OW() const { return (W + 2 * pad - R) / stride + 1; }
+  HG_HD int64_t OH() const { return (H + 2 * pad - R) / stride + 1; }
+  HG_HD int64_t OW() const { return (W + 2 * pad - R) / stride + 1; }
 };
 
 namespace cpu {
@@ -22,5 +24,14 @@ void maxpool2d_backward(float* dx, const float* dy, const int32_t* argmax, const
 void global_avgpool_forward(float* y, const float* x, int64_t NC, int64_t HW);
 void global_avgpool_backward(float* dx, const float* dy, int64_t NC, int64_t HW);
 }  // namespace cpu
+
+#ifdef HANDGRAD_WITH_CUDA
+namespace cuda {
+void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dShape& s);
+void maxpool2d_backward(float* dx, const float* dy, const int32_t* argmax, const Pool2dShape& s);
+void global_avgpool_forward(float* y, const float* x, int64_t NC, int64_t HW);
+void global_avgpool_backward(float* dx, const float* dy, int64_t NC, int64_t HW);
+}  // namespace cuda
+#endif
 
 }  // namespace handgrad

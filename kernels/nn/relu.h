@@ -11,12 +11,19 @@ void relu_forward(float* y, const float* x, int64_t n);
 void relu_backward(float* dx, const float* dy, const float* x, int64_t n);
 // PyTorch's form, from the output: dx = dy * [y > 0] (relu'(0) = 0), used by the ResNet.
 void relu_backward_from_output(float* dx, const float* dy, const float* y, int64_t n);
+// The residual join: y = max(a + b, 0).
+void add_relu(float* y, const float* a, const float* b, int64_t n);
+// y = a + b.
+void add(float* y, const float* a, const float* b, int64_t n);
 }  // namespace cpu
 
 #ifdef HANDGRAD_WITH_CUDA
 namespace cuda {
 void relu_forward(float* y, const float* x, int64_t n);
 void relu_backward(float* dx, const float* dy, const float* x, int64_t n);
+void relu_backward_from_output(float* dx, const float* dy, const float* y, int64_t n);
+void add_relu(float* y, const float* a, const float* b, int64_t n);
+void add(float* y, const float* a, const float* b, int64_t n);
 }  // namespace cuda
 #endif
 

@@ -11,4 +11,13 @@ namespace cpu {
 double softmax_xent(float* dz, const float* z, const int32_t* labels, int64_t N, int64_t K, int64_t* correct);
 }  // namespace cpu
 
+#ifdef HANDGRAD_WITH_CUDA
+namespace cuda {
+// Per-row results on the device: row_loss[n] (logsumexp - z[label]) and row_correct[n] (0/1);
+// dz as in the CPU twin when not null. The caller sums the rows (on the host, in order).
+void softmax_xent(float* dz, float* row_loss, int32_t* row_correct, const float* z, const int32_t* labels,
+                  int64_t N, int64_t K);
+}  // namespace cuda
+#endif
+
 }  // namespace handgrad

@@ -24,4 +24,21 @@ void sgd_step(float* params, const float* grads, const float* lr, int64_t groups
   CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+__global__ void sgd_momentum_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ v,
+                                    int64_t n, float lr, float mu) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float vi = mu * v[i] + g[i];
+    v[i] = vi;
+    p[i] -= lr * vi;
+  }
+}
+}  // namespace
+
+void sgd_momentum_step(float* params, const float* grads, float* velocity, int64_t n, float lr, float mu) {
+  if (n == 0) return;
+  sgd_momentum_kernel<<<grid_for(n), kBlock, 0, stream()>>>(params, grads, velocity, n, lr, mu);
+  CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace handgrad::cuda

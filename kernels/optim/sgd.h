@@ -20,6 +20,7 @@ void sgd_momentum_step(float* params, const float* grads, float* velocity, int64
 namespace cuda {
 void sgd_step(float* params, const float* grads, const float* lr, int64_t groups, int64_t n,
               int64_t* advance_step = nullptr);
+void sgd_momentum_step(float* params, const float* grads, float* velocity, int64_t n, float lr, float mu);
 }  // namespace cuda
 #endif
 
