@@ -7,6 +7,8 @@
 #include "kernels/nn/xent.h"
 #include "test_util.h"
 
+#include <cmath>
+
 using namespace handgrad;
 using test::poisoned;
 using test::random_tensor;
@@ -57,3 +59,249 @@ TEST(CnnLayers, Conv2dForwardAndBothBackwards) {
     EXPECT_LT(rel_err(dw.to_vector(), rdw), 1e-5) << what;
   }
 }
+
+TEST(CnnLayers, BatchNormPoolingXentAgainstLoops) {
+  // BatchNorm train forward and backward against the textbook formulas in double.
+  const BatchNormShape s{3, 4, 5};
+  Tensor x = random_tensor({3, 4, 5}, 4), gamma = random_tensor({4}, 5), beta = random_tensor({4}, 6);
+  Tensor dy = random_tensor({3, 4, 5}, 7);
+  Tensor rm = Tensor::zeros({4}), rv = Tensor::full({4}, 1.f), mean = poisoned({4}), inv = poisoned({4});
+  Tensor y = poisoned({3, 4, 5}), dx = poisoned({3, 4, 5}), dg = poisoned({4}), db = poisoned({4});
+  cpu::batchnorm_forward_train(y.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                               rm.data<float>(), rv.data<float>(), mean.data<float>(), inv.data<float>(), s);
+  cpu::batchnorm_backward(dx.data<float>(), dg.data<float>(), db.data<float>(), dy.data<float>(), x.data<float>(),
+                          gamma.data<float>(), mean.data<float>(), inv.data<float>(), s);
+  const std::vector<float> X = x.to_vector(), DY = dy.to_vector(), Gm = gamma.to_vector(), Bt = beta.to_vector();
+  std::vector<double> ry(60), rdx(60), rdg(4), rdb(4), rrm(4), rrv(4);
+  for (int c = 0; c < 4; ++c) {
+    double m = 0, v = 0;
+    for (int n = 0; n < 3; ++n)
+      for (int i = 0; i < 5; ++i) m += X[(n * 4 + c) * 5 + i];
+    m /= 15;
+    for (int n = 0; n < 3; ++n)
+      for (int i = 0; i < 5; ++i) v += (X[(n * 4 + c) * 5 + i] - m) * (X[(n * 4 + c) * 5 + i] - m);
+    v /= 15;
+    const double is = 1 / std::sqrt(v + 1e-5);
+    double sdy = 0, sdyx = 0;
+    for (int n = 0; n < 3; ++n)
+      for (int i = 0; i < 5; ++i) {
+        const int k = (n * 4 + c) * 5 + i;
+        ry[k] = (X[k] - m) * is * Gm[c] + Bt[c];
+        sdy += DY[k];
+        sdyx += DY[k] * (X[k] - m) * is;
+      }
+    rdg[c] = sdyx, rdb[c] = sdy, rrm[c] = 0.1 * m, rrv[c] = 0.9 + 0.1 * v * 15 / 14;
+    for (int n = 0; n < 3; ++n)
+      for (int i = 0; i < 5; ++i) {
+        const int k = (n * 4 + c) * 5 + i;
+        rdx[k] = Gm[c] * is / 15 * (15 * DY[k] - sdy - (X[k] - m) * is * sdyx);
+      }
+  }
+  EXPECT_LT(rel_err(y.to_vector(), ry), 1e-5);
+  EXPECT_LT(rel_err(dx.to_vector(), rdx), 1e-4);
+  EXPECT_LT(rel_err(dg.to_vector(), rdg), 1e-5);
+  EXPECT_LT(rel_err(db.to_vector(), rdb), 1e-5);
+  EXPECT_LT(rel_err(rm.to_vector(), rrm), 1e-5);
+  EXPECT_LT(rel_err(rv.to_vector(), rrv), 1e-5);
+
+  // Max-pool 3x3/2 pad 1: every output is its window's max; backward routes to the argmax.
+  const Pool2dShape p{2, 3, 7, 6, 3, 2, 1};
+  Tensor px = random_tensor({2, 3, 7, 6}, 8), py = poisoned({2, 3, p.OH(), p.OW()});
+  std::vector<int32_t> arg(2 * 3 * p.OH() * p.OW());
+  cpu::maxpool2d_forward(py.data<float>(), arg.data(), px.data<float>(), p);
+  Tensor pdy = random_tensor({2, 3, p.OH(), p.OW()}, 9), pdx = poisoned({2, 3, 7, 6});
+  cpu::maxpool2d_backward(pdx.data<float>(), pdy.data<float>(), arg.data(), p);
+  std::vector<double> rpdx(2 * 3 * 7 * 6, 0.0);
+  const std::vector<float> PX = px.to_vector(), PY = py.to_vector(), PDY = pdy.to_vector();
+  for (int64_t nc = 0; nc < 6; ++nc)
+    for (int64_t oy = 0; oy < p.OH(); ++oy)
+      for (int64_t ox = 0; ox < p.OW(); ++ox) {
+        double best = -1e30;
+        int64_t at = -1;
+        for (int64_t r = 0; r < 3; ++r)
+          for (int64_t q = 0; q < 3; ++q) {
+            const int64_t iy = oy * 2 - 1 + r, ix = ox * 2 - 1 + q;
+            if (iy < 0 || iy >= 7 || ix < 0 || ix >= 6) continue;
+            if (PX[(nc * 7 + iy) * 6 + ix] > best) best = PX[(nc * 7 + iy) * 6 + ix], at = (nc * 7 + iy) * 6 + ix;
+          }
+        const int64_t o = (nc * p.OH() + oy) * p.OW() + ox;
+        EXPECT_EQ(PY[o], float(best));
+        rpdx[at] += PDY[o];
+      }
+  EXPECT_LT(rel_err(pdx.to_vector(), rpdx), 1e-6);
+
+  // Softmax cross-entropy: loss, gradient, accuracy.
+  Tensor z = random_tensor({4, 3}, 10), dz = poisoned({4, 3});
+  const int32_t labels[4] = {0, 2, 1, 1};
+  int64_t correct = -1;
+  const double loss = cpu::softmax_xent(dz.data<float>(), z.data<float>(), labels, 4, 3, &correct);
+  const std::vector<float> Z = z.to_vector();
+  double want = 0;
+  int64_t right = 0;
+  std::vector<double> rdz(12);
+  for (int n = 0; n < 4; ++n) {
+    double se = 0;
+    int arg_max = 0;
+    for (int k = 0; k < 3; ++k) {
+      se += std::exp(double(Z[n * 3 + k]));
+      if (Z[n * 3 + k] > Z[n * 3 + arg_max]) arg_max = k;
+    }
+    want += std::log(se) - Z[n * 3 + labels[n]];
+    right += arg_max == labels[n];
+    for (int k = 0; k < 3; ++k) rdz[n * 3 + k] = (std::exp(double(Z[n * 3 + k])) / se - (k == labels[n])) / 4;
+  }
+  EXPECT_NEAR(loss, want / 4, 1e-6);
+  EXPECT_EQ(correct, right);
+  EXPECT_LT(rel_err(dz.to_vector(), rdz), 1e-6);
+}
+
+#ifdef HANDGRAD_WITH_CUDA
+#include "kernels/nn/relu.h"
+#include "kernels/nn/rows.h"
+#include "kernels/optim/sgd.h"
+#include "models/resnet18.h"
+
+// Every Q3 CUDA layer against its CPU twin, into poisoned outputs.
+TEST(CnnCuda, LayersMatchCpuTwins) {
+  HG_SKIP_WITHOUT_GPU();
+  auto dev = [](const Tensor& t) { return t.to(Device::CUDA); };
+  for (Conv2dShape s : {Conv2dShape{4, 3, 9, 7, 8, 3, 3, 1, 1}, Conv2dShape{3, 1, 28, 28, 64, 7, 7, 2, 3},
+                        Conv2dShape{5, 16, 4, 4, 32, 1, 1, 2, 0}}) {
+    Tensor x = random_tensor({s.N, s.C, s.H, s.W}, 1), w = random_tensor({s.K, s.C, s.R, s.S}, 2);
+    Tensor dy = random_tensor({s.N, s.K, s.OH(), s.OW()}, 3);
+    Tensor ws = Tensor::empty({cpu::conv2d_workspace_floats(s)});
+    Tensor y = poisoned(dy.shape()), dx = poisoned(x.shape()), dw = poisoned(w.shape());
+    cpu::conv2d_forward(y.data<float>(), x.data<float>(), w.data<float>(), s, ws.data<float>());
+    cpu::conv2d_backward_data(dx.data<float>(), dy.data<float>(), w.data<float>(), s, ws.data<float>());
+    cpu::conv2d_backward_filter(dw.data<float>(), dy.data<float>(), x.data<float>(), s, ws.data<float>());
+    Tensor gx = dev(x), gw = dev(w), gdy = dev(dy);
+    Tensor gy = poisoned(dy.shape(), Device::CUDA), gdx = poisoned(x.shape(), Device::CUDA),
+           gdw = poisoned(w.shape(), Device::CUDA);
+    cuda::conv2d_forward(gy.data<float>(), gx.data<float>(), gw.data<float>(), s, false);
+    cuda::conv2d_backward_data(gdx.data<float>(), gdy.data<float>(), gw.data<float>(), s, false);
+    cuda::conv2d_backward_filter(gdw.data<float>(), gdy.data<float>(), gx.data<float>(), s, false);
+    EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-5);
+    EXPECT_LT(rel_err(gdx.to_vector(), dx.to_vector()), 1e-5);
+    EXPECT_LT(rel_err(gdw.to_vector(), dw.to_vector()), 1e-5);
+  }
+  // BatchNorm.
+  const BatchNormShape bs{8, 16, 49};
+  Tensor x = random_tensor({8, 16, 49}, 4), gamma = random_tensor({16}, 5), beta = random_tensor({16}, 6);
+  Tensor dy = random_tensor({8, 16, 49}, 7);
+  Tensor rm = random_tensor({16}, 8), rv = Tensor::full({16}, 1.5f);
+  Tensor grm = dev(rm), grv = dev(rv);
+  Tensor y = poisoned(x.shape()), m = poisoned({16}), is = poisoned({16});
+  Tensor gy = poisoned(x.shape(), Device::CUDA), gm = poisoned({16}, Device::CUDA), gis = poisoned({16}, Device::CUDA);
+  Tensor gxx = dev(x), gg = dev(gamma), gb = dev(beta), gdy = dev(dy);
+  cpu::batchnorm_forward_train(y.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                               rm.data<float>(), rv.data<float>(), m.data<float>(), is.data<float>(), bs);
+  cuda::batchnorm_forward_train(gy.data<float>(), gxx.data<float>(), gg.data<float>(), gb.data<float>(),
+                                grm.data<float>(), grv.data<float>(), gm.data<float>(), gis.data<float>(), bs);
+  EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-5);
+  EXPECT_LT(rel_err(grm.to_vector(), rm.to_vector()), 1e-5);
+  EXPECT_LT(rel_err(grv.to_vector(), rv.to_vector()), 1e-5);
+  Tensor dx = poisoned(x.shape()), dg = poisoned({16}), db = poisoned({16});
+  Tensor gdx = poisoned(x.shape(), Device::CUDA), gdg = poisoned({16}, Device::CUDA), gdb = poisoned({16}, Device::CUDA);
+  Tensor stats = Tensor::empty({32}, Device::CUDA);
+  cpu::batchnorm_backward(dx.data<float>(), dg.data<float>(), db.data<float>(), dy.data<float>(), x.data<float>(),
+                          gamma.data<float>(), m.data<float>(), is.data<float>(), bs);
+  cuda::batchnorm_backward(gdx.data<float>(), gdg.data<float>(), gdb.data<float>(), gdy.data<float>(), gxx.data<float>(),
+                           gg.data<float>(), gm.data<float>(), gis.data<float>(), bs, stats.data<float>());
+  EXPECT_LT(rel_err(gdx.to_vector(), dx.to_vector()), 1e-4);
+  EXPECT_LT(rel_err(gdg.to_vector(), dg.to_vector()), 1e-5);
+  EXPECT_LT(rel_err(gdb.to_vector(), db.to_vector()), 1e-5);
+  Tensor ye = poisoned(x.shape()), gye = poisoned(x.shape(), Device::CUDA);
+  cpu::batchnorm_forward_eval(ye.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                              rm.data<float>(), rv.data<float>(), bs);
+  cuda::batchnorm_forward_eval(gye.data<float>(), gxx.data<float>(), gg.data<float>(), gb.data<float>(),
+                               grm.data<float>(), grv.data<float>(), bs);
+  EXPECT_LT(rel_err(gye.to_vector(), ye.to_vector()), 1e-5);
+  // Pooling (ties included: a constant plane), relu family, rows, SGD momentum.
+  const Pool2dShape ps{3, 5, 14, 14, 3, 2, 1};
+  Tensor px = random_tensor({3, 5, 14, 14}, 9);
+  std::fill(px.data<float>(), px.data<float>() + 196, 0.f);
+  Tensor gpx = dev(px);
+  const int64_t on = 3 * 5 * ps.OH() * ps.OW();
+  Tensor py = poisoned({on}), gpy = poisoned({on}, Device::CUDA);
+  std::vector<int32_t> arg(on);
+  Buffer garg(sizeof(int32_t) * on, Device::CUDA);
+  cpu::maxpool2d_forward(py.data<float>(), arg.data(), px.data<float>(), ps);
+  cuda::maxpool2d_forward(gpy.data<float>(), static_cast<int32_t*>(garg.get()), gpx.data<float>(), ps);
+  EXPECT_EQ(gpy.to_vector(), py.to_vector());
+  std::vector<int32_t> garg_host(on);
+  copy_bytes(garg_host.data(), Device::CPU, garg.get(), Device::CUDA, sizeof(int32_t) * on);
+  EXPECT_EQ(garg_host, arg);
+  Tensor pdy = random_tensor({on}, 10), gpdy = dev(pdy);
+  Tensor pdx = poisoned(px.shape()), gpdx = poisoned(px.shape(), Device::CUDA);
+  cpu::maxpool2d_backward(pdx.data<float>(), pdy.data<float>(), arg.data(), ps);
+  cuda::maxpool2d_backward(gpdx.data<float>(), gpdy.data<float>(), static_cast<int32_t*>(garg.get()), ps);
+  EXPECT_LT(rel_err(gpdx.to_vector(), pdx.to_vector()), 1e-6);
+  Tensor a = random_tensor({999}, 11), b = random_tensor({999}, 12), ga = dev(a), gb2 = dev(b);
+  Tensor r = poisoned({999}), gr = poisoned({999}, Device::CUDA);
+  cpu::add_relu(r.data<float>(), a.data<float>(), b.data<float>(), 999);
+  cuda::add_relu(gr.data<float>(), ga.data<float>(), gb2.data<float>(), 999);
+  EXPECT_EQ(gr.to_vector(), r.to_vector());
+  cpu::relu_backward_from_output(r.data<float>(), a.data<float>(), b.data<float>(), 999);
+  cuda::relu_backward_from_output(gr.data<float>(), ga.data<float>(), gb2.data<float>(), 999);
+  EXPECT_EQ(gr.to_vector(), r.to_vector());
+  Tensor v = Tensor::zeros({999}), gv = Tensor::zeros({999}, Device::CUDA), p = random_tensor({999}, 13), gp = dev(p);
+  for (int k = 0; k < 3; ++k) {
+    cpu::sgd_momentum_step(p.data<float>(), a.data<float>(), v.data<float>(), 999, 0.1f, 0.9f);
+    cuda::sgd_momentum_step(gp.data<float>(), ga.data<float>(), gv.data<float>(), 999, 0.1f, 0.9f);
+  }
+  EXPECT_LT(rel_err(gp.to_vector(), p.to_vector()), 1e-6);
+  EXPECT_LT(rel_err(gv.to_vector(), v.to_vector()), 1e-6);
+  Tensor z = random_tensor({7, 10}, 14), gz = dev(z), dz = poisoned({7, 10}), gdz = poisoned({7, 10}, Device::CUDA);
+  std::vector<int32_t> lab = {0, 1, 2, 3, 4, 5, 9};
+  Buffer glab(sizeof(int32_t) * 7, Device::CUDA), grl(sizeof(float) * 7, Device::CUDA), grc(sizeof(int32_t) * 7, Device::CUDA);
+  copy_bytes(glab.get(), Device::CUDA, lab.data(), Device::CPU, sizeof(int32_t) * 7);
+  int64_t correct = 0;
+  const double loss = cpu::softmax_xent(dz.data<float>(), z.data<float>(), lab.data(), 7, 10, &correct);
+  cuda::softmax_xent(gdz.data<float>(), static_cast<float*>(grl.get()), static_cast<int32_t*>(grc.get()),
+                     gz.data<float>(), static_cast<int32_t*>(glab.get()), 7, 10);
+  std::vector<float> rl(7);
+  copy_bytes(rl.data(), Device::CPU, grl.get(), Device::CUDA, sizeof(float) * 7);
+  double gl = 0;
+  for (float x2 : rl) gl += x2;
+  EXPECT_NEAR(gl / 7, loss, 1e-5);
+  EXPECT_LT(rel_err(gdz.to_vector(), dz.to_vector()), 1e-5);
+}
+
+// The whole network: the same init and batches on both devices give the same losses, weights,
+// running statistics and momentum after a few steps (FP32 convolutions).
+TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
+  HG_SKIP_WITHOUT_GPU();
+  const int64_t N = 8;
+  Tensor images = random_tensor({N, 1, 28, 28}, 21);
+  std::vector<int32_t> labels = {0, 1, 2, 3, 4, 5, 6, 7};
+  Tensor gimages = images.to(Device::CUDA);
+  Buffer glabels(sizeof(int32_t) * N, Device::CUDA);
+  copy_bytes(glabels.get(), Device::CUDA, labels.data(), Device::CPU, sizeof(int32_t) * N);
+  for (const char* freeze : {"backbone", "none"}) {
+    ResNet18 cpu_model(N, 28, 28), gpu_model(N, 28, 28, Device::CUDA);
+    cpu_model.init_random(3);
+    gpu_model.init_random(3);
+    cpu_model.set_freeze(freeze);
+    gpu_model.set_freeze(freeze);
+    for (int step = 0; step < 2; ++step) {
+      const double lc = cpu_model.forward(images.data<float>(), labels.data(), N, true, nullptr);
+      const double lg = gpu_model.forward(gimages.data<float>(), static_cast<int32_t*>(glabels.get()), N, true, nullptr);
+      EXPECT_NEAR(lg, lc, 1e-4 * std::max(1.0, std::fabs(lc))) << freeze << " step " << step;
+      cpu_model.backward();
+      gpu_model.backward();
+      cpu_model.sgd_step(0.01f, 0.9f);
+      gpu_model.sgd_step(0.01f, 0.9f);
+    }
+    const StateDict a = cpu_model.state_dict(), b = gpu_model.state_dict();
+    for (size_t i = 0; i < a.entries.size(); ++i) {
+      const Tensor& ta = a.entries[i].second;
+      const Tensor& tb = b.entries[i].second;
+      if (ta.dtype() == DType::I64) {
+        EXPECT_EQ(ta.data<int64_t>()[0], tb.data<int64_t>()[0]);
+        continue;
+      }
+      EXPECT_LT(rel_err(tb.to_vector(), ta.to_vector()), 1e-3) << freeze << " " << a.entries[i].first;
+    }
+  }
+}
+#endif
