@@ -84,6 +84,7 @@ MlpData make_data(MlpConfig& cfg) {
   return d;
 }
 
+#ifdef HANDGRAD_WITH_CUDA
 // After a run whose kernels do not stop by themselves: find each model's divergence and
 // blank what followed it, as the CPU and fused trainers do.
 int64_t mark_divergence(float* losses, int64_t iters) {
@@ -95,7 +96,6 @@ int64_t mark_divergence(float* losses, int64_t iters) {
   return -1;
 }
 
-#ifdef HANDGRAD_WITH_CUDA
 // The step-by-step GPU trainer: one handwritten kernel per step of the math, all models of a
 // sweep in each launch. Kernels read the current step from a device counter that the SGD
 // kernel advances, so a block of steps can be captured once into a CUDA graph and replayed.

@@ -58,7 +58,7 @@ struct Block {
 #ifdef HANDGRAD_WITH_CUDA
 #define HG_NN(fn, ...) (dev == Device::CPU ? cpu::fn(__VA_ARGS__) : cuda::fn(__VA_ARGS__))
 #else
-#define HG_NN(fn, ...) cpu::fn(__VA_ARGS__)
+#define HG_NN(fn, ...) ((void)dev, cpu::fn(__VA_ARGS__))
 #endif
 
 struct ResNet18::Impl {
