@@ -46,6 +46,7 @@ PYEOF
 )
 [ -n "$PYLIBS" ] && LIBS="$LIBS:$PYLIBS"
 export LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+[ -d stage/data/fashion-mnist ] && export HANDGRAD_DATA="$(pwd)/stage/data/fashion-mnist"
 
 GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
 if [ -z "$GPU" ]; then
@@ -74,6 +75,10 @@ HG_ORACLE_CASES=80 $PY tests/oracle_einsum.py "$HG" > "$OUTDIR/oracle.log" 2>&1 
 tail -1 "$OUTDIR/oracle.log"
 $PY tests/oracle_mlp.py "$HG" > "$OUTDIR/oracle_mlp.log" 2>&1 || fail=1
 tail -1 "$OUTDIR/oracle_mlp.log"
+$PY tests/oracle_transfer.py "$HG" > "$OUTDIR/oracle_transfer.log" 2>&1 || fail=1
+tail -4 "$OUTDIR/oracle_transfer.log"
+$PY tests/oracle_checkpoint.py "$HG" > "$OUTDIR/oracle_checkpoint.log" 2>&1 || fail=1
+tail -1 "$OUTDIR/oracle_checkpoint.log"
 $PY tests/cli_bad_input.py "$HG" > "$OUTDIR/cli_bad_input.log" 2>&1 || fail=1
 tail -1 "$OUTDIR/cli_bad_input.log"
 $PY tests/cli_report.py "$HG" > "$OUTDIR/cli_report.log" 2>&1 || fail=1
@@ -89,6 +94,16 @@ note "Q2 MLP: every implementation vs a PyTorch eager loop on $DEV"
 $PY bench/compare_mlp.py --handgrad "$HG" --device $DEV --json "$OUTDIR/compare_mlp_$DEV.json" \
     > "$OUTDIR/compare_mlp.log" 2>&1 || fail=1
 cat "$OUTDIR/compare_mlp.log"
+
+note "Q3 ResNet18 step time vs PyTorch, and a 2-epoch run at batch 64 on $DEV"
+$PY bench/compare_transfer.py --handgrad "$HG" --device $DEV --json "$OUTDIR/compare_transfer_$DEV.json" \
+    > "$OUTDIR/compare_transfer.log" 2>&1 || fail=1
+cat "$OUTDIR/compare_transfer.log"
+if [ "$DEV" = cuda ]; then
+  /usr/bin/time -f "%e s wall" "$HG" transfer train --weights none --device cuda --epochs 2 --batch-size 64 \
+      --out-dir "$OUTDIR/q3" --no-plot > "$OUTDIR/q3_train.log" 2>&1 || fail=1
+  tail -3 "$OUTDIR/q3_train.log"
+fi
 
 note "full report on $DEV"
 "$HG" report --device $DEV --out-dir "$OUTDIR/results" > "$OUTDIR/report.log" 2>&1 || fail=1
@@ -110,7 +125,8 @@ if g:
     failed = sum(1 for t in tests if t.get("failures"))
     print(f"| device | {gpu} |\n|---|---|\n| commit | {commit} |")
     print(f"| GoogleTest | {len(tests) - failed - skipped} passed, {failed} failed, {skipped} skipped |")
-for log in ("oracle.log", "oracle_mlp.log", "cli_bad_input.log", "cli_report.log"):
+for log in ("oracle.log", "oracle_mlp.log", "oracle_transfer.log", "oracle_checkpoint.log", "cli_bad_input.log",
+            "cli_report.log", "q3_train.log"):
     try:
         last = open(os.path.join(out, log)).read().strip().splitlines()[-1]
     except Exception:
@@ -131,6 +147,11 @@ if m:
     for r in m["rows"]:
         sweep = f"{r['sweep5_ratio']:.2f}x" if "sweep5_ratio" in r else "-"
         print(f"| {r['impl']} | {r['us_per_iter']:.3f} | {r['speedup_vs_torch']:.1f}x | {sweep} |")
+t = load("compare_transfer_cuda.json") or load("compare_transfer_cpu.json")
+if t:
+    print("\n| Q3 batch | freeze | handgrad ms/step | torch ms/step | speedup |\n|---|---|---|---|---|")
+    for r in t["rows"]:
+        print(f"| {r['batch']} | {r['freeze']} | {r['handgrad_ms']:.2f} | {r['torch_ms']:.2f} | {r['speedup']:.2f}x |")
 PYEOF
 
 if [ "$GPU" != "none (dry run)" ] && grep -q '"result": "SKIPPED"' "$OUTDIR/gtest.json" 2>/dev/null; then

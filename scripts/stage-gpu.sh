@@ -4,7 +4,7 @@
 # Builds here for sm_90 (H100/H200) with the CUDA runtime and libstdc++ linked statically and
 # the built-in CPU GEMM (OpenBLAS's 36 MB library stays home), then copies the binaries and the
 # few shared libraries they need that such a machine lacks into stage/ (git-ignored):
-#   stage/bin/{handgrad,handgrad_tests,bench_einsum}   stage/lib/*.so*
+#   stage/bin/{handgrad,handgrad_tests,bench_einsum}   stage/lib/*.so*   stage/data/fashion-mnist
 # cuBLAS and cuDNN are NOT copied: scripts/gpu-check.sh takes them from the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,14 @@ done | sort -u | while read -r lib; do
     libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libcuda.so*|libcublas*|libcudnn*|libnvidia*) ;;
     *) cp -L "$lib" stage/lib/ ;;
   esac
+done
+# FashionMNIST (30 MB of .gz) for the Q3 checks: the GPU machine has no copy and no network.
+for d in "${HANDGRAD_DATA:-}" /usr/share/datasets/fashion-mnist data/fashion-mnist; do
+  if [ -n "$d" ] && [ -f "$d/t10k-labels-idx1-ubyte.gz" ]; then
+    mkdir -p stage/data/fashion-mnist
+    cp "$d"/*-ubyte.gz stage/data/fashion-mnist/
+    break
+  fi
 done
 git rev-parse --short=12 HEAD > stage/COMMIT
 echo "[stage] sm_$ARCH build staged in stage/ ($(du -sh stage | cut -f1)), commit $(cat stage/COMMIT):"

@@ -34,6 +34,13 @@ with tempfile.TemporaryDirectory() as d:
     def path(name):
         return os.path.join(d, name)
 
+    # A safetensors checkpoint whose conv1 has the wrong shape for the adapted model.
+    import json as _json
+    import struct as _struct
+    hdr = _json.dumps({"conv1.weight": {"dtype": "F32", "shape": [64, 3, 7, 7], "data_offsets": [0, 37632]}}).encode()
+    with open(path("q3bad.st"), "wb") as f:
+        f.write(_struct.pack("<Q", len(hdr)) + hdr + b"\0" * 37632)
+
     good = path("good.npy")
     np.save(good, np.random.rand(2, 3, 4, 5).astype(np.float32))
     w = path("w.npy")
@@ -103,6 +110,16 @@ with tempfile.TemporaryDirectory() as d:
     run(q2 + ["--x", path("x.npy"), "--iters", "3", "--indices", path("x.npy")])
     run(q2 + ["--x", path("missing.npy")])
     run(q2 + ["--n", "20", "--d", "4", "--h", "4", "--iters", "500"], want_rc=0)
+    # Q3: bad flags, missing data, checkpoints that do not fit the model.
+    q3 = ["transfer", "train", "--no-plot", "--out-dir", path("q3"), "--max-steps", "1", "--no-eval"]
+    for extra in (["--freeze", "everything"], ["--batch-size", "0"], ["--lr", "-0.1"], ["--momentum", "1.5"],
+                  ["--epochs", "0"], ["--conv1-init", "blue"], ["--data-dir", path("no_such_dir")]):
+        run(q3 + ["--weights", "none"] + extra)
+    for extra in (["--weights", path("missing.pth")], ["--weights", good], ["--checkpoint", path("q3bad.st")]):
+        run(q3 + extra)
+    run(["transfer", "eval", "--checkpoint", path("missing.pth")])
+    run(["transfer", "eval"])  # --checkpoint is required
+    run(["transfer", "frobnicate"])
     # --device cuda: an error without a GPU, a success with one.
     info = subprocess.run([HANDGRAD, "info"], capture_output=True, text=True).stdout
     has_gpu = "--device auto uses: cuda" in info

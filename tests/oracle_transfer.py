@@ -46,6 +46,8 @@ if DATA is None:
     sys.exit(77)
 torch.set_num_threads(os.cpu_count())
 failures = []
+info = subprocess.run([HANDGRAD, "info"], capture_output=True, text=True).stdout
+DEVICES = ["cpu", "cuda"] if "--device auto uses: cuda" in info else ["cpu"]
 
 
 def adapted_model(seed):
@@ -128,23 +130,53 @@ def write_idx(path, arr):
         else:
             f.write(struct.pack(">II", 2049, arr.shape[0]) + arr.tobytes())
 
+def compare_training(label, out, mom, m, opt, m32, opt32, seed, margin):
+    """handgrad's trained state and momentum against PyTorch float64 (m, opt)."""
+    got = read_safetensors(out)
+    worst = 0.0
+    sd32 = m32.state_dict()
+    for name, t in m.state_dict().items():
+        if name not in got:
+            failures.append(f"train {label}: {name} missing from handgrad's checkpoint")
+            continue
+        worst = max(worst, check(f"train {label}: {name}", got[name], t.numpy(), 1e-4, sd32[name].numpy()))
+    got_m = read_safetensors(mom)
+    worst_m = 0.0
+    p32 = dict(m32.named_parameters())
+    for name, prm in m.named_parameters():
+        if not prm.requires_grad:
+            continue
+        buf = opt.state[prm]["momentum_buffer"].numpy()
+        if name not in got_m:
+            failures.append(f"train {label}: momentum of {name} missing")
+            continue
+        buf32 = opt32.state[p32[name]]["momentum_buffer"].numpy()
+        worst_m = max(worst_m, check(f"train {label}: momentum {name}", got_m[name], buf, 1e-4, buf32))
+    torch32 = max(rel(opt32.state[p32[n]]["momentum_buffer"].numpy(), opt.state[q]["momentum_buffer"].numpy())
+                  for n, q in m.named_parameters() if q.requires_grad)
+    print(f"{label}: {STEPS} SGD steps (data seed {seed}, branch margin {margin:.1e}): worst relative "
+          f"error vs float64 {worst:.2e} over {len(got)} state tensors, {worst_m:.2e} over {len(got_m)} "
+          f"momentum buffers (PyTorch float32: {torch32:.2e})")
+
+
 with tempfile.TemporaryDirectory() as d:
     model = adapted_model(7)
     ckpt = os.path.join(d, "adapted.pth")
     torch.save(model.state_dict(), ckpt)
 
     # 1. Eval-mode logits.
-    logits_path = os.path.join(d, "logits.npy")
-    p = subprocess.run([HANDGRAD, "transfer", "eval", "--device", "cpu", "--checkpoint", ckpt, "--limit", "64",
-                        "--dump-logits", logits_path, "--data-dir", DATA], capture_output=True, text=True)
-    if p.returncode != 0:
-        failures.append(f"eval: rc={p.returncode} {p.stderr.strip()}")
-    else:
-        model.eval()
-        with torch.no_grad():
-            want = model(torch.from_numpy(test_x[:, None])).numpy()
-        e = check("eval logits", np.load(logits_path), want, 1e-4)
-        print(f"eval logits (64 test images): relative error {e:.2e}")
+    model.eval()
+    with torch.no_grad():
+        want_logits = model.double()(torch.from_numpy(test_x[:, None]).double()).numpy()
+    for dev in DEVICES:
+        logits_path = os.path.join(d, f"logits_{dev}.npy")
+        p = subprocess.run([HANDGRAD, "transfer", "eval", "--device", dev, "--checkpoint", ckpt, "--limit", "64",
+                            "--dump-logits", logits_path, "--data-dir", DATA], capture_output=True, text=True)
+        if p.returncode != 0:
+            failures.append(f"eval {dev}: rc={p.returncode} {p.stderr.strip()}")
+            continue
+        e = check(f"eval logits {dev}", np.load(logits_path), want_logits, 1e-4)
+        print(f"{dev}: eval logits (64 test images) vs float64: relative error {e:.2e}")
 
     # 2. Three training steps, frozen backbone and full fine-tuning, on noise images.
     # The search starts at the first seeds found well-conditioned from 4901 with Debian's torch
@@ -165,41 +197,19 @@ with tempfile.TemporaryDirectory() as d:
         write_idx(os.path.join(noise_dir, "train-labels-idx1-ubyte.gz"), noise_y)
         write_idx(os.path.join(noise_dir, "t10k-images-idx3-ubyte.gz"), noise_u8[:4])
         write_idx(os.path.join(noise_dir, "t10k-labels-idx1-ubyte.gz"), noise_y[:4])
-        out = os.path.join(d, f"trained_{freeze}.safetensors")
-        mom = os.path.join(d, f"momentum_{freeze}.safetensors")
-        p = subprocess.run([HANDGRAD, "transfer", "train", "--device", "cpu", "--checkpoint", ckpt, "--freeze", freeze,
-                            "--batch-size", str(BATCH), "--epochs", str(STEPS), "--no-shuffle", "--no-eval",
-                            "--no-plot", "--lr", "0.01", "--momentum", "0.9", "--log-every", "1", "--data-dir", noise_dir,
-                            "--out-dir", os.path.join(d, "out"), "--save-checkpoint", out, "--save-momentum", mom],
-                           capture_output=True, text=True)
-        if p.returncode != 0:
-            failures.append(f"train {freeze}: rc={p.returncode} {p.stderr.strip()}")
-            continue
-        got = read_safetensors(out)
-        worst = 0.0
-        sd32 = m32.state_dict()
-        for name, t in m.state_dict().items():
-            if name not in got:
-                failures.append(f"train {freeze}: {name} missing from handgrad's checkpoint")
+        for dev in DEVICES:
+            out = os.path.join(d, f"trained_{freeze}_{dev}.safetensors")
+            mom = os.path.join(d, f"momentum_{freeze}_{dev}.safetensors")
+            p = subprocess.run([HANDGRAD, "transfer", "train", "--device", dev, "--checkpoint", ckpt, "--freeze", freeze,
+                                "--batch-size", str(BATCH), "--epochs", str(STEPS), "--no-shuffle", "--no-eval",
+                                "--no-plot", "--lr", "0.01", "--momentum", "0.9", "--log-every", "1", "--data-dir",
+                                noise_dir, "--out-dir", os.path.join(d, "out"), "--save-checkpoint", out,
+                                "--save-momentum", mom], capture_output=True, text=True)
+            if p.returncode != 0:
+                failures.append(f"train {freeze} {dev}: rc={p.returncode} {p.stderr.strip()}")
                 continue
-            worst = max(worst, check(f"train {freeze}: {name}", got[name], t.numpy(), 1e-4, sd32[name].numpy()))
-        got_m = read_safetensors(mom)
-        worst_m = 0.0
-        p32 = dict(m32.named_parameters())
-        for name, prm in m.named_parameters():
-            if not prm.requires_grad:
-                continue
-            buf = opt.state[prm]["momentum_buffer"].numpy()
-            if name not in got_m:
-                failures.append(f"train {freeze}: momentum of {name} missing")
-                continue
-            buf32 = opt32.state[p32[name]]["momentum_buffer"].numpy()
-            worst_m = max(worst_m, check(f"train {freeze}: momentum {name}", got_m[name], buf, 1e-4, buf32))
-        torch32 = max(rel(opt32.state[p32[n]]["momentum_buffer"].numpy(), opt.state[q]["momentum_buffer"].numpy())
-                      for n, q in m.named_parameters() if q.requires_grad)
-        print(f"{STEPS} SGD steps, freeze {freeze} (data seed {seed}, branch margin {margin:.1e}): worst relative "
-              f"error vs float64 {worst:.2e} over {len(got)} state tensors, {worst_m:.2e} over {len(got_m)} "
-              f"momentum buffers (PyTorch float32: {torch32:.2e})")
+            compare_training(f"{dev} freeze {freeze}", out, mom, m, opt, m32, opt32, seed, margin)
+
 
 for f in failures:
     print("FAIL", f)
