@@ -12,6 +12,7 @@
 #include "host/einsum.h"
 #include "host/npy.h"
 #include "host/report.h"
+#include "models/autodiff.h"
 #include "models/mlp.h"
 #include "models/transfer.h"
 
@@ -229,6 +230,14 @@ int main(int argc, char** argv) {
   teval->add_option("--device", te_device, "auto|cpu|cuda")->capture_default_str();
   teval->add_flag("--tf32", te.tf32, "GPU: allow TF32 tensor-core convolutions");
 
+  std::string ad_function = "squared", ad_expr, ad_point = "2,4";
+  bool ad_json = false;
+  CLI::App* ad = app.add_subcommand("autodiff", "Q4: forward- and reverse-mode AD traces, table by table");
+  ad->add_option("--function", ad_function, "squared|expanded")->capture_default_str();
+  ad->add_option("--expr", ad_expr, "your own functions, e.g. \"y1 = (x1 + x2)^2; y2 = exp(x1) * x2\"");
+  ad->add_option("--point", ad_point, "comma-separated input values")->capture_default_str();
+  ad->add_flag("--json", ad_json, "one JSON document instead of text tables");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -246,6 +255,25 @@ int main(int argc, char** argv) {
     if (*info) return cmd_info(info_device);
     if (*ein) return cmd_einsum(ea);
     if (*insp) return cmd_inspect(inspect_path, inspect_json);
+    if (*ad) {
+      const AdGraph g = ad_expr.empty() ? builtin_function(ad_function) : parse_functions(ad_expr);
+      std::vector<double> point;
+      std::stringstream ss(ad_point);
+      for (std::string item; std::getline(ss, item, ',');) {
+        size_t used = 0;
+        double v = 0;
+        try {
+          v = std::stod(item, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        HG_REQUIRE(used > 0 && used == item.size(), "--point: '", item, "' is not a number");
+        point.push_back(v);
+      }
+      const AdResult r = autodiff(g, point);
+      std::printf("%s\n", (ad_json ? render_json(g, r) : render_text(g, r)).c_str());
+      return 0;
+    }
     if (*ttrain) {
       tc.device = parse_device(tr_device);
       tc.shuffle = !no_shuffle;
