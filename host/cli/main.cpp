@@ -10,6 +10,7 @@
 #include "host/checkpoint.h"
 #include "host/device.h"
 #include "host/einsum.h"
+#include "host/gradcheck.h"
 #include "host/npy.h"
 #include "host/report.h"
 #include "models/autodiff.h"
@@ -238,6 +239,11 @@ int main(int argc, char** argv) {
   ad->add_option("--point", ad_point, "comma-separated input values")->capture_default_str();
   ad->add_flag("--json", ad_json, "one JSON document instead of text tables");
 
+  std::string gc_op = "all", gc_device = "auto";
+  CLI::App* gc = app.add_subcommand("gradcheck", "Q5: backward kernels against float64 finite differences");
+  gc->add_option("op", gc_op, "linear|relu|mse|xent|conv|all")->capture_default_str();
+  gc->add_option("--device", gc_device, "auto|cpu|cuda")->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -255,6 +261,18 @@ int main(int argc, char** argv) {
     if (*info) return cmd_info(info_device);
     if (*ein) return cmd_einsum(ea);
     if (*insp) return cmd_inspect(inspect_path, inspect_json);
+    if (*gc) {
+      const Device dev = parse_device(gc_device);
+      const std::vector<GradcheckResult> results = run_gradcheck(gc_op, dev);
+      bool ok = true;
+      std::printf("gradcheck on %s (float32 kernels vs float64 central differences)\n", device_name(dev));
+      for (const GradcheckResult& r : results) {
+        std::printf("  %-7s %-52s worst relative error %.2e  %s\n", r.op.c_str(), r.what.c_str(), r.worst,
+                    r.pass ? "ok" : "FAIL");
+        ok = ok && r.pass;
+      }
+      return ok ? 0 : 1;
+    }
     if (*ad) {
       const AdGraph g = ad_expr.empty() ? builtin_function(ad_function) : parse_functions(ad_expr);
       std::vector<double> point;
