@@ -56,14 +56,8 @@ Split to_split(const IdxImages& im, const std::vector<uint8_t>& labels, bool nor
 }
 
 std::string find_imagenet_weights() {
-  std::vector<fs::path> dirs;
-  if (const char* th = std::getenv("TORCH_HOME")) dirs.push_back(fs::path(th) / "hub" / "checkpoints");
-  if (const char* home = std::getenv("HOME")) dirs.push_back(fs::path(home) / ".cache" / "torch" / "hub" / "checkpoints");
-  for (const fs::path& d : dirs)
-    for (const char* name : {"resnet18-f37072fd.pth", "resnet18.safetensors"}) {
-      std::error_code ec;
-      if (fs::is_regular_file(d / name, ec)) return (d / name).string();
-    }
+  const std::string path = locate_imagenet_weights();
+  if (!path.empty()) return path;
   throw UserError(
       "ImageNet weights for ResNet18 not found (looked for resnet18-f37072fd.pth in $TORCH_HOME/hub/checkpoints "
       "and ~/.cache/torch/hub/checkpoints): download https://download.pytorch.org/models/resnet18-f37072fd.pth "
@@ -214,6 +208,9 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
                    (long long)epoch + 1, l, 100 * a);
     }
   }
+  out.result.batch_size = cfg.batch_size;
+  out.result.lr = cfg.lr;
+  out.result.momentum = cfg.momentum;
   out.result.seconds = elapsed();
   out.result.steps = step;
   out.result.images_per_second = seen / std::max(out.result.seconds, 1e-9);
@@ -244,6 +241,18 @@ void write_curves(const std::string& path, const std::vector<std::pair<std::stri
 
 }  // namespace
 
+std::string locate_imagenet_weights() {
+  std::vector<fs::path> dirs;
+  if (const char* th = std::getenv("TORCH_HOME")) dirs.push_back(fs::path(th) / "hub" / "checkpoints");
+  if (const char* home = std::getenv("HOME")) dirs.push_back(fs::path(home) / ".cache" / "torch" / "hub" / "checkpoints");
+  for (const fs::path& d : dirs)
+    for (const char* name : {"resnet18-f37072fd.pth", "resnet18.safetensors"}) {
+      std::error_code ec;
+      if (fs::is_regular_file(d / name, ec)) return (d / name).string();
+    }
+  return "";
+}
+
 TransferResult run_transfer_train(const TransferConfig& cfg) {
   HG_REQUIRE(cfg.conv1_init == "rgb-sum" || cfg.conv1_init == "random", "--conv1-init must be rgb-sum or random");
   HG_REQUIRE(cfg.log_every > 0, "--log-every must be positive");
@@ -271,7 +280,7 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
   const fs::path dir(cfg.out_dir);
   const std::string weights_label = !cfg.checkpoint.empty() ? "checkpoint " + cfg.checkpoint
                                     : cfg.weights == "none" ? "random init (--weights none)" : "ImageNet weights";
-  json j = {{"weights", weights_label}, {"freeze", cfg.freeze}, {"epochs", cfg.epochs}, {"max_steps", cfg.max_steps},
+  json j = {{"weights", weights_label}, {"label", cfg.label}, {"freeze", cfg.freeze}, {"epochs", cfg.epochs}, {"max_steps", cfg.max_steps},
             {"shuffle", cfg.shuffle}, {"seed", cfg.seed}, {"device", device_name(cfg.device)}};
   j["tf32"] = cfg.tf32;
   j["runs"] = json::array();
@@ -308,13 +317,15 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
   }
   if (cfg.plot) {
     char title[256];
-    std::snprintf(title, sizeof title, "Q3: ResNet18 on FashionMNIST, %s, freeze %s, %s%s", weights_label.c_str(),
+    std::snprintf(title, sizeof title, "Q3: ResNet18 on FashionMNIST, %s, freeze %s, %s%s%s%s", weights_label.c_str(),
                   cfg.freeze.c_str(), cfg.grid ? "grid search" : config_label(cfg).c_str(),
-                  cfg.max_steps > 0 ? cat(", ", cfg.max_steps, " steps").c_str() : cat(", ", cfg.epochs, " epochs").c_str());
+                  cfg.max_steps > 0 ? cat(", ", cfg.max_steps, " steps").c_str() : cat(", ", cfg.epochs, " epochs").c_str(),
+                  cfg.label.empty() ? "" : "\n", cfg.label.c_str());
     run_plot("plot_transfer.py", {(dir / (prefix + "_train_loss.csv")).string(), (dir / (prefix + "_test.csv")).string(),
-                                  (dir / "question3_result.pdf").string(), title});
+                                  (dir / cfg.pdf_name).string(), title});
   }
-  const TransferResult& r = runs[best].second.result;
+  TransferResult& r = runs[best].second.result;
+  r.weights = weights_label;
   if (cfg.eval)
     std::printf("%s: final train loss %.4f, test loss %.4f, test accuracy %.2f%% (%s, %lld steps, %.1f s, %.0f img/s)\n",
                 runs[best].first.c_str(), r.final_train_loss, r.test_loss, 100 * r.test_accuracy, weights_label.c_str(),

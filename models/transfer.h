@@ -27,15 +27,23 @@ struct TransferConfig {
   int64_t eval_limit = 0;  // 0: the whole test set
   bool plot = true, progress = true;
   bool tf32 = false;  // GPU: TF32 tensor-core convolutions (PyTorch's default); FP32 otherwise
+  std::string pdf_name = "question3_result.pdf";
+  std::string label;  // shown in titles and summaries, e.g. "reduced grid: 150 steps per configuration"
 };
 
 struct TransferResult {
+  int64_t batch_size = 0;
+  float lr = 0, momentum = 0;
+  std::string weights;  // what the run started from
   double final_train_loss = 0;  // mean of the last 5 logged losses
   double test_loss = 0, test_accuracy = 0;
   double seconds = 0, images_per_second = 0;
   int64_t steps = 0;
   std::vector<std::pair<int64_t, double>> loss_curve;  // (samples seen, loss)
 };
+
+// The torchvision ImageNet checkpoint in the torch hub caches, or "" when there is none.
+std::string locate_imagenet_weights();
 
 // `handgrad transfer train` (one configuration, or the grid when cfg.grid).
 TransferResult run_transfer_train(const TransferConfig& cfg);
