@@ -22,6 +22,9 @@ except ImportError:
     print("SKIP: torch/torchvision are not importable by", sys.executable)
     sys.exit(77)
 
+sys.path.insert(0, os.path.dirname(__file__))
+from pyhelpers import read_safetensors  # noqa: E402
+
 HANDGRAD = sys.argv[1]
 failures = []
 
@@ -47,20 +50,6 @@ def write_safetensors(path, tensors):
     h = json.dumps(header).encode()
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def read_safetensors(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    out = {}
-    for name, e in h.items():
-        if name == "__metadata__":
-            continue
-        lo, hi = e["data_offsets"]
-        dt = {"F32": np.float32, "I64": np.int64}[e["dtype"]]
-        out[name] = np.frombuffer(b[8 + n + lo:8 + n + hi], dtype=dt).reshape(e["shape"])
-    return out
 
 
 torch.manual_seed(0)

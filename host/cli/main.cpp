@@ -74,19 +74,19 @@ int cmd_einsum(const EinsumArgs& a) {
   return 0;
 }
 
-// "0.03,0.01,1e-3" -> {0.03, 0.01, 0.001}
-std::vector<float> parse_lr_list(const std::string& text) {
-  std::vector<float> out;
+// "0.03,0.01,1e-3" -> {0.03, 0.01, 0.001}; `flag` names the option in the error message.
+std::vector<double> parse_number_list(const std::string& text, const char* flag) {
+  std::vector<double> out;
   std::stringstream ss(text);
   for (std::string item; std::getline(ss, item, ',');) {
     size_t used = 0;
-    float v = 0;
+    double v = 0;
     try {
-      v = std::stof(item, &used);
+      v = std::stod(item, &used);
     } catch (const std::exception&) {
       used = 0;
     }
-    HG_REQUIRE(used > 0 && used == item.size(), "--lr: '", item, "' is not a number");
+    HG_REQUIRE(used > 0 && used == item.size(), flag, ": '", item, "' is not a number");
     out.push_back(v);
   }
   return out;
@@ -94,7 +94,10 @@ std::vector<float> parse_lr_list(const std::string& text) {
 
 int cmd_mlp(MlpConfig cfg, const std::string& device, const std::string& lr_text) {
   cfg.device = parse_device(device);
-  if (!lr_text.empty()) cfg.lrs = parse_lr_list(lr_text);
+  if (!lr_text.empty()) {
+    const std::vector<double> lrs = parse_number_list(lr_text, "--lr");
+    cfg.lrs.assign(lrs.begin(), lrs.end());
+  }
   const MlpResult r = run_mlp(cfg);
   std::printf("Q2 MLP on %s (%s): N=%lld D=%lld H=%lld, %lld iterations in %.3f s = %.3f us/iteration\n",
               device_name(r.device), r.impl.c_str(), (long long)cfg.n, (long long)cfg.d,
@@ -275,19 +278,7 @@ int main(int argc, char** argv) {
     }
     if (*ad) {
       const AdGraph g = ad_expr.empty() ? builtin_function(ad_function) : parse_functions(ad_expr);
-      std::vector<double> point;
-      std::stringstream ss(ad_point);
-      for (std::string item; std::getline(ss, item, ',');) {
-        size_t used = 0;
-        double v = 0;
-        try {
-          v = std::stod(item, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        HG_REQUIRE(used > 0 && used == item.size(), "--point: '", item, "' is not a number");
-        point.push_back(v);
-      }
+      const std::vector<double> point = parse_number_list(ad_point, "--point");
       const AdResult r = autodiff(g, point);
       std::printf("%s\n", (ad_json ? render_json(g, r) : render_text(g, r)).c_str());
       return 0;
