@@ -4,6 +4,9 @@
 #include <omp.h>
 
 #include <mutex>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 #include "host/error.h"
 #ifdef HANDGRAD_WITH_CUDA
@@ -66,6 +69,15 @@ Device parse_device(const std::string& flag) {
     return Device::CUDA;
   }
   throw UserError(cat("--device must be auto, cpu or cuda, got '", flag, "'"));
+}
+
+void flush_denormals_to_zero() {
+#if defined(__x86_64__) || defined(__i386__)
+  auto set = [] { _mm_setcsr(_mm_getcsr() | 0x8040); };  // bit 15: FTZ, bit 6: DAZ
+  set();
+#pragma omp parallel
+  set();
+#endif
 }
 
 SystemInfo system_info() {

@@ -138,6 +138,7 @@ int cmd_inspect(const std::string& path, bool as_json) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  flush_denormals_to_zero();
   CLI::App app{"handgrad: the COMP4901Y HW1 exercises on handwritten CUDA kernels (CPU twin included)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(HANDGRAD_VERSION) + " (" + build_commit() + ")");
