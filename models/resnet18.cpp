@@ -6,7 +6,7 @@
 
 #include "host/philox.h"
 #include "kernels/einsum/gemm.h"
-#include "kernels/einsum/ops.h"
+#include "kernels/einsum/reduce.h"
 #include "kernels/nn/batchnorm.h"
 #include "kernels/nn/conv2d.h"
 #include "kernels/nn/pooling.h"
@@ -77,7 +77,7 @@ struct ResNet18::Impl {
   Pool2dShape pool;
   Block blocks[8];
   int64_t fc_w = 0, fc_b = 0, features = 512;
-  Array feat, logits, dlogits, row_loss, cpu_workspace, bn_stats;
+  Array feat, logits, dlogits, row_loss, cpu_workspace, bn_stats, sum_workspace;
   Buffer row_correct;  // int32, GPU only
   Array g[6];          // backward scratch, each as large as the largest activation
   bool have_forward = false;
@@ -161,6 +161,13 @@ struct ResNet18::Impl {
     act = std::max(act, pool_out.t.numel());
     cpu_workspace.alloc(ws, dev);
     bn_stats.alloc(2 * 512, dev);
+#ifdef HANDGRAD_WITH_CUDA
+    if (dev == Device::CUDA) {
+      int64_t most = 0;  // the split plan depends on the row count: size for every n <= batch
+      for (int64_t rows = 1; rows <= batch; ++rows) most = std::max(most, cuda::sum_middle_workspace(1, rows, classes));
+      sum_workspace.alloc(most, dev);
+    }
+#endif
     for (Array& a : g) a.alloc(act, dev);
     trainable.assign(entries.size(), true);
     set_freeze("none");
@@ -306,8 +313,15 @@ struct ResNet18::Impl {
       GemmShape gw;
       gw.M = classes, gw.N = features, gw.K = n, gw.trans_a = true, gw.lda = classes, gw.ldb = features;
       gemm(G(fc_w), dlogits.get(), feat.get(), gw);
-      Tensor db = ops::sum_middle(dlogits.t, 1, n, classes, {classes});  // dlogits viewed as [1, n, classes]
-      copy_bytes(G(fc_b), dev, db.raw(), dev, sizeof(float) * classes);
+      // db = column sums of dlogits [n, classes] (n may be less than the batch the model was
+      // sized for: the last batch of an epoch), a middle-axis sum of [1, n, classes].
+      if (dev == Device::CPU) {
+        cpu::sum_middle(G(fc_b), dlogits.get(), 1, n, classes);
+      } else {
+#ifdef HANDGRAD_WITH_CUDA
+        cuda::sum_middle(G(fc_b), dlogits.get(), 1, n, classes, sum_workspace.get());
+#endif
+      }
     }
     GemmShape gx;
     gx.M = n, gx.N = features, gx.K = classes, gx.lda = classes, gx.ldb = features;

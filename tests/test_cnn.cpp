@@ -5,6 +5,7 @@
 #include "kernels/nn/conv2d.h"
 #include "kernels/nn/pooling.h"
 #include "kernels/nn/xent.h"
+#include "models/resnet18.h"
 #include "test_util.h"
 
 #include <cmath>
@@ -305,3 +306,28 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
   }
 }
 #endif
+
+// The last batch of an epoch is smaller than the batch the model was sized for: a model sized
+// for 8 must train on 5 images exactly as a model sized for 5.
+TEST(CnnLayers, ResNet18PartialBatchEqualsSmallerModel) {
+  Tensor images = random_tensor({5, 1, 28, 28}, 31);
+  const std::vector<int32_t> labels = {3, 1, 4, 1, 5};
+  ResNet18 big(8, 28, 28), small(5, 28, 28);
+  big.init_random(9);
+  small.init_random(9);
+  for (int step = 0; step < 2; ++step) {
+    const double a = big.forward(images.data<float>(), labels.data(), 5, true, nullptr);
+    const double b = small.forward(images.data<float>(), labels.data(), 5, true, nullptr);
+    EXPECT_EQ(a, b);
+    big.backward();
+    small.backward();
+    big.sgd_step(0.01f, 0.9f);
+    small.sgd_step(0.01f, 0.9f);
+  }
+  const StateDict x = big.state_dict(), y = small.state_dict();
+  for (size_t i = 0; i < x.entries.size(); ++i) {
+    if (x.entries[i].second.dtype() == DType::F32) {
+      EXPECT_EQ(x.entries[i].second.to_vector(), y.entries[i].second.to_vector()) << x.entries[i].first;
+    }
+  }
+}
