@@ -143,8 +143,9 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
 
   RunOutput out;
   const int64_t steps_per_epoch = (train.count + cfg.batch_size - 1) / cfg.batch_size;
-  const int64_t total_steps = cfg.max_steps > 0 ? std::min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-                                                : steps_per_epoch * cfg.epochs;
+  int64_t total_steps = steps_per_epoch * cfg.epochs;
+  if (cfg.max_steps > 0) total_steps = std::min(total_steps, cfg.max_steps);
+  if (cfg.max_samples > 0) total_steps = std::min(total_steps, (cfg.max_samples + cfg.batch_size - 1) / cfg.batch_size);
   std::vector<int64_t> order(train.count);
   Tensor order_dev = Tensor::empty({train.count}, cfg.device, DType::I64);
   Tensor batch_images = Tensor::empty({cfg.batch_size * train.hw}, cfg.device);

@@ -18,6 +18,7 @@ struct TransferConfig {
   int64_t batch_size = 16;
   float lr = 0.01f, momentum = 0.f;
   int64_t epochs = 2, max_steps = 0;  // max_steps > 0 stops early
+  int64_t max_samples = 0;             // > 0: stop after this many images (a grid budget fair to every batch size)
   bool shuffle = true, eval = true, normalize = false, grid = false;
   uint64_t seed = 2024;
   std::string data_dir;
