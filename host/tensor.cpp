@@ -231,11 +231,6 @@ void Tensor::reshape_(const Shape& new_shape) {
   shape_ = new_shape;
 }
 
-Tensor Tensor::reshape(const Shape& new_shape) && {
-  reshape_(new_shape);
-  return std::move(*this);
-}
-
 Tensor Tensor::clone() const { return to(device()); }
 
 Tensor Tensor::to(Device dst) const {

@@ -91,7 +91,6 @@ class Tensor {
   const void* raw() const { return buf_.get(); }
 
   // Same storage, another shape with the same number of elements.
-  Tensor reshape(const Shape& new_shape) &&;
   void reshape_(const Shape& new_shape);
 
   Tensor clone() const;                 // same device

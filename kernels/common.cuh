@@ -18,6 +18,9 @@ inline unsigned grid_for(int64_t n, int block = kBlock, int64_t max_blocks = 655
   return static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, max_blocks)));
 }
 
+// True when p allows 16-byte (float4) loads and stores.
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
 // Streaming multiprocessors of the current device (cached per process).
 int sm_count();
 

@@ -309,19 +309,18 @@ struct ResNet18::Impl {
     HG_ASSERT(have_forward, "backward() needs a train-mode forward()");
     // fc: dW = dlogits^T feat, db = column sums of dlogits, dfeat = dlogits W.
     float* dfeat = g[0].get();
-    if (trainable[find("fc.weight") - entries.data()]) {
-      GemmShape gw;
-      gw.M = classes, gw.N = features, gw.K = n, gw.trans_a = true, gw.lda = classes, gw.ldb = features;
-      gemm(G(fc_w), dlogits.get(), feat.get(), gw);
-      // db = column sums of dlogits [n, classes] (n may be less than the batch the model was
-      // sized for: the last batch of an epoch), a middle-axis sum of [1, n, classes].
-      if (dev == Device::CPU) {
-        cpu::sum_middle(G(fc_b), dlogits.get(), 1, n, classes);
-      } else {
+    // fc trains in every freeze mode (it is always fresh).
+    GemmShape gw;
+    gw.M = classes, gw.N = features, gw.K = n, gw.trans_a = true, gw.lda = classes, gw.ldb = features;
+    gemm(G(fc_w), dlogits.get(), feat.get(), gw);
+    // db = column sums of dlogits [n, classes] (n may be less than the batch the model was
+    // sized for: the last batch of an epoch), a middle-axis sum of [1, n, classes].
+    if (dev == Device::CPU) {
+      cpu::sum_middle(G(fc_b), dlogits.get(), 1, n, classes);
+    } else {
 #ifdef HANDGRAD_WITH_CUDA
-        cuda::sum_middle(G(fc_b), dlogits.get(), 1, n, classes, sum_workspace.get());
+      cuda::sum_middle(G(fc_b), dlogits.get(), 1, n, classes, sum_workspace.get());
 #endif
-      }
     }
     GemmShape gx;
     gx.M = n, gx.N = features, gx.K = classes, gx.lda = classes, gx.ldb = features;
@@ -359,7 +358,6 @@ ResNet18::ResNet18(int64_t batch, int64_t height, int64_t width, Device device, 
                    int64_t classes)
     : impl_(new Impl(batch, height, width, device, tf32, in_channels, classes)) {}
 ResNet18::~ResNet18() { delete impl_; }
-Device ResNet18::device() const { return impl_->dev; }
 
 void ResNet18::init_random(uint64_t seed) {
   Impl& m = *impl_;
@@ -447,11 +445,6 @@ StateDict ResNet18::momentum_state() const {
 
 void ResNet18::set_freeze(const std::string& mode) { impl_->set_freeze(mode); }
 
-bool ResNet18::trainable(const std::string& name) const {
-  const Entry* e = impl_->find(name);
-  return e && impl_->trainable[e - impl_->entries.data()];
-}
-
 double ResNet18::forward(const float* images, const int32_t* labels, int64_t n, bool train, int64_t* correct) {
   return impl_->forward(images, labels, n, train, correct);
 }
@@ -472,14 +465,6 @@ void ResNet18::sgd_step(float lr, float momentum) {
     if (m.trainable[i])
       HG_NN(sgd_momentum_step, m.P(e.offset), m.G(e.offset), m.velocity.get() + e.offset, e.numel(), lr, momentum);
   }
-}
-
-int64_t ResNet18::parameter_count() const { return impl_->param_end; }
-int64_t ResNet18::trainable_count() const {
-  int64_t c = 0;
-  for (size_t i = 0; i < impl_->entries.size(); ++i)
-    if (impl_->trainable[i]) c += impl_->entries[i].numel();
-  return c;
 }
 
 }  // namespace handgrad

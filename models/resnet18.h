@@ -37,7 +37,6 @@ class ResNet18 {
 
   // "backbone": only conv1 and fc train (the course's setting); "none": everything trains.
   void set_freeze(const std::string& mode);
-  bool trainable(const std::string& param_name) const;
 
   // Forward over n <= batch images [n, C, H, W] with int32 labels, both on the model's device.
   // Train mode uses batch statistics and updates the running ones. Returns the mean
@@ -45,14 +44,10 @@ class ResNet18 {
   double forward(const float* images, const int32_t* labels, int64_t n, bool train, int64_t* correct);
   // The last forward's logits [n, classes], copied to the host.
   std::vector<float> logits() const;
-  Device device() const;
   // Gradients of the trainable parameters for the last train-mode forward.
   void backward();
   // PyTorch's SGD with momentum over the trainable parameters.
   void sgd_step(float lr, float momentum);
-
-  int64_t parameter_count() const;
-  int64_t trainable_count() const;
 
   struct Impl;
 

@@ -33,8 +33,6 @@ __global__ void mul_broadcast_kernel(float* __restrict__ out, const float* __res
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 }  // namespace
 
 void mul(float* out, const float* a, const float* b, int64_t n) {

@@ -185,8 +185,6 @@ sgemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 template <int BM, int BN, int BK, int TM, int TN, bool TA, bool TB>
 void launch_tile(float* C, const float* A, const float* B, const GemmShape& s) {
   using T = SgemmTile<BM, BN, BK, TM, TN, TA, TB>;

@@ -133,12 +133,4 @@ void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Co
                                              p.workspace.get(), p.workspace.bytes(), &zero, p.w, dw));
 }
 
-const char* cudnn_version_string() {
-  static const std::string v = [] {
-    const size_t n = cudnnGetVersion();
-    return cat("cuDNN ", n / 10000, ".", (n / 100) % 100, ".", n % 100);
-  }();
-  return v.c_str();
-}
-
 }  // namespace handgrad::cuda

@@ -36,8 +36,6 @@ namespace cuda {
 void conv2d_forward(float* y, const float* x, const float* w, const Conv2dShape& s, bool tf32);
 void conv2d_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s, bool tf32);
 void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, bool tf32);
-// "cuDNN 9.x.y", for `handgrad info` and the benchmark tables.
-const char* cudnn_version_string();
 }  // namespace cuda
 #endif
 
