@@ -69,9 +69,10 @@ EinsumEquation parse_einsum(const std::string& equation) {
   };
   for (size_t i = 0; i < equation.size(); ++i) {
     const char c = equation[i];
-    if (c == ' ' || c == '\t') continue;
+    // Checked before skipping spaces: an ellipsis is exactly three consecutive dots (". .." is not one).
     if (dots > 0 && c != '.')
       throw UserError(cat("einsum(): found '.' for ", where(), " that is not part of an ellipsis '...'"));
+    if (c == ' ' || c == '\t') continue;
     if (c == '.') {
       if (term.ellipsis_at >= 0 && dots == 0)
         throw UserError(cat("einsum(): found '.' for ", where(), " for which an ellipsis was already found"));

@@ -74,7 +74,7 @@ with tempfile.TemporaryDirectory() as d:
     run(["einsum", "ij->ji", d, "-o", out])  # a folder, not a file
     # Bad equations and shapes.
     for eq in ["abcd,ed->abce,", "ab1d->abd", "abcd->abz", "abcd->aab", "abc->ab", "a..bcd->ab",
-               "abcd,ed->abce->a", "abcd,abcd->abcd", "", "abcd,ee->abcd"]:
+               "abcd,ed->abce->a", "abcd,abcd->abcd", "", "abcd,ee->abcd", ". ..", "a. ..->a"]:
         run(["einsum", eq, good, w, "-o", out] if "," in eq else ["einsum", eq, good, "-o", out])
     run(["einsum", "abcd,ed->abce", good, good, "-o", out])  # d mismatch: 5 vs 3... sizes
     run(["einsum", "abcd,ed->abce", good, w, "-o", path("no/such/dir/out.npy")])

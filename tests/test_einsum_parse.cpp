@@ -27,7 +27,8 @@ TEST(EinsumParse, ExplicitImplicitEllipsisSpaces) {
 
 TEST(EinsumParse, RejectsMalformedEquations) {
   for (const char* bad : {"ab1,b->a", "a..b->ab", "a....->a", "....", "ab->a->b", "ab-b",
-                          "ab,bc->a,c", "ab->aa", "a.b", "a...b...->ab", "ab->a-"}) {
+                          "ab,bc->a,c", "ab->aa", "a.b", "a...b...->ab", "ab->a-",
+                          ". ..", ".. .->", "a. ..,b->ab", "...b,b->. .."}) {
     EXPECT_THROW(parse_einsum(bad), UserError) << bad;
   }
 }
