@@ -52,7 +52,7 @@ def torch_us(device, iters):
             dW1 = x.T @ da
             W1 -= lr * dW1
             W2 -= lr * dW2
-            if (t + 1) % 100 == 0:
+            if t % 100 == 0:
                 loss.item()  # the course logs the loss every 100 iterations (a sync on the GPU)
 
     run(min(200, iters))

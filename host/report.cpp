@@ -246,7 +246,7 @@ json report_q2(const ReportOptions& opt, bool& ok) {
               r.us_per_iter, r.models[r.best].lr);
   for (const MlpModelResult& m : r.models) {
     if (m.diverged_at >= 0)
-      std::printf("  lr %-8g diverged at iteration %lld\n", m.lr, (long long)m.diverged_at + 1);
+      std::printf("  lr %-8g diverged at iteration %lld\n", m.lr, (long long)m.diverged_at);
     else
       std::printf("  lr %-8g last-1000 mean loss %.4f, dataset MSE %.4f\n", m.lr, m.last1000_mean, m.dataset_mse);
   }
@@ -409,7 +409,7 @@ int run_report(const ReportOptions& opt) {
     for (const json& m : q["models"]) {
       const long long div = m["diverged_at"].get<long long>();
       if (div >= 0)
-        md += fmt("| %g | diverged at iteration %lld | - | - |\n", m["lr"].get<double>(), div + 1);
+        md += fmt("| %g | diverged at iteration %lld | - | - |\n", m["lr"].get<double>(), div);
       else
         md += fmt("| %g | converged%s | %.4f | %.4f |\n", m["lr"].get<double>(),
                   m["lr"].get<double>() == q["best_lr"].get<double>() ? " (best)" : "", m["last1000_mean"].get<double>(),

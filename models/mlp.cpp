@@ -1,6 +1,7 @@
 #include "models/mlp.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -251,27 +252,52 @@ std::string lr_str(float lr) {
   return buf;
 }
 
+// What Python's f"{x}" prints for a float: the shortest digits that read back as x, in fixed
+// notation for 1e-4 <= |x| < 1e16 (with ".0" on whole numbers), else as 1.5e-05.
+std::string python_float_str(double x) {
+  if (!std::isfinite(x)) return std::isnan(x) ? "nan" : x > 0 ? "inf" : "-inf";
+  char sci[64];
+  const auto end = std::to_chars(sci, sci + sizeof sci, x, std::chars_format::scientific).ptr;
+  const std::string s(sci, end);  // [-]d[.ddd]e[+-]XX
+  const size_t e = s.find('e');
+  const int exp10 = std::stoi(s.substr(e + 1));
+  const bool negative = s[0] == '-';
+  std::string digits;
+  for (size_t i = negative; i < e; ++i)
+    if (s[i] != '.') digits += s[i];
+  std::string out = negative ? "-" : "";
+  if (exp10 < -4 || exp10 >= 16) {
+    out += digits.substr(0, 1);
+    if (digits.size() > 1) out += "." + digits.substr(1);
+    char ex[16];
+    std::snprintf(ex, sizeof ex, "e%c%02d", exp10 < 0 ? '-' : '+', std::abs(exp10));
+    return out + ex;
+  }
+  if (exp10 < 0) return out + "0." + std::string(-exp10 - 1, '0') + digits;
+  const size_t int_digits = exp10 + 1;
+  if (digits.size() <= int_digits) return out + digits + std::string(int_digits - digits.size(), '0') + ".0";
+  return out + digits.substr(0, int_digits) + "." + digits.substr(int_digits);
+}
+
 void write_outputs(const MlpConfig& cfg, const MlpResult& res) {
   fs::create_directories(cfg.out_dir);
   const fs::path dir(cfg.out_dir);
   const MlpModelResult& best = res.models[res.best];
-  // The course's format, for the best (or only) learning rate.
+  // The course's log, for the best (or only) learning rate: `if iter % 100 == 0` with iter
+  // counted from 0, each line the loss computed at that iteration (before its update), printed
+  // as Python prints the float.
   std::string txt;
-  for (int64_t t = cfg.log_every; t <= cfg.iters; t += cfg.log_every) {
-    char line[96];
-    std::snprintf(line, sizeof line, "At %lld-th iteration, loss is %.4f\n",
-                  static_cast<long long>(t), best.losses[t - 1]);
-    txt += line;
-  }
+  for (int64_t t = 0; t < cfg.iters; t += cfg.log_every)
+    txt += cat("At ", t, "-th iteration, loss is ", python_float_str(best.losses[t]), "\n");
   write_file_atomic((dir / "Q2_output.txt").string(), txt);
   std::string csv = "iteration";
   for (const MlpModelResult& m : res.models) csv += ",lr=" + lr_str(m.lr);
   csv += "\n";
-  for (int64_t t = cfg.log_every; t <= cfg.iters; t += cfg.log_every) {
+  for (int64_t t = 0; t < cfg.iters; t += cfg.log_every) {
     csv += std::to_string(t);
     for (const MlpModelResult& m : res.models) {
       char v[32];
-      std::snprintf(v, sizeof v, ",%.6g", m.losses[t - 1]);
+      std::snprintf(v, sizeof v, ",%.9g", m.losses[t]);
       csv += v;
     }
     csv += "\n";
@@ -404,7 +430,7 @@ MlpResult run_mlp(const MlpConfig& config) {
   }
   if (res.best < 0) {
     const MlpModelResult& m0 = res.models[0];
-    throw UserError(cat("training diverged at iteration ", m0.diverged_at + 1, " (loss ",
+    throw UserError(cat("training diverged at iteration ", m0.diverged_at, " (counted from 0; loss ",
                         m0.losses[m0.diverged_at], ") with lr ", lr_str(m0.lr),
                         M > 1 ? " and every other lr of the sweep" : "",
                         ": try a smaller --lr (1e-5, the default, converges on the default problem)"));

@@ -24,7 +24,8 @@ with tempfile.TemporaryDirectory() as d:
     ok = p.returncode == 0 and not missing and summary.get("all_checks_passed") is True
     if not missing:
         lines = open(os.path.join(out, "Q2_output.txt")).read().splitlines()
-        ok = ok and len(lines) == 1000 and lines[0].startswith("At 100-th iteration, loss is ")
+        ok = ok and len(lines) == 1000 and lines[0].startswith("At 0-th iteration, loss is ") \
+            and lines[-1].startswith("At 99900-th iteration, loss is ")
         for pdf in ("question2_result.pdf", "question3_result.pdf", "question4.pdf", "question5.pdf"):
             ok = ok and open(os.path.join(out, pdf), "rb").read(5) == b"%PDF-"
         import zipfile
