@@ -455,6 +455,29 @@ std::vector<float> ResNet18::logits() const {
   return out;
 }
 
+StateDict ResNet18::branches() const {
+  const Impl& m = *impl_;
+  StateDict sd;
+  auto add_relu = [&](const std::string& name, const Array& a, const Conv2dShape& c) {
+    Tensor t = Tensor::empty({m.n, c.K, c.OH(), c.OW()});
+    copy_bytes(t.raw(), Device::CPU, a.get(), m.dev, t.nbytes());
+    sd.add(name, std::move(t));
+  };
+  add_relu("relu", m.stem_relu, m.stem.conv);
+  const Shape pooled{m.n, 64, m.pool.OH(), m.pool.OW()};
+  std::vector<int32_t> at(shape_numel(pooled));
+  copy_bytes(at.data(), Device::CPU, m.pool_argmax.get(), m.dev, sizeof(int32_t) * at.size());
+  Tensor idx = Tensor::empty(pooled, Device::CPU, DType::I64);
+  std::copy(at.begin(), at.end(), idx.data<int64_t>());
+  sd.add("maxpool.indices", std::move(idx));
+  for (int b = 0; b < 8; ++b) {
+    const std::string p = "layer" + std::to_string(b / 2 + 1) + "." + std::to_string(b % 2) + ".";
+    add_relu(p + "relu1", m.blocks[b].mid, m.blocks[b].c1.conv);
+    add_relu(p + "relu2", m.blocks[b].out, m.blocks[b].c2.conv);
+  }
+  return sd;
+}
+
 void ResNet18::backward() { impl_->backward(); }
 
 void ResNet18::sgd_step(float lr, float momentum) {

@@ -44,6 +44,12 @@ class ResNet18 {
   double forward(const float* images, const int32_t* labels, int64_t n, bool train, int64_t* correct);
   // The last forward's logits [n, classes], copied to the host.
   std::vector<float> logits() const;
+  // The last forward's branch decisions, copied to the host, for parity tests that make a
+  // reference take the same branches: every ReLU's output ("relu" for the stem,
+  // "layerS.B.relu1" / "layerS.B.relu2" inside a block; the backward passes a gradient where
+  // it is > 0) and the max-pool's winners ("maxpool.indices", int64, index into the input
+  // plane, as PyTorch's return_indices).
+  StateDict branches() const;
   // Gradients of the trainable parameters for the last train-mode forward.
   void backward();
   // PyTorch's SGD with momentum over the trainable parameters.

@@ -146,6 +146,11 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   int64_t total_steps = steps_per_epoch * cfg.epochs;
   if (cfg.max_steps > 0) total_steps = std::min(total_steps, cfg.max_steps);
   if (cfg.max_samples > 0) total_steps = std::min(total_steps, (cfg.max_samples + cfg.batch_size - 1) / cfg.batch_size);
+  // One file per step: meant for the few steps of a parity test, not for a whole run.
+  constexpr int64_t kMaxDumpSteps = 100;
+  HG_REQUIRE(cfg.dump_branches.empty() || total_steps <= kMaxDumpSteps, "--dump-branches writes one file per step: ",
+             "limit the run to ", kMaxDumpSteps, " steps (--max-steps), not ", total_steps);
+  if (!cfg.dump_branches.empty()) fs::create_directories(cfg.dump_branches);
   std::vector<int64_t> order(train.count);
   Tensor order_dev = Tensor::empty({train.count}, cfg.device, DType::I64);
   Tensor batch_images = Tensor::empty({cfg.batch_size * train.hw}, cfg.device);
@@ -183,6 +188,8 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
       const double loss = model.forward(batch_images.data<float>(), labels, n, true, nullptr);
       HG_REQUIRE(std::isfinite(loss), "training diverged at step ", step + 1, " (loss ", loss,
                  "): try a smaller --lr");
+      if (!cfg.dump_branches.empty())
+        write_safetensors((fs::path(cfg.dump_branches) / cat("step", step + 1, ".safetensors")).string(), model.branches());
       model.backward();
       model.sgd_step(cfg.lr, cfg.momentum);
       seen += n;
@@ -269,6 +276,7 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
           c.batch_size = bs, c.lr = lr, c.momentum = mu;
           c.save_checkpoint.clear();
           c.save_momentum.clear();
+          c.dump_branches.clear();
           configs.push_back(c);
         }
   } else {

@@ -25,6 +25,7 @@ struct TransferConfig {
   Device device = Device::CPU;
   std::string out_dir = "results";
   std::string save_checkpoint, save_momentum;
+  std::string dump_branches;  // a folder: each step's ReLU outputs and max-pool winners (parity tests)
   int64_t log_every = 20;
   int64_t eval_limit = 0;  // 0: the whole test set
   bool plot = true, progress = true;

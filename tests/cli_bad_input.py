@@ -117,6 +117,9 @@ with tempfile.TemporaryDirectory() as d:
         run(q3 + ["--weights", "none"] + extra)
     for extra in (["--weights", path("missing.pth")], ["--weights", good], ["--checkpoint", path("q3bad.st")]):
         run(q3 + extra)
+    # --dump-branches writes a file per step: a run of more than 100 steps is refused.
+    run(["transfer", "train", "--no-plot", "--out-dir", path("q3"), "--no-eval", "--weights", "none",
+         "--max-steps", "101", "--dump-branches", path("branches")])
     run(["transfer", "eval", "--checkpoint", path("missing.pth")])
     run(["transfer", "eval"])  # --checkpoint is required
     run(["transfer", "frobnicate"])

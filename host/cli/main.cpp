@@ -219,6 +219,8 @@ int main(int argc, char** argv) {
   ttrain->add_option("--out-dir", tc.out_dir)->capture_default_str();
   ttrain->add_option("--save-checkpoint", tc.save_checkpoint, "write the trained model (safetensors)");
   ttrain->add_option("--save-momentum", tc.save_momentum, "write the momentum buffers (safetensors)");
+  ttrain->add_option("--dump-branches", tc.dump_branches,
+                     "write each step's ReLU outputs and max-pool winners to DIR/stepN.safetensors (parity tests)");
   ttrain->add_option("--log-every", tc.log_every, "log the loss every this many batches")->capture_default_str();
   ttrain->add_option("--eval-limit", tc.eval_limit, "evaluate on the first N test images (0: all)");
   ttrain->add_flag("--grid", tc.grid, "batch 16/64 x lr 0.01/0.03 x momentum 0/0.9");
