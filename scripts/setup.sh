@@ -3,7 +3,7 @@
 # Does nothing when everything is already there, so it is cheap to run before every build.
 set -euo pipefail
 
-REQUIRED=(build-essential cmake ninja-build git pkg-config
+REQUIRED=(build-essential cmake ninja-build git pkg-config patch
           libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
           libopenblas-openmp-dev python3 python3-numpy python3-matplotlib)
 # The PyTorch oracle and the real FashionMNIST: installed where the distribution has them
