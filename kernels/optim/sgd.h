@@ -1,3 +1,4 @@
+// The CUDA kernels round exactly as the CPU twins (no fused multiply-add): bit-identical results.
 // Plain SGD (no momentum) over groups of parameters laid out back to back, one learning rate
 // per group (one group per model in a learning-rate sweep):
 //   params[g * n + i] -= lr[g] * grads[g * n + i]      for g < groups, i < n
