@@ -189,13 +189,19 @@ std::vector<float> train_cuda(const std::string& impl, const MlpRun& host_run, T
   constexpr int64_t kCheckEvery = 1000;  // divergence check: one small copy per 1000 steps
   int64_t t = 0;
   bool stopped = false;  // every model diverged
-  if (impl == "graph") {
-    // Capture kGraphSteps steps once, replay; the remainder runs step by step.
-    constexpr int64_t kGraphSteps = 500;
+  constexpr int64_t kGraphSteps = 500;
+  if (impl == "graph" && iters > kGraphSteps) {
+    // Step 0 runs eagerly: it loads every kernel's module before the capture (lazy loading
+    // inside a capture is not allowed on every driver). The buffers above were filled on the
+    // default stream, which a non-blocking stream does not wait for: synchronise once.
+    trainer.enqueue_step();
+    t = 1;
+    synchronize(Device::CUDA);
+    // Capture kGraphSteps steps once and replay them; the remainder runs step by step.
     cudaStream_t s;
     CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     cudaGraphExec_t exec = nullptr;
-    if (iters >= kGraphSteps) {
+    {
       cuda::StreamScope scope(s);
       cudaGraph_t graph;
       CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
@@ -206,13 +212,14 @@ std::vector<float> train_cuda(const std::string& impl, const MlpRun& host_run, T
     }
     for (; t + kGraphSteps <= iters; t += kGraphSteps) {
       CUDA_CHECK(cudaGraphLaunch(exec, s));
-      if ((t + kGraphSteps) % kCheckEvery == 0 || t + kGraphSteps == iters) {
+      const int64_t end = t + kGraphSteps;
+      if (end / kCheckEvery > t / kCheckEvery || end == iters) {
         CUDA_CHECK(cudaStreamSynchronize(s));
-        if ((stopped = trainer.all_diverged(t + kGraphSteps, host_losses))) break;
+        if ((stopped = trainer.all_diverged(end, host_losses))) break;
       }
     }
     CUDA_CHECK(cudaStreamSynchronize(s));
-    if (exec) CUDA_CHECK(cudaGraphExecDestroy(exec));
+    CUDA_CHECK(cudaGraphExecDestroy(exec));
     CUDA_CHECK(cudaStreamDestroy(s));
   }
   for (; t < iters && !stopped; ++t) {
