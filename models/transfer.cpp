@@ -15,6 +15,7 @@
 #include "host/npy.h"
 #include "host/philox.h"
 #include "host/plot.h"
+#include "kernels/nn/conv2d.h"
 #include "kernels/nn/rows.h"
 #include "models/resnet18.h"
 
@@ -158,6 +159,18 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   const Device dev = cfg.device;
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  // The steady step time leaves out the first kWarmupSteps steps (cuDNN handles and plans, lazy
+  // module loading, first-touch allocations) and the evaluations; the device is synchronised at
+  // the edges of each timed stretch, not inside it.
+  constexpr int64_t kWarmupSteps = 5;
+  double steady_seconds = 0, stretch_start = -1;
+  int64_t steady_steps = 0;
+  auto steady_clock = [&](bool start) {
+    if (start == (stretch_start >= 0)) return;
+    synchronize(dev);
+    if (start) stretch_start = elapsed();
+    else steady_seconds += elapsed() - stretch_start, stretch_start = -1;
+  };
   int64_t step = 0, seen = 0;
   double window = 0;
   int64_t window_n = 0;
@@ -172,6 +185,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
     copy_bytes(order_dev.raw(), dev, order.data(), Device::CPU, sizeof(int64_t) * train.count);
     for (int64_t b = 0; b < train.count && step < total_steps; b += cfg.batch_size, ++step) {
       const int64_t n = std::min(cfg.batch_size, train.count - b);
+      if (step >= kWarmupSteps) steady_clock(true), ++steady_steps;
       // Gather the batch where the data lives (on the GPU the dataset was uploaded once).
       const int64_t* idx = order_dev.data<int64_t>() + b;
       int32_t* labels = static_cast<int32_t*>(batch_labels.get());
@@ -209,6 +223,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
       }
     }
     if (tty) std::fprintf(stderr, "\n");
+    steady_clock(false);
     if (cfg.eval) {
       const auto [l, a] = evaluate(model, test, cfg.batch_size, nullptr);  // the model is sized for one batch
       out.epoch_eval.push_back({int(epoch + 1), {l, a}});
@@ -222,6 +237,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   out.result.seconds = elapsed();
   out.result.steps = step;
   out.result.images_per_second = seen / std::max(out.result.seconds, 1e-9);
+  out.result.steady_ms_per_step = steady_steps > 0 ? 1e3 * steady_seconds / steady_steps : NAN;
   const size_t k = std::min<size_t>(5, out.result.loss_curve.size());
   for (size_t i = out.result.loss_curve.size() - k; i < out.result.loss_curve.size(); ++i)
     out.result.final_train_loss += out.result.loss_curve[i].second / k;
@@ -232,6 +248,30 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   if (!cfg.save_checkpoint.empty()) write_safetensors(cfg.save_checkpoint, model.state_dict());
   if (!cfg.save_momentum.empty()) write_safetensors(cfg.save_momentum, model.momentum_state());
   return out;
+}
+
+// GPU runs: how cuDNN's convolution algorithms are chosen, and (after the run) which were.
+void choose_conv_algorithms(Device dev, bool timed) {
+#ifdef HANDGRAD_WITH_CUDA
+  if (dev == Device::CUDA)
+    cuda::set_conv_algo_search(timed ? cuda::ConvAlgoSearch::Timed : cuda::ConvAlgoSearch::Heuristic);
+#else
+  (void)dev, (void)timed;
+#endif
+}
+
+std::vector<std::string> conv_algorithms_chosen(Device dev) {
+#ifdef HANDGRAD_WITH_CUDA
+  if (dev == Device::CUDA) return cuda::conv_plans_chosen();
+#else
+  (void)dev;
+#endif
+  return {};
+}
+
+void report_conv_algorithms(Device dev, bool timed) {
+  if (!timed) return;
+  for (const std::string& line : conv_algorithms_chosen(dev)) std::fprintf(stderr, "[cudnn] %s\n", line.c_str());
 }
 
 std::string config_label(const TransferConfig& c) {
@@ -267,6 +307,7 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
   const FashionMnist data = load_fashion_mnist(cfg.data_dir);
   const Split train = to_split(data.train_images, data.train_labels, cfg.normalize, 0, cfg.device);
   const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.eval_limit, cfg.device);
+  choose_conv_algorithms(cfg.device, cfg.cudnn_find);
   std::vector<TransferConfig> configs;
   if (cfg.grid) {
     for (int64_t bs : {16, 64})
@@ -292,6 +333,11 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
   json j = {{"weights", weights_label}, {"label", cfg.label}, {"freeze", cfg.freeze}, {"epochs", cfg.epochs}, {"max_steps", cfg.max_steps},
             {"shuffle", cfg.shuffle}, {"seed", cfg.seed}, {"device", device_name(cfg.device)}};
   j["tf32"] = cfg.tf32;
+  if (cfg.device == Device::CUDA) {
+    j["cudnn_algorithm_search"] = cfg.cudnn_find ? "timed (cudnnFind)" : "heuristics";
+    j["cudnn_plans"] = conv_algorithms_chosen(cfg.device);
+  }
+  report_conv_algorithms(cfg.device, cfg.cudnn_find);
   j["runs"] = json::array();
   size_t best = 0;
   for (size_t i = 0; i < runs.size(); ++i) {
@@ -300,7 +346,8 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
     j["runs"].push_back({{"config", runs[i].first}, {"batch_size", c.batch_size}, {"lr", c.lr}, {"momentum", c.momentum},
                          {"steps", r.steps}, {"final_train_loss", r.final_train_loss}, {"test_loss", r.test_loss},
                          {"test_accuracy", r.test_accuracy}, {"seconds", r.seconds},
-                         {"images_per_second", r.images_per_second}});
+                         {"images_per_second", r.images_per_second},
+                         {"ms_per_step_after_warmup", std::isfinite(r.steady_ms_per_step) ? json(r.steady_ms_per_step) : json(nullptr)}});
     if (r.test_accuracy > runs[best].second.result.test_accuracy) best = i;
   }
   j["best"] = runs[best].first;
@@ -350,12 +397,14 @@ std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg) {
   HG_REQUIRE(cfg.limit >= 0, "--limit must not be negative");
   const FashionMnist data = load_fashion_mnist(cfg.data_dir);
   const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.limit, cfg.device);
+  choose_conv_algorithms(cfg.device, cfg.cudnn_find);
   ResNet18 model(cfg.batch_size, data.test_images.rows, data.test_images.cols, cfg.device, cfg.tf32);
   model.load(read_state_dict(cfg.checkpoint), /*strict=*/true);
   std::vector<float> logits;
   const auto [loss, acc] = evaluate(model, test, cfg.batch_size, cfg.dump_logits.empty() ? nullptr : &logits);
   if (!cfg.dump_logits.empty())
     write_npy(cfg.dump_logits, Tensor::from_vector({test.count, 10}, logits));
+  report_conv_algorithms(cfg.device, cfg.cudnn_find);
   std::printf("eval on %lld test images: test loss %.4f, test accuracy %.2f%%\n", (long long)test.count, loss, 100 * acc);
   return {loss, acc};
 }

@@ -30,6 +30,7 @@ struct TransferConfig {
   int64_t eval_limit = 0;  // 0: the whole test set
   bool plot = true, progress = true;
   bool tf32 = false;  // GPU: TF32 tensor-core convolutions (PyTorch's default); FP32 otherwise
+  bool cudnn_find = false;  // GPU: choose convolution algorithms by timing them (cudnnFind), not by heuristics
   std::string pdf_name = "question3_result.pdf";
   std::string label;  // shown in titles and summaries, e.g. "reduced grid: 150 steps per configuration"
 };
@@ -40,7 +41,8 @@ struct TransferResult {
   std::string weights;  // what the run started from
   double final_train_loss = 0;  // mean of the last 5 logged losses
   double test_loss = 0, test_accuracy = 0;
-  double seconds = 0, images_per_second = 0;
+  double seconds = 0, images_per_second = 0;  // the whole run, evaluations included
+  double steady_ms_per_step = 0;  // training steps after the first 5, without evaluations (NaN: too few)
   int64_t steps = 0;
   std::vector<std::pair<int64_t, double>> loss_curve;  // (samples seen, loss)
 };
@@ -54,7 +56,7 @@ TransferResult run_transfer_train(const TransferConfig& cfg);
 struct TransferEvalConfig {
   std::string checkpoint, data_dir, dump_logits;
   int64_t limit = 0, batch_size = 256;
-  bool normalize = false, tf32 = false;
+  bool normalize = false, tf32 = false, cudnn_find = false;
   Device device = Device::CPU;
 };
 // `handgrad transfer eval`: returns {test loss, accuracy}.

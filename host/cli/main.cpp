@@ -225,6 +225,7 @@ int main(int argc, char** argv) {
   ttrain->add_option("--eval-limit", tc.eval_limit, "evaluate on the first N test images (0: all)");
   ttrain->add_flag("--grid", tc.grid, "batch 16/64 x lr 0.01/0.03 x momentum 0/0.9");
   ttrain->add_flag("--tf32", tc.tf32, "GPU: allow TF32 tensor-core convolutions (PyTorch's default)");
+  ttrain->add_flag("--cudnn-find", tc.cudnn_find, "GPU: choose convolution algorithms by timing them; list the choices");
   ttrain->add_flag("--no-plot", tr_no_plot, "skip question3_result.pdf");
   TransferEvalConfig te;
   std::string te_device = "auto";
@@ -236,6 +237,7 @@ int main(int argc, char** argv) {
   teval->add_flag("--normalize", te.normalize);
   teval->add_option("--device", te_device, "auto|cpu|cuda")->capture_default_str();
   teval->add_flag("--tf32", te.tf32, "GPU: allow TF32 tensor-core convolutions");
+  teval->add_flag("--cudnn-find", te.cudnn_find, "GPU: choose convolution algorithms by timing them; list the choices");
 
   std::string ad_function = "squared", ad_expr, ad_point = "2,4";
   bool ad_json = false;

@@ -1,6 +1,8 @@
-// Convolutions through cuDNN: descriptors built per shape, the algorithm for each direction
-// chosen once (cuDNN's heuristics: the first that succeeds with a workspace under 256 MiB) and
-// cached with its workspace, so a training step does no allocation and no search.
+// Convolutions through cuDNN. Per shape, a plan: descriptors and, for each direction, an
+// algorithm chosen once (cuDNN's heuristics, or by timing with --cudnn-find) with the math
+// type it was chosen for. All plans share one workspace, sized for the largest, so a new batch
+// size (the last partial batch, the eval batch, a grid's other batch size) adds descriptors,
+// not another workspace. A training step then does no allocation and no search.
 #include <cudnn.h>
 
 #include <map>
@@ -24,6 +26,7 @@ namespace handgrad::cuda {
 namespace {
 
 constexpr size_t kMaxWorkspace = size_t(256) << 20;
+ConvAlgoSearch g_search = ConvAlgoSearch::Heuristic;
 
 cudnnHandle_t cudnn_handle() {
   static const cudnnHandle_t h = [] {
@@ -35,102 +38,168 @@ cudnnHandle_t cudnn_handle() {
   return h;
 }
 
-// Everything cuDNN needs for one convolution shape: descriptors, the three algorithms and
-// one workspace large enough for all of them.
+// The one workspace of every plan: grows to the largest need, never shrinks. Growing returns the
+// old block to handgrad's caching allocator; the convolutions all run on stream(), so work
+// still queued on the old block runs before anything queued later can reuse it.
+Buffer& shared_workspace(size_t need) {
+  static Buffer ws;
+  if (ws.bytes() < need) ws = Buffer(need, Device::CUDA);
+  return ws;
+}
+
+// The first of cuDNN's ranked choices (fastest first: predicted by the heuristics, or measured)
+// that is supported and fits the workspace bound.
+template <typename Perf>
+const Perf& pick(const Perf* perf, int n, const char* what) {
+  for (int i = 0; i < n; ++i)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace) return perf[i];
+  throw InternalError(cat("cuDNN offers no ", what, " convolution algorithm under 256 MiB of workspace"));
+}
+
+// One direction of a plan: its own convolution descriptor (the math type belongs to the
+// algorithm: a TF32 tensor-op algorithm run with FMA math is refused or runs another kernel).
+struct Direction {
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  int algo = 0;
+  cudnnMathType_t math = CUDNN_FMA_MATH;
+  size_t workspace = 0;
+  float ms = -1;  // the measured time, with --cudnn-find
+};
+
 struct ConvPlan {
+  Conv2dShape shape;
+  bool tf32;
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
-  cudnnConvolutionDescriptor_t conv = nullptr;
-  cudnnConvolutionFwdAlgo_t fwd{};
-  cudnnConvolutionBwdDataAlgo_t bwd_data{};
-  cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
-  Buffer workspace;
+  Direction fwd, bwd_data, bwd_filter;
 
-  ConvPlan(const Conv2dShape& s, bool tf32) {
+  ConvPlan(const Conv2dShape& s, bool tf) : shape(s), tf32(tf) {
     cudnnHandle_t h = cudnn_handle();
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
-    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(s.N), int(s.C), int(s.H), int(s.W)));
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(s.N), int(s.K), int(s.OH()), int(s.OW())));
     CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, int(s.K), int(s.C), int(s.R), int(s.S)));
-    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, int(s.pad), int(s.pad), int(s.stride), int(s.stride), 1, 1,
-                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    // FP32: FMA math only (no TF32 tensor cores); --tf32: cuDNN may use them, as PyTorch does.
-    CUDNN_CHECK(cudnnSetConvolutionMathType(conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
-    size_t need = 0;
+    for (Direction* d : {&fwd, &bwd_data, &bwd_filter}) {
+      CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d->conv));
+      CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d->conv, int(s.pad), int(s.pad), int(s.stride), int(s.stride), 1, 1,
+                                                  CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+      // What the search may consider: FP32 FMA math only, or (--tf32) TF32 tensor cores too, as PyTorch.
+      CUDNN_CHECK(cudnnSetConvolutionMathType(d->conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    }
+    const bool timed = g_search == ConvAlgoSearch::Timed;
     {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
       int n = 0;
-      CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, conv, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
-      fwd = pick(perf, n, need, "forward");
+      if (timed) CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h, x, w, fwd.conv, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
+      else CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, fwd.conv, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
+      const auto& p = pick(perf, n, "forward");
+      settle(fwd, p.algo, p.mathType, timed ? p.time : -1.f);
+      CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, x, w, fwd.conv, y, p.algo, &fwd.workspace));
     }
     {
       cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
       int n = 0;
-      CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, conv, x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
-      bwd_data = pick(perf, n, need, "backward data");
+      if (timed) CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(h, w, y, bwd_data.conv, x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
+      else CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, bwd_data.conv, x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
+      const auto& p = pick(perf, n, "backward data");
+      settle(bwd_data, p.algo, p.mathType, timed ? p.time : -1.f);
+      CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, w, y, bwd_data.conv, x, p.algo, &bwd_data.workspace));
     }
     {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
       int n = 0;
-      CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, conv, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf));
-      bwd_filter = pick(perf, n, need, "backward filter");
+      if (timed) CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(h, x, y, bwd_filter.conv, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf));
+      else CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, bwd_filter.conv, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf));
+      const auto& p = pick(perf, n, "backward filter");
+      settle(bwd_filter, p.algo, p.mathType, timed ? p.time : -1.f);
+      CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x, y, bwd_filter.conv, w, p.algo, &bwd_filter.workspace));
     }
-    workspace = Buffer(std::max<size_t>(need, 16), Device::CUDA);
+    shared_workspace(std::max({fwd.workspace, bwd_data.workspace, bwd_filter.workspace, size_t(16)}));
   }
   ~ConvPlan() {
     cudnnDestroyTensorDescriptor(x);
     cudnnDestroyTensorDescriptor(y);
     cudnnDestroyFilterDescriptor(w);
-    cudnnDestroyConvolutionDescriptor(conv);
+    for (Direction* d : {&fwd, &bwd_data, &bwd_filter}) cudnnDestroyConvolutionDescriptor(d->conv);
   }
   ConvPlan(const ConvPlan&) = delete;
   ConvPlan& operator=(const ConvPlan&) = delete;
 
-  // The heuristics' best algorithm that is supported and fits the workspace bound.
-  template <typename Perf>
-  static decltype(Perf{}.algo) pick(const Perf* perf, int n, size_t& need, const char* what) {
-    for (int i = 0; i < n; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace) {
-        need = std::max(need, perf[i].memory);
-        return perf[i].algo;
-      }
-    throw InternalError(cat("cuDNN offers no ", what, " convolution algorithm under 256 MiB of workspace"));
+  // The chosen algorithm runs with the math type it was ranked with (the workspace size is
+  // asked for under that math type too).
+  static void settle(Direction& d, int algo, cudnnMathType_t math, float ms) {
+    d.algo = algo;
+    d.math = math;
+    d.ms = ms;
+    CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, math));
   }
 };
 
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+std::map<PlanKey, std::unique_ptr<ConvPlan>>& plans() {
+  static std::map<PlanKey, std::unique_ptr<ConvPlan>> cache;
+  return cache;
+}
+
 ConvPlan& plan_for(const Conv2dShape& s, bool tf32) {
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
-  static std::map<Key, std::unique_ptr<ConvPlan>> cache;
-  const Key k{s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.stride, s.pad, tf32};
-  auto it = cache.find(k);
-  if (it == cache.end()) it = cache.emplace(k, std::make_unique<ConvPlan>(s, tf32)).first;
+  const PlanKey k{s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.stride, s.pad, tf32};
+  auto it = plans().find(k);
+  if (it == plans().end()) it = plans().emplace(k, std::make_unique<ConvPlan>(s, tf32)).first;
   return *it->second;
+}
+
+Buffer& workspace() { return shared_workspace(0); }
+
+const char* math_name(cudnnMathType_t m) {
+  return m == CUDNN_FMA_MATH ? "fma" : m == CUDNN_TENSOR_OP_MATH ? "tensor-op" : m == CUDNN_DEFAULT_MATH ? "default" : "tensor-op-conversion";
 }
 
 }  // namespace
 
+void set_conv_algo_search(ConvAlgoSearch search) { g_search = search; }
+
+std::vector<std::string> conv_plans_chosen() {
+  std::vector<std::string> lines;
+  for (const auto& [key, p] : plans()) {
+    const Conv2dShape& s = p->shape;
+    auto dir = [](const char* name, const Direction& d) {
+      return cat(name, " algo ", d.algo, " (", math_name(d.math), ", ", d.workspace >> 10, " KiB",
+                 d.ms >= 0 ? cat(", ", d.ms, " ms") : std::string(), ")");
+    };
+    lines.push_back(cat("conv N", s.N, " C", s.C, " ", s.H, "x", s.W, " -> K", s.K, " ", s.R, "x", s.S, "/", s.stride,
+                        p->tf32 ? " tf32: " : ": ", dir("fwd", p->fwd), ", ", dir("bwd-data", p->bwd_data), ", ",
+                        dir("bwd-filter", p->bwd_filter)));
+  }
+  lines.push_back(cat("shared cuDNN workspace: ", workspace().bytes() >> 10, " KiB for ", plans().size(), " plans"));
+  return lines;
+}
+
 void conv2d_forward(float* y, const float* x, const float* w, const Conv2dShape& s, bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
+  Buffer& ws = workspace();
   const float one = 1.f, zero = 0.f;
-  CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(), &one, p.x, x, p.w, w, p.conv, p.fwd, p.workspace.get(),
-                                      p.workspace.bytes(), &zero, p.y, y));
+  CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(), &one, p.x, x, p.w, w, p.fwd.conv,
+                                      cudnnConvolutionFwdAlgo_t(p.fwd.algo), ws.get(), ws.bytes(), &zero, p.y, y));
 }
 
 void conv2d_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s, bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
+  Buffer& ws = workspace();
   const float one = 1.f, zero = 0.f;
-  CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, p.w, w, p.y, dy, p.conv, p.bwd_data,
-                                           p.workspace.get(), p.workspace.bytes(), &zero, p.x, dx));
+  CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, p.w, w, p.y, dy, p.bwd_data.conv,
+                                           cudnnConvolutionBwdDataAlgo_t(p.bwd_data.algo), ws.get(), ws.bytes(), &zero,
+                                           p.x, dx));
 }
 
 void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
+  Buffer& ws = workspace();
   const float one = 1.f, zero = 0.f;
-  CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, p.x, x, p.y, dy, p.conv, p.bwd_filter,
-                                             p.workspace.get(), p.workspace.bytes(), &zero, p.w, dw));
+  CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, p.x, x, p.y, dy, p.bwd_filter.conv,
+                                             cudnnConvolutionBwdFilterAlgo_t(p.bwd_filter.algo), ws.get(), ws.bytes(),
+                                             &zero, p.w, dw));
 }
 
 }  // namespace handgrad::cuda

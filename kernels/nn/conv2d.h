@@ -8,6 +8,8 @@
 // conv2d_workspace_floats() floats of scratch, which the caller owns (kernels never allocate).
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "host/philox.h"  // HG_HD
 
@@ -31,8 +33,15 @@ void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Co
 #ifdef HANDGRAD_WITH_CUDA
 namespace cuda {
 // cuDNN convolutions (device pointers). The algorithm is chosen once per shape and direction
-// (cuDNN's heuristics, the fastest whose workspace fits in 256 MiB) and cached; `tf32` lets
-// cuDNN use TF32 tensor cores (PyTorch's default for convolutions), otherwise math is FP32.
+// (the fastest whose workspace fits in 256 MiB, by cuDNN's heuristics or, after
+// set_conv_algo_search(Timed), by timing each candidate: cudnnFind) and cached, with one
+// workspace shared by every shape; `tf32` lets cuDNN use TF32 tensor cores (PyTorch's default
+// for convolutions), otherwise math is FP32 (FMA only).
+enum class ConvAlgoSearch { Heuristic, Timed };
+void set_conv_algo_search(ConvAlgoSearch search);  // for the shapes planned after the call
+// One line per shape planned so far (its three algorithms, math types, workspace, measured
+// times with Timed), then the shared workspace's size.
+std::vector<std::string> conv_plans_chosen();
 void conv2d_forward(float* y, const float* x, const float* w, const Conv2dShape& s, bool tf32);
 void conv2d_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s, bool tf32);
 void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, bool tf32);
