@@ -4,11 +4,14 @@
 #include "kernels/nn/batchnorm.h"
 #include "kernels/nn/conv2d.h"
 #include "kernels/nn/pooling.h"
+#include "kernels/nn/relu.h"
+#include "kernels/nn/rows.h"
 #include "kernels/nn/xent.h"
 #include "models/resnet18.h"
 #include "test_util.h"
 
 #include <cmath>
+#include <cstdio>
 
 using namespace handgrad;
 using test::poisoned;
@@ -268,8 +271,59 @@ TEST(CnnCuda, LayersMatchCpuTwins) {
   EXPECT_LT(rel_err(gdz.to_vector(), dz.to_vector()), 1e-5);
 }
 
+// The row and pooling kernels around the network: add, add_row_bias, the data pipeline's
+// gathers, global average pooling. Bit for bit where the math is one rounding per element.
+TEST(CnnCuda, RowAndPoolKernelsMatchCpuTwins) {
+  HG_SKIP_WITHOUT_GPU();
+  for (int64_t n : {1, 999, 1 << 20}) {
+    Tensor a = random_tensor({n}, 1), b = random_tensor({n}, 2);
+    Tensor want = poisoned({n}), got = poisoned({n}, Device::CUDA);
+    cpu::add(want.data<float>(), a.data<float>(), b.data<float>(), n);
+    cuda::add(got.data<float>(), a.to(Device::CUDA).data<float>(), b.to(Device::CUDA).data<float>(), n);
+    EXPECT_EQ(got.to_vector(), want.to_vector()) << n;
+  }
+  for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 1}, {7, 10}, {300, 1001}}) {
+    Tensor y = random_tensor({N, K}, 3), bias = random_tensor({K}, 4);
+    Tensor gy = y.to(Device::CUDA);
+    cpu::add_row_bias(y.data<float>(), bias.data<float>(), N, K);
+    cuda::add_row_bias(gy.data<float>(), bias.to(Device::CUDA).data<float>(), N, K);
+    EXPECT_EQ(gy.to_vector(), y.to_vector()) << N << "x" << K;
+  }
+  const int64_t rows = 37, len = 784, count = 100;
+  Tensor src = random_tensor({count, len}, 5);
+  std::vector<int32_t> labels(count);
+  for (int64_t i = 0; i < count; ++i) labels[i] = int32_t(i * 7 % 10);
+  Tensor idx = Tensor::empty({rows}, Device::CPU, DType::I64);
+  for (int64_t i = 0; i < rows; ++i) idx.data<int64_t>()[i] = (i * 31 + 5) % count;
+  Tensor gsrc = src.to(Device::CUDA), gidx = idx.to(Device::CUDA);
+  Tensor dst = poisoned({rows, len}), gdst = poisoned({rows, len}, Device::CUDA);
+  cpu::gather_rows(dst.data<float>(), src.data<float>(), idx.data<int64_t>(), rows, len);
+  cuda::gather_rows(gdst.data<float>(), gsrc.data<float>(), gidx.data<int64_t>(), rows, len);
+  EXPECT_EQ(gdst.to_vector(), dst.to_vector());
+  Buffer glabels(sizeof(int32_t) * count, Device::CUDA), gout(sizeof(int32_t) * rows, Device::CUDA);
+  copy_bytes(glabels.get(), Device::CUDA, labels.data(), Device::CPU, sizeof(int32_t) * count);
+  std::vector<int32_t> out(rows, -1), gout_host(rows, -2);
+  cpu::gather_i32(out.data(), labels.data(), idx.data<int64_t>(), rows);
+  cuda::gather_i32(static_cast<int32_t*>(gout.get()), static_cast<const int32_t*>(glabels.get()), gidx.data<int64_t>(), rows);
+  copy_bytes(gout_host.data(), Device::CPU, gout.get(), Device::CUDA, sizeof(int32_t) * rows);
+  EXPECT_EQ(gout_host, out);
+  for (auto [NC, HW] : {std::pair<int64_t, int64_t>{64 * 512, 1}, {16 * 512, 4}, {3, 49}, {5, 1000}}) {
+    Tensor x = random_tensor({NC, HW}, 6), dy = random_tensor({NC}, 7);
+    Tensor y = poisoned({NC}), gy = poisoned({NC}, Device::CUDA);
+    cpu::global_avgpool_forward(y.data<float>(), x.data<float>(), NC, HW);
+    cuda::global_avgpool_forward(gy.data<float>(), x.to(Device::CUDA).data<float>(), NC, HW);
+    EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-6) << NC << "x" << HW;  // sums of HW values, any order
+    Tensor dx = poisoned({NC, HW}), gdx = poisoned({NC, HW}, Device::CUDA);
+    cpu::global_avgpool_backward(dx.data<float>(), dy.data<float>(), NC, HW);
+    cuda::global_avgpool_backward(gdx.data<float>(), dy.to(Device::CUDA).data<float>(), NC, HW);
+    EXPECT_EQ(gdx.to_vector(), dx.to_vector()) << NC << "x" << HW;
+  }
+}
+
 // The whole network: the same init and batches on both devices give the same losses, weights,
-// running statistics and momentum after a few steps (FP32 convolutions).
+// running statistics and momentum after a few steps, the last on a partial batch (5 images in a
+// model sized for 8: new cuDNN plans mid-run). FP32 convolutions by cuDNN's heuristics, then
+// chosen by timing (cudnnFind); TF32 ones within TF32's precision.
 TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
   HG_SKIP_WITHOUT_GPU();
   const int64_t N = 8;
@@ -278,16 +332,24 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
   Tensor gimages = images.to(Device::CUDA);
   Buffer glabels(sizeof(int32_t) * N, Device::CUDA);
   copy_bytes(glabels.get(), Device::CUDA, labels.data(), Device::CPU, sizeof(int32_t) * N);
-  for (const char* freeze : {"backbone", "none"}) {
-    ResNet18 cpu_model(N, 28, 28), gpu_model(N, 28, 28, Device::CUDA);
+  struct Mode {
+    const char* freeze;
+    bool tf32, timed;
+    double tol;
+  };
+  for (const Mode& mode : {Mode{"backbone", false, false, 1e-3}, Mode{"none", false, false, 1e-3},
+                           Mode{"none", false, true, 1e-3}, Mode{"none", true, false, 3e-2}}) {
+    const std::string what = cat(mode.freeze, mode.tf32 ? " tf32" : "", mode.timed ? " cudnnFind" : "");
+    cuda::set_conv_algo_search(mode.timed ? cuda::ConvAlgoSearch::Timed : cuda::ConvAlgoSearch::Heuristic);
+    ResNet18 cpu_model(N, 28, 28), gpu_model(N, 28, 28, Device::CUDA, mode.tf32);
     cpu_model.init_random(3);
     gpu_model.init_random(3);
-    cpu_model.set_freeze(freeze);
-    gpu_model.set_freeze(freeze);
-    for (int step = 0; step < 2; ++step) {
-      const double lc = cpu_model.forward(images.data<float>(), labels.data(), N, true, nullptr);
-      const double lg = gpu_model.forward(gimages.data<float>(), static_cast<int32_t*>(glabels.get()), N, true, nullptr);
-      EXPECT_NEAR(lg, lc, 1e-4 * std::max(1.0, std::fabs(lc))) << freeze << " step " << step;
+    cpu_model.set_freeze(mode.freeze);
+    gpu_model.set_freeze(mode.freeze);
+    for (int64_t n : {N, N, int64_t(5)}) {
+      const double lc = cpu_model.forward(images.data<float>(), labels.data(), n, true, nullptr);
+      const double lg = gpu_model.forward(gimages.data<float>(), static_cast<int32_t*>(glabels.get()), n, true, nullptr);
+      EXPECT_NEAR(lg, lc, mode.tol * std::max(1.0, std::fabs(lc))) << what << " batch " << n;
       cpu_model.backward();
       gpu_model.backward();
       cpu_model.sgd_step(0.01f, 0.9f);
@@ -301,9 +363,11 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
         EXPECT_EQ(ta.data<int64_t>()[0], tb.data<int64_t>()[0]);
         continue;
       }
-      EXPECT_LT(rel_err(tb.to_vector(), ta.to_vector()), 1e-3) << freeze << " " << a.entries[i].first;
+      EXPECT_LT(rel_err(tb.to_vector(), ta.to_vector()), mode.tol) << what << " " << a.entries[i].first;
     }
   }
+  cuda::set_conv_algo_search(cuda::ConvAlgoSearch::Heuristic);
+  for (const std::string& line : cuda::conv_plans_chosen()) std::printf("  %s\n", line.c_str());
 }
 #endif
 

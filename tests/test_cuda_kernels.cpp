@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 
 #include "einsum_cases.h"
+#include "host/cuda_check.h"
 #include "host/einsum.h"
 #include "kernels/einsum/elementwise.h"
 #include "kernels/einsum/gemm.h"
 #include "kernels/einsum/ops.h"
 #include "kernels/einsum/reduce.h"
 #include "kernels/einsum/strided_copy.h"
+#include "kernels/random/random.h"
 #include "test_util.h"
 
 using namespace handgrad;
@@ -151,6 +153,46 @@ TEST(CudaKernels, EinsumMatchesCpuOnEveryCase) {
     ASSERT_EQ(got.device(), Device::CUDA);
     ASSERT_EQ(got.shape(), want.shape()) << c.equation;
     EXPECT_LT(rel_err(got.to_vector(), want.to_vector()), 1e-5) << c.equation;
+  }
+}
+
+// Grid dimensions past 65535 in y and z: the launchers cap the grid and the kernels stride.
+TEST(CudaKernels, GridStridesPast65535InYAndZ) {
+  HG_SKIP_WITHOUT_GPU();
+  GemmShape s;  // 70000 tiny products: the batch walks gridDim.z
+  s.batch = 70000, s.M = 3, s.N = 2, s.K = 5, s.lda = 5, s.ldb = 2, s.stride_a = 15, s.stride_b = 10;
+  Tensor A = random_tensor({s.batch * 15}, 3), B = random_tensor({s.batch * 10}, 4);
+  Tensor want = poisoned({s.batch, 3, 2}), got = poisoned({s.batch, 3, 2}, Device::CUDA);
+  ops::gemm_batched_into(want, A, B, s);
+  ops::gemm_batched_into(got, A.to(Device::CUDA), B.to(Device::CUDA), s);
+  EXPECT_LT(rel_err(got.to_vector(), want.to_vector()), 1e-5);
+  // A transpose of the last two axes under a 70000-long rest axis (the tiled path's gridDim.z).
+  Tensor in = random_tensor({70000, 2, 33}, 5);
+  Tensor t_want = ops::strided_copy(in, {70000, 33, 2}, {66, 1, 33});
+  Tensor t_got = ops::strided_copy(in.to(Device::CUDA), {70000, 33, 2}, {66, 1, 33});
+  EXPECT_EQ(t_got.to_vector(), t_want.to_vector());
+}
+
+// Element counts past 2^31: 32-bit index math would wrap. Checked where it would go wrong (around
+// 2^31 and at the end) against products computed on the host from the same device inputs.
+TEST(CudaKernels, IndexPathsBeyond2To31Elements) {
+  HG_SKIP_WITHOUT_GPU();
+  size_t free_bytes = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+  const int64_t n = (int64_t(1) << 31) + 4099;
+  if (free_bytes < 3 * sizeof(float) * size_t(n) + (size_t(1) << 30))
+    GTEST_SKIP() << "needs 26 GB of free GPU memory, " << (free_bytes >> 30) << " GB free";
+  Tensor a = Tensor::empty({n}, Device::CUDA), b = Tensor::empty({n}, Device::CUDA), y = Tensor::empty({n}, Device::CUDA);
+  cuda::fill_uniform(a.data<float>(), n, 1, 1, 0);
+  cuda::fill_uniform(b.data<float>(), n, 1, 2, 0);
+  CUDA_CHECK(cudaMemset(y.raw(), 0xff, sizeof(float) * n));  // NaN everywhere: each output must be written
+  cuda::mul(y.data<float>(), a.data<float>(), b.data<float>(), n);
+  for (int64_t at : {int64_t(0), (int64_t(1) << 31) - 2048, n - 4096}) {
+    std::vector<float> ha(4096), hb(4096), hy(4096);
+    copy_bytes(ha.data(), Device::CPU, a.data<float>() + at, Device::CUDA, sizeof(float) * 4096);
+    copy_bytes(hb.data(), Device::CPU, b.data<float>() + at, Device::CUDA, sizeof(float) * 4096);
+    copy_bytes(hy.data(), Device::CPU, y.data<float>() + at, Device::CUDA, sizeof(float) * 4096);
+    for (int64_t i = 0; i < 4096; ++i) ASSERT_EQ(hy[i], ha[i] * hb[i]) << "element " << at + i;
   }
 }
 

@@ -229,6 +229,27 @@ TEST(MlpCuda, StepKernelsMatchCpuTwins) {
   EXPECT_EQ(dstep.to(Device::CPU).data<int64_t>()[0], 2);  // advanced once
 }
 
+// The fused kernel with its weights in more than 48 KB of shared memory (the opt-in limit) and
+// more hidden units than threads in a block (h = 1500 > 1024: threads take several units).
+TEST(MlpCuda, FusedBeyond48KBAndWideHidden) {
+  HG_SKIP_WITHOUT_GPU();
+  MlpConfig c;
+  c.write_files = false;
+  c.n = 200, c.d = 16, c.h = 1500, c.iters = 600;  // (16 + 1) * 1500 floats of weights: 102 KB
+  c.lrs = {1e-5f, 3e-6f};
+  c.device = Device::CPU;
+  const MlpResult ref = run_mlp(c);
+  c.device = Device::CUDA;
+  c.impl = "fused";
+  const MlpResult got = run_mlp(c);
+  ASSERT_EQ(got.impl, "fused");
+  for (size_t m = 0; m < 2; ++m) {
+    EXPECT_EQ(got.models[m].diverged_at, ref.models[m].diverged_at);
+    EXPECT_LT(rel_err(got.models[m].losses, ref.models[m].losses), 1e-3) << "lr " << c.lrs[m];
+    EXPECT_LT(rel_err(got.models[m].params, ref.models[m].params), 1e-3) << "lr " << c.lrs[m];
+  }
+}
+
 TEST(MlpCuda, EveryImplementationMatchesTheCpu) {
   HG_SKIP_WITHOUT_GPU();
   // 1234 iterations: the graph replays two blocks of 500 after an eager first step, and runs the
