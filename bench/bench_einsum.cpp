@@ -49,6 +49,8 @@ void sum_sizes(benchmark::internal::Benchmark* b, bool gpu) {
   b->Args({8, 8, 16384, 3});      // tiny, odd d
   b->Args({2, 2, 1 << 20, 5});    // huge c, few outputs
   b->Args({128, 128, 7, 129});    // short c, odd d
+  b->Args({1000, 100, 2, 2});     // [100000, 2, 2]: few rows and lanes per output
+  b->Args({512, 512, 3, 1});      // [262144, 3, 1]: what 'abcd->abc' with a small d lowers to
   if (gpu) b->Args({64, 64, 256, 256});  // 1 GiB input
 }
 void gemm_sizes(benchmark::internal::Benchmark* b) {

@@ -77,7 +77,7 @@ struct ResNet18::Impl {
   Pool2dShape pool;
   Block blocks[8];
   int64_t fc_w = 0, fc_b = 0, features = 512;
-  Array feat, logits, dlogits, row_loss, cpu_workspace, bn_stats, sum_workspace;
+  Array feat, logits, dlogits, row_loss, cpu_workspace, bn_workspace, sum_workspace;
   Buffer row_correct;  // int32, GPU only
   Array g[6];          // backward scratch, each as large as the largest activation
   bool have_forward = false;
@@ -147,9 +147,14 @@ struct ResNet18::Impl {
     dlogits.alloc(batch * classes, dev);
     row_loss.alloc(batch, dev);
     row_correct = Buffer(sizeof(int32_t) * batch, dev);
-    int64_t ws = 0, act = stem.conv_out.t.numel();
+    int64_t ws = 0, bn_ws = 1, act = stem.conv_out.t.numel();
     auto need = [&](const ConvBN& u) {
       if (dev == Device::CPU) ws = std::max(ws, cpu::conv2d_workspace_floats(u.conv));
+#ifdef HANDGRAD_WITH_CUDA
+      // The BN split grows with the batch: the full batch needs the most.
+      if (dev == Device::CUDA)
+        bn_ws = std::max(bn_ws, cuda::batchnorm_workspace_floats({batch, u.conv.K, u.conv.OH() * u.conv.OW()}));
+#endif
       act = std::max(act, u.conv_out.t.numel());
     };
     need(stem);
@@ -160,7 +165,7 @@ struct ResNet18::Impl {
     }
     act = std::max(act, pool_out.t.numel());
     cpu_workspace.alloc(ws, dev);
-    bn_stats.alloc(2 * 512, dev);
+    bn_workspace.alloc(bn_ws, dev);
 #ifdef HANDGRAD_WITH_CUDA
     if (dev == Device::CUDA) {
       int64_t most = 0;  // the split plan depends on the row count: size for every n <= batch
@@ -224,7 +229,7 @@ struct ResNet18::Impl {
                    const float* mean, const float* invstd, const BatchNormShape& s) {
     if (dev == Device::CPU) return cpu::batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, mean, invstd, s);
 #ifdef HANDGRAD_WITH_CUDA
-    cuda::batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, mean, invstd, s, bn_stats.get());
+    cuda::batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, mean, invstd, s, bn_workspace.get());
 #endif
   }
   void gemm(float* C, const float* A, const float* Bm, const GemmShape& s) {
@@ -240,8 +245,15 @@ struct ResNet18::Impl {
     conv_forward(u.conv_out.get(), x, P(u.w), u.conv);
     const BatchNormShape bs{n, u.conv.K, u.conv.OH() * u.conv.OW()};
     if (train) {
-      HG_NN(batchnorm_forward_train, u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),
-            B(u.running_var), u.save_mean.get(), u.save_invstd.get(), bs);
+      if (dev == Device::CPU) {
+        cpu::batchnorm_forward_train(u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),
+                                     B(u.running_var), u.save_mean.get(), u.save_invstd.get(), bs);
+      } else {
+#ifdef HANDGRAD_WITH_CUDA
+        cuda::batchnorm_forward_train(u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),
+                                      B(u.running_var), u.save_mean.get(), u.save_invstd.get(), bs, bn_workspace.get());
+#endif
+      }
       ++counters[u.counter];
     } else {
       HG_NN(batchnorm_forward_eval, u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),

@@ -16,13 +16,17 @@ rm -rf stage
 mkdir -p stage/bin stage/lib
 BINS=(build-gpu/handgrad build-gpu/tests/handgrad_tests build-gpu/bench/bench_einsum)
 cp "${BINS[@]}" stage/bin/
-# Shared libraries to carry: everything ldd resolves except glibc's own and NVIDIA's.
+# Shared libraries to carry: what the binaries themselves need (readelf NEEDED, not ldd's
+# transitive list, which drags in what this machine's cuDNN needs) except glibc's own, NVIDIA's
+# (the GPU machine has its own) and libstdc++/libgcc_s (every machine has them, and a newer one
+# there must win: its cuDNN may need it; handgrad links libstdc++ statically).
 for b in "${BINS[@]}"; do
-  ldd "$b" | awk '/=> \// {print $3}'
-done | sort -u | while read -r lib; do
-  case "$(basename "$lib")" in
-    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libcuda.so*|libcublas*|libcudnn*|libnvidia*) ;;
-    *) cp -L "$lib" stage/lib/ ;;
+  readelf -d "$b" | awk '/NEEDED/ {gsub(/[][]/, "", $5); print $5}'
+done | sort -u | while read -r name; do
+  case "$name" in
+    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libcuda.so*|libcublas*|libcudnn*|libnvidia*|libstdc++*|libgcc_s*) ;;
+    *) lib=$(ldd "${BINS[0]}" "${BINS[@]}" 2>/dev/null | awk -v n="$name" '$1 == n && $3 ~ /^\// {print $3; exit}')
+       if [ -n "$lib" ]; then cp -L "$lib" stage/lib/; else echo "[stage] warning: $name not found here"; fi ;;
   esac
 done
 # FashionMNIST (30 MB of .gz) for the Q3 checks: the GPU machine has no copy and no network.

@@ -188,38 +188,45 @@ TEST(CnnCuda, LayersMatchCpuTwins) {
     EXPECT_LT(rel_err(gdx.to_vector(), dx.to_vector()), 1e-5);
     EXPECT_LT(rel_err(gdw.to_vector(), dw.to_vector()), 1e-5);
   }
-  // BatchNorm.
-  const BatchNormShape bs{8, 16, 49};
-  Tensor x = random_tensor({8, 16, 49}, 4), gamma = random_tensor({16}, 5), beta = random_tensor({16}, 6);
-  Tensor dy = random_tensor({8, 16, 49}, 7);
-  Tensor rm = random_tensor({16}, 8), rv = Tensor::full({16}, 1.5f);
-  Tensor grm = dev(rm), grv = dev(rv);
-  Tensor y = poisoned(x.shape()), m = poisoned({16}), is = poisoned({16});
-  Tensor gy = poisoned(x.shape(), Device::CUDA), gm = poisoned({16}, Device::CUDA), gis = poisoned({16}, Device::CUDA);
-  Tensor gxx = dev(x), gg = dev(gamma), gb = dev(beta), gdy = dev(dy);
-  cpu::batchnorm_forward_train(y.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
-                               rm.data<float>(), rv.data<float>(), m.data<float>(), is.data<float>(), bs);
-  cuda::batchnorm_forward_train(gy.data<float>(), gxx.data<float>(), gg.data<float>(), gb.data<float>(),
-                                grm.data<float>(), grv.data<float>(), gm.data<float>(), gis.data<float>(), bs);
-  EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-5);
-  EXPECT_LT(rel_err(grm.to_vector(), rm.to_vector()), 1e-5);
-  EXPECT_LT(rel_err(grv.to_vector(), rv.to_vector()), 1e-5);
-  Tensor dx = poisoned(x.shape()), dg = poisoned({16}), db = poisoned({16});
-  Tensor gdx = poisoned(x.shape(), Device::CUDA), gdg = poisoned({16}, Device::CUDA), gdb = poisoned({16}, Device::CUDA);
-  Tensor stats = Tensor::empty({32}, Device::CUDA);
-  cpu::batchnorm_backward(dx.data<float>(), dg.data<float>(), db.data<float>(), dy.data<float>(), x.data<float>(),
-                          gamma.data<float>(), m.data<float>(), is.data<float>(), bs);
-  cuda::batchnorm_backward(gdx.data<float>(), gdg.data<float>(), gdb.data<float>(), gdy.data<float>(), gxx.data<float>(),
-                           gg.data<float>(), gm.data<float>(), gis.data<float>(), bs, stats.data<float>());
-  EXPECT_LT(rel_err(gdx.to_vector(), dx.to_vector()), 1e-4);
-  EXPECT_LT(rel_err(gdg.to_vector(), dg.to_vector()), 1e-5);
-  EXPECT_LT(rel_err(gdb.to_vector(), db.to_vector()), 1e-5);
-  Tensor ye = poisoned(x.shape()), gye = poisoned(x.shape(), Device::CUDA);
-  cpu::batchnorm_forward_eval(ye.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
-                              rm.data<float>(), rv.data<float>(), bs);
-  cuda::batchnorm_forward_eval(gye.data<float>(), gxx.data<float>(), gg.data<float>(), gb.data<float>(),
-                               grm.data<float>(), grv.data<float>(), bs);
-  EXPECT_LT(rel_err(gye.to_vector(), ye.to_vector()), 1e-5);
+  // BatchNorm: a small shape (one chunk per channel) and one whose channels are split over
+  // several blocks (64 x 3136 values per channel, 4 channels).
+  for (const BatchNormShape bs : {BatchNormShape{8, 16, 49}, BatchNormShape{64, 4, 3136}}) {
+    const std::string what = cat(bs.N, "x", bs.C, "x", bs.HW);
+    Tensor x = random_tensor({bs.N, bs.C, bs.HW}, 4), gamma = random_tensor({bs.C}, 5), beta = random_tensor({bs.C}, 6);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += 3.f;  // a mean away from 0: the variance must not cancel
+    Tensor dy = random_tensor({bs.N, bs.C, bs.HW}, 7);
+    Tensor rm = random_tensor({bs.C}, 8), rv = Tensor::full({bs.C}, 1.5f);
+    Tensor grm = dev(rm), grv = dev(rv);
+    Tensor y = poisoned(x.shape()), m = poisoned({bs.C}), is = poisoned({bs.C});
+    Tensor gy = poisoned(x.shape(), Device::CUDA), gm = poisoned({bs.C}, Device::CUDA), gis = poisoned({bs.C}, Device::CUDA);
+    Tensor gxx = dev(x), gg = dev(gamma), gb = dev(beta), gdy = dev(dy);
+    Tensor ws = poisoned({cuda::batchnorm_workspace_floats(bs)}, Device::CUDA);
+    cpu::batchnorm_forward_train(y.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                                 rm.data<float>(), rv.data<float>(), m.data<float>(), is.data<float>(), bs);
+    cuda::batchnorm_forward_train(gy.data<float>(), gxx.data<float>(), gg.data<float>(), gb.data<float>(),
+                                  grm.data<float>(), grv.data<float>(), gm.data<float>(), gis.data<float>(), bs,
+                                  ws.data<float>());
+    EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-5) << what;
+    EXPECT_LT(rel_err(gm.to_vector(), m.to_vector()), 1e-6) << what;
+    EXPECT_LT(rel_err(gis.to_vector(), is.to_vector()), 1e-6) << what;
+    EXPECT_LT(rel_err(grm.to_vector(), rm.to_vector()), 1e-5) << what;
+    EXPECT_LT(rel_err(grv.to_vector(), rv.to_vector()), 1e-5) << what;
+    Tensor dx = poisoned(x.shape()), dg = poisoned({bs.C}), db = poisoned({bs.C});
+    Tensor gdx = poisoned(x.shape(), Device::CUDA), gdg = poisoned({bs.C}, Device::CUDA), gdb = poisoned({bs.C}, Device::CUDA);
+    cpu::batchnorm_backward(dx.data<float>(), dg.data<float>(), db.data<float>(), dy.data<float>(), x.data<float>(),
+                            gamma.data<float>(), m.data<float>(), is.data<float>(), bs);
+    cuda::batchnorm_backward(gdx.data<float>(), gdg.data<float>(), gdb.data<float>(), gdy.data<float>(), gxx.data<float>(),
+                             gg.data<float>(), gm.data<float>(), gis.data<float>(), bs, ws.data<float>());
+    EXPECT_LT(rel_err(gdx.to_vector(), dx.to_vector()), 1e-4) << what;
+    EXPECT_LT(rel_err(gdg.to_vector(), dg.to_vector()), 1e-5) << what;
+    EXPECT_LT(rel_err(gdb.to_vector(), db.to_vector()), 1e-5) << what;
+    Tensor ye = poisoned(x.shape()), gye = poisoned(x.shape(), Device::CUDA);
+    cpu::batchnorm_forward_eval(ye.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                                rm.data<float>(), rv.data<float>(), bs);
+    cuda::batchnorm_forward_eval(gye.data<float>(), gxx.data<float>(), gg.data<float>(), gb.data<float>(),
+                                 grm.data<float>(), grv.data<float>(), bs);
+    EXPECT_LT(rel_err(gye.to_vector(), ye.to_vector()), 1e-5) << what;
+  }
   // Pooling (ties included: a constant plane), relu family, rows, SGD momentum.
   const Pool2dShape ps{3, 5, 14, 14, 3, 2, 1};
   Tensor px = random_tensor({3, 5, 14, 14}, 9);

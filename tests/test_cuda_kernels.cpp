@@ -59,7 +59,8 @@ TEST(CudaKernels, SumMiddleEveryShapeFamily) {
   HG_SKIP_WITHOUT_GPU();
   for (auto [O, R, I] : {std::tuple{1, 1, 1}, {3, 5, 7}, {2, 1000, 1}, {1, 3, 2049}, {4, 0, 3},
                          {64, 33, 3}, {1, 1 << 20, 1}, {2, 100000, 3}, {7, 513, 257},
-                         {4096, 64, 1}, {1, 1000, 4096}, {100000, 2, 2}, {3, 77777, 31}}) {
+                         {4096, 64, 1}, {1, 1000, 4096}, {100000, 2, 2}, {3, 77777, 31},
+                         {262144, 3, 1}, {70000, 1, 5}, {5, 2, 300}}) {
     Tensor in = random_tensor({O, R, I}, 5);
     Tensor din = in.to(Device::CUDA);
     Tensor want = poisoned({O, I}), got = poisoned({O, I}, Device::CUDA);

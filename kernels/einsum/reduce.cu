@@ -8,26 +8,38 @@ namespace {
 constexpr int kReduceThreads = 256;
 
 // How one launch of sum_middle_kernel covers [outer, R, inner].
-// A block is `groups` x `width` threads: `width` consecutive inner indices (the whole inner
-// extent when it is <= 256), and `groups` (a power of two) walking R in lock step. Because
-// width consecutive lanes read consecutive addresses and, when width == inner, the groups read
-// consecutive rows, every warp's loads are coalesced whatever inner is: 1 (row sums), 3, 100
-// or 10^6 (column sums). A long R with few outputs is split across `splits` blocks.
+// A block is `slots` x `groups` x `width` threads: `width` consecutive inner indices (the whole
+// inner extent when it is <= 256), `groups` (a power of two) walking R in lock step, and
+// `slots` outer indices side by side. Because width consecutive lanes read consecutive
+// addresses and, when width == inner, the groups and then the slots read consecutive rows,
+// every warp's loads are coalesced whatever inner is: 1 (row sums), 3, 100 or 10^6 (column
+// sums). Groups are only as many as R has rows, and the threads they leave fill slots: for
+// [100000, 2, 2] a block is 64 slots x 2 groups x 2 lanes, not 4 busy threads of 256. A long R
+// with few outputs is split across `splits` blocks.
 struct ReducePlan {
-  int width = 1, groups = 1;
-  int64_t inner_tiles = 1, splits = 1, rows_per_split = 0;
+  int width = 1, groups = 1, slots = 1;
+  int64_t inner_tiles = 1, outer_blocks = 1, splits = 1, rows_per_split = 0;
+  int threads() const { return slots * groups * width; }
 };
+
+int floor_pow2(int64_t x) {
+  int p = 1;
+  while (2 * int64_t(p) <= x) p *= 2;
+  return p;
+}
 
 ReducePlan plan_reduce(int64_t outer, int64_t R, int64_t inner) {
   ReducePlan p;
   p.width = static_cast<int>(inner <= kReduceThreads ? inner : kReduceThreads);
-  p.groups = 1;
-  while (p.groups * 2 * p.width <= kReduceThreads) p.groups *= 2;
+  const int most_groups = floor_pow2(kReduceThreads / p.width);
+  p.groups = std::min(most_groups, R <= 1 ? 1 : 2 * floor_pow2(R - 1));  // >= R, a power of two
+  p.slots = std::min<int64_t>(floor_pow2(kReduceThreads / (p.width * p.groups)), floor_pow2(std::max<int64_t>(outer, 1)));
   p.inner_tiles = (inner + p.width - 1) / p.width;
+  p.outer_blocks = (outer + p.slots - 1) / p.slots;
   // Aim for ~16 resident blocks per SM; split R when outer x tiles alone cannot provide them,
   // but keep at least 8 rows per group per split so the partial sums stay worth their traffic.
   const int64_t target = int64_t(sm_count()) * 16;
-  const int64_t base = p.inner_tiles * outer;
+  const int64_t base = p.inner_tiles * p.outer_blocks;
   if (base < target) {
     const int64_t max_splits = std::max<int64_t>(1, R / (int64_t(p.groups) * 8));
     p.splits = std::min<int64_t>({(target + base - 1) / base, max_splits, 65535});
@@ -39,19 +51,21 @@ ReducePlan plan_reduce(int64_t outer, int64_t R, int64_t inner) {
 // out[(split * outer + o) * inner + i] = sum over this split's rows of in[o, r, i].
 __global__ void __launch_bounds__(kReduceThreads)
 sum_middle_kernel(float* __restrict__ out, const float* __restrict__ in, int64_t outer, int64_t R,
-                  int64_t inner, int width, int groups, int64_t rows_per_split) {
+                  int64_t inner, int width, int groups, int slots, int64_t rows_per_split) {
   __shared__ float partial[kReduceThreads];
   const int t = threadIdx.x;
   const int lane = t % width;
-  const int group = t / width;
+  const int group = (t / width) % groups;
+  const int slot = t / (width * groups);
   const int64_t i = blockIdx.x * int64_t(width) + lane;
   const int64_t r_begin = blockIdx.z * rows_per_split;
   const int64_t r_end = min(R, r_begin + rows_per_split);
-  const bool active = group < groups && i < inner;
 
-  for (int64_t o = blockIdx.y; o < outer; o += gridDim.y) {
+  // Every thread runs the same number of iterations (the __syncthreads below need it).
+  for (int64_t o0 = int64_t(blockIdx.y) * slots; o0 < outer; o0 += int64_t(gridDim.y) * slots) {
+    const int64_t o = o0 + slot;
     float acc = 0.f;
-    if (active) {
+    if (o < outer && i < inner) {
       const float* p = in + o * R * inner + i;
       int64_t r = r_begin + group;
       // Eight independent loads in flight per thread before any add depends on them.
@@ -65,23 +79,23 @@ sum_middle_kernel(float* __restrict__ out, const float* __restrict__ in, int64_t
     }
     partial[t] = acc;
     __syncthreads();
-    // Tree over the groups: lanes with the same inner index combine, pairwise.
+    // Tree over the groups of each slot: lanes with the same inner index combine, pairwise.
     for (int s = groups / 2; s > 0; s /= 2) {
       if (group < s) partial[t] += partial[t + s * width];
       __syncthreads();
     }
-    if (group == 0 && i < inner) out[(blockIdx.z * outer + o) * inner + i] = partial[t];
-    __syncthreads();  // `partial` is reused by the next o
+    if (group == 0 && o < outer && i < inner) out[(blockIdx.z * outer + o) * inner + i] = partial[t];
+    __syncthreads();  // `partial` is reused by the next o0
   }
 }
 
 void launch(float* out, const float* in, int64_t outer, int64_t R, int64_t inner,
             const ReducePlan& p) {
   dim3 grid(static_cast<unsigned>(p.inner_tiles),
-            static_cast<unsigned>(std::min<int64_t>(outer, 65535)),
+            static_cast<unsigned>(std::min<int64_t>(p.outer_blocks, 65535)),
             static_cast<unsigned>(p.splits));
-  sum_middle_kernel<<<grid, p.groups * p.width, 0, stream()>>>(out, in, outer, R, inner, p.width,
-                                                               p.groups, p.rows_per_split);
+  sum_middle_kernel<<<grid, p.threads(), 0, stream()>>>(out, in, outer, R, inner, p.width, p.groups, p.slots,
+                                                        p.rows_per_split);
   CUDA_CHECK_LAUNCH();
 }
 

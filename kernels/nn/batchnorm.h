@@ -30,15 +30,17 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
 
 #ifdef HANDGRAD_WITH_CUDA
 namespace cuda {
+// Scratch that train-mode forward and backward need (floats, 8-byte aligned): per-chunk sums of
+// each channel's values, which are spread over more blocks than there are channels.
+int64_t batchnorm_workspace_floats(const BatchNormShape& s);
 void batchnorm_forward_train(float* y, const float* x, const float* gamma, const float* beta,
                              float* running_mean, float* running_var, float* save_mean,
-                             float* save_invstd, const BatchNormShape& s);
+                             float* save_invstd, const BatchNormShape& s, float* workspace);
 void batchnorm_forward_eval(float* y, const float* x, const float* gamma, const float* beta,
                             const float* running_mean, const float* running_var, const BatchNormShape& s);
-// `stats` is scratch of 2*C floats.
 void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
                         const float* gamma, const float* save_mean, const float* save_invstd,
-                        const BatchNormShape& s, float* stats);
+                        const BatchNormShape& s, float* workspace);
 }  // namespace cuda
 #endif
 
