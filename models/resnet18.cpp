@@ -14,6 +14,10 @@
 #include "kernels/nn/rows.h"
 #include "kernels/nn/xent.h"
 #include "kernels/optim/sgd.h"
+#ifdef HANDGRAD_WITH_CUDA
+#include "host/cuda_check.h"
+#include "kernels/common.cuh"
+#endif
 
 namespace handgrad {
 
@@ -79,6 +83,10 @@ struct ResNet18::Impl {
   int64_t fc_w = 0, fc_b = 0, features = 512;
   Array feat, logits, dlogits, row_loss, cpu_workspace, bn_workspace, sum_workspace;
   Buffer row_correct;  // int32, GPU only
+  Buffer loss_sums;    // GPU: two doubles, the summed loss and right answers since take_sums()
+  double host_sums[2] = {0, 0};  // the same on the CPU
+  int64_t summed_images = 0;
+  ParamRanges train_ranges;  // the trainable parameters as ranges of the flat buffer
   Array g[6];          // backward scratch, each as large as the largest activation
   bool have_forward = false;
 
@@ -147,6 +155,8 @@ struct ResNet18::Impl {
     dlogits.alloc(batch * classes, dev);
     row_loss.alloc(batch, dev);
     row_correct = Buffer(sizeof(int32_t) * batch, dev);
+    loss_sums = Buffer(2 * sizeof(double), dev);
+    zero_sums();
     int64_t ws = 0, bn_ws = 1, act = stem.conv_out.t.numel();
     auto need = [&](const ConvBN& u) {
       if (dev == Device::CPU) ws = std::max(ws, cpu::conv2d_workspace_floats(u.conv));
@@ -189,6 +199,19 @@ struct ResNet18::Impl {
     for (size_t i = 0; i < entries.size(); ++i) {
       const std::string& nm = entries[i].name;
       trainable[i] = entries[i].kind == Entry::Param && (mode == "none" || nm == "conv1.weight" || nm.rfind("fc.", 0) == 0);
+    }
+    // Trainable tensors that touch in the flat buffer merge into one range.
+    train_ranges = ParamRanges();
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (!trainable[i]) continue;
+      const int64_t b = entries[i].offset, e = b + entries[i].numel();
+      ParamRanges& r = train_ranges;
+      if (r.count > 0 && r.end[r.count - 1] == b) {
+        r.end[r.count - 1] = e;
+        continue;
+      }
+      HG_ASSERT(r.count < ParamRanges::kMax, "more than ", ParamRanges::kMax, " trainable ranges");
+      r.begin[r.count] = b, r.end[r.count] = e, ++r.count;
     }
     auto flags = [&](ConvBN& u) {
       u.train_conv = mode == "none" || &u == &stem;
@@ -270,7 +293,25 @@ struct ResNet18::Impl {
     if (dx) conv_backward_data(dx, dconv, P(u.w), u.conv);
   }
 
-  double forward(const float* images, const int32_t* labels, int64_t count, bool train, int64_t* correct) {
+  void zero_sums() {
+    host_sums[0] = host_sums[1] = 0;
+    summed_images = 0;
+    if (dev == Device::CUDA) {
+#ifdef HANDGRAD_WITH_CUDA
+      CUDA_CHECK(cudaMemsetAsync(loss_sums.get(), 0, 2 * sizeof(double), cuda::stream()));
+#endif
+    }
+  }
+
+  ResNet18::Sums take_sums() {
+    double s[2] = {host_sums[0], host_sums[1]};
+    if (dev == Device::CUDA) copy_bytes(s, Device::CPU, loss_sums.get(), Device::CUDA, sizeof s);
+    const ResNet18::Sums out{s[0], summed_images, static_cast<int64_t>(s[1])};
+    zero_sums();
+    return out;
+  }
+
+  void forward(const float* images, const int32_t* labels, int64_t count, bool train) {
     HG_REQUIRE(count > 0 && count <= batch, "ResNet18: ", count, " images for a network sized for ", batch);
     n = count;
     convbn_forward(stem, images, train);
@@ -298,22 +339,19 @@ struct ResNet18::Impl {
     gemm(logits.get(), feat.get(), P(fc_w), gs);
     HG_NN(add_row_bias, logits.get(), P(fc_b), n, classes);
     have_forward = train;
-    if (dev == Device::CPU)
-      return cpu::softmax_xent(train ? dlogits.get() : nullptr, logits.get(), labels, n, classes, correct);
+    summed_images += n;
+    if (dev == Device::CPU) {
+      int64_t right = 0;
+      host_sums[0] += n * cpu::softmax_xent(train ? dlogits.get() : nullptr, logits.get(), labels, n, classes, &right);
+      host_sums[1] += right;
+      return;
+    }
 #ifdef HANDGRAD_WITH_CUDA
+    // The loss stays on the device until someone asks (take_sums): no copy, no synchronisation.
     cuda::softmax_xent(train ? dlogits.get() : nullptr, row_loss.get(), static_cast<int32_t*>(row_correct.get()),
                        logits.get(), labels, n, classes);
-    std::vector<float> loss(n);
-    std::vector<int32_t> right(n);
-    copy_bytes(loss.data(), Device::CPU, row_loss.get(), Device::CUDA, sizeof(float) * n);
-    copy_bytes(right.data(), Device::CPU, row_correct.get(), Device::CUDA, sizeof(int32_t) * n);
-    double total = 0;
-    int64_t ok = 0;
-    for (int64_t i = 0; i < n; ++i) total += loss[i], ok += right[i];
-    if (correct) *correct = ok;
-    return total / n;
-#else
-    return 0;
+    cuda::add_row_sums(static_cast<double*>(loss_sums.get()), row_loss.get(),
+                       static_cast<const int32_t*>(row_correct.get()), n);
 #endif
   }
 
@@ -457,8 +495,17 @@ StateDict ResNet18::momentum_state() const {
 
 void ResNet18::set_freeze(const std::string& mode) { impl_->set_freeze(mode); }
 
+void ResNet18::enqueue_forward(const float* images, const int32_t* labels, int64_t n, bool train) {
+  impl_->forward(images, labels, n, train);
+}
+
+ResNet18::Sums ResNet18::take_sums() { return impl_->take_sums(); }
+
 double ResNet18::forward(const float* images, const int32_t* labels, int64_t n, bool train, int64_t* correct) {
-  return impl_->forward(images, labels, n, train, correct);
+  impl_->forward(images, labels, n, train);
+  const Sums s = impl_->take_sums();
+  if (correct) *correct = s.correct;
+  return s.loss / static_cast<double>(s.images);
 }
 
 std::vector<float> ResNet18::logits() const {
@@ -495,11 +542,7 @@ void ResNet18::backward() { impl_->backward(); }
 void ResNet18::sgd_step(float lr, float momentum) {
   Impl& m = *impl_;
   const Device dev = m.dev;
-  for (size_t i = 0; i < m.entries.size(); ++i) {
-    const Entry& e = m.entries[i];
-    if (m.trainable[i])
-      HG_NN(sgd_momentum_step, m.P(e.offset), m.G(e.offset), m.velocity.get() + e.offset, e.numel(), lr, momentum);
-  }
+  HG_NN(sgd_momentum_step, m.params.get(), m.grads.get(), m.velocity.get(), m.train_ranges, lr, momentum);
 }
 
 }  // namespace handgrad

@@ -39,8 +39,17 @@ class ResNet18 {
   void set_freeze(const std::string& mode);
 
   // Forward over n <= batch images [n, C, H, W] with int32 labels, both on the model's device.
-  // Train mode uses batch statistics and updates the running ones. Returns the mean
-  // cross-entropy loss and, in *correct, the number of right answers.
+  // Train mode uses batch statistics and updates the running ones. The batch's summed
+  // cross-entropy loss and right answers are added to running sums that stay on the device
+  // (no copy, no synchronisation) until take_sums() reads and clears them.
+  void enqueue_forward(const float* images, const int32_t* labels, int64_t n, bool train);
+  struct Sums {
+    double loss = 0;  // summed over images
+    int64_t images = 0, correct = 0;
+  };
+  Sums take_sums();
+  // enqueue_forward + take_sums: the mean loss of this batch and, in *correct, its right answers
+  // (for evaluation and tests; it takes the running sums, so do not mix it into a logging window).
   double forward(const float* images, const int32_t* labels, int64_t n, bool train, int64_t* correct);
   // The last forward's logits [n, classes], copied to the host.
   std::vector<float> logits() const;

@@ -171,9 +171,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
     if (start) stretch_start = elapsed();
     else steady_seconds += elapsed() - stretch_start, stretch_start = -1;
   };
-  int64_t step = 0, seen = 0;
-  double window = 0;
-  int64_t window_n = 0;
+  int64_t step = 0, seen = 0, window_steps = 0;
   const bool tty = cfg.progress && isatty(STDERR_FILENO);
   for (int64_t epoch = 0; epoch < cfg.epochs && step < total_steps; ++epoch) {
     for (int64_t i = 0; i < train.count; ++i) order[i] = i;
@@ -199,27 +197,30 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
         cuda::gather_i32(labels, all_labels, idx, n);
 #endif
       }
-      const double loss = model.forward(batch_images.data<float>(), labels, n, true, nullptr);
-      HG_REQUIRE(std::isfinite(loss), "training diverged at step ", step + 1, " (loss ", loss,
-                 "): try a smaller --lr");
+      model.enqueue_forward(batch_images.data<float>(), labels, n, true);
       if (!cfg.dump_branches.empty())
         write_safetensors((fs::path(cfg.dump_branches) / cat("step", step + 1, ".safetensors")).string(), model.branches());
       model.backward();
       model.sgd_step(cfg.lr, cfg.momentum);
       seen += n;
-      window += loss;
-      ++window_n;
+      ++window_steps;
+      // The loss stays on the device between log points: reading it is the step's only sync.
       if ((step + 1) % cfg.log_every == 0 || step + 1 == total_steps) {
-        out.result.loss_curve.emplace_back(seen, window / window_n);
-        window = 0;
-        window_n = 0;
+        const ResNet18::Sums sums = model.take_sums();
+        const double loss = sums.loss / static_cast<double>(sums.images);
+        HG_REQUIRE(std::isfinite(loss), "training diverged ",
+                   window_steps == 1 ? cat("at step ", step + 1) : cat("in steps ", step + 2 - window_steps, "-", step + 1),
+                   " (mean loss ", loss, "): try a smaller --lr");
+        out.result.loss_curve.emplace_back(seen, loss);
+        window_steps = 0;
       }
       if (cfg.progress && ((step + 1) % (tty ? 5 : 100) == 0 || step + 1 == total_steps)) {
         const double t = elapsed(), ips = seen / t;
-        std::fprintf(stderr, "%s[%s] epoch %lld/%lld step %lld/%lld loss %.4f  %.0f img/s  ETA %s%s",
+        char loss[32] = "-";  // the last logged loss (none before the first log point)
+        if (!out.result.loss_curve.empty()) std::snprintf(loss, sizeof loss, "%.4f", out.result.loss_curve.back().second);
+        std::fprintf(stderr, "%s[%s] epoch %lld/%lld step %lld/%lld loss %s  %.0f img/s  ETA %s%s",
                      tty ? "\r" : "", label.c_str(), (long long)epoch + 1, (long long)cfg.epochs,
-                     (long long)step + 1, (long long)total_steps, out.result.loss_curve.empty() ? loss : out.result.loss_curve.back().second,
-                     ips, duration((total_steps - step - 1) * cfg.batch_size / std::max(ips, 1e-9)).c_str(), tty ? "   " : "\n");
+                     (long long)step + 1, (long long)total_steps, loss, ips, duration((total_steps - step - 1) * cfg.batch_size / std::max(ips, 1e-9)).c_str(), tty ? "   " : "\n");
       }
     }
     if (tty) std::fprintf(stderr, "\n");

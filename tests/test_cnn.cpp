@@ -7,6 +7,7 @@
 #include "kernels/nn/relu.h"
 #include "kernels/nn/rows.h"
 #include "kernels/nn/xent.h"
+#include "kernels/optim/sgd.h"
 #include "models/resnet18.h"
 #include "test_util.h"
 
@@ -325,6 +326,42 @@ TEST(CnnCuda, RowAndPoolKernelsMatchCpuTwins) {
     cuda::global_avgpool_backward(gdx.data<float>(), dy.to(Device::CUDA).data<float>(), NC, HW);
     EXPECT_EQ(gdx.to_vector(), dx.to_vector()) << NC << "x" << HW;
   }
+}
+
+// The training step's bookkeeping: SGD with momentum over ranges of one flat buffer (one launch
+// for a partly frozen model) and the loss sums kept on the device.
+TEST(CnnCuda, RangedSgdAndLossSumsMatchCpuTwins) {
+  HG_SKIP_WITHOUT_GPU();
+  ParamRanges r;
+  r.count = 3;
+  r.begin[0] = 0, r.end[0] = 3136;           // conv1.weight
+  r.begin[1] = 5000, r.end[1] = 5000;        // empty
+  r.begin[2] = 100000, r.end[2] = 105130;    // fc
+  const int64_t n = 110000;
+  Tensor p = random_tensor({n}, 1), g = random_tensor({n}, 2), v = random_tensor({n}, 3);
+  Tensor gp = p.to(Device::CUDA), gg = g.to(Device::CUDA), gv = v.to(Device::CUDA);
+  for (int k = 0; k < 2; ++k) {
+    cpu::sgd_momentum_step(p.data<float>(), g.data<float>(), v.data<float>(), r, 0.1f, 0.9f);
+    cuda::sgd_momentum_step(gp.data<float>(), gg.data<float>(), gv.data<float>(), r, 0.1f, 0.9f);
+  }
+  EXPECT_EQ(gp.to_vector(), p.to_vector());  // outside the ranges too: untouched on both
+  EXPECT_EQ(gv.to_vector(), v.to_vector());
+  Tensor loss = random_tensor({1000}, 4);
+  std::vector<int32_t> right(1000);
+  for (int i = 0; i < 1000; ++i) right[i] = i % 3 == 0;
+  Buffer gright(sizeof(int32_t) * 1000, Device::CUDA);
+  copy_bytes(gright.get(), Device::CUDA, right.data(), Device::CPU, sizeof(int32_t) * 1000);
+  Tensor gloss = loss.to(Device::CUDA);
+  double sums[2] = {1.5, 2}, gsums[2] = {1.5, 2};
+  Buffer dsums(sizeof gsums, Device::CUDA);
+  copy_bytes(dsums.get(), Device::CUDA, gsums, Device::CPU, sizeof gsums);
+  for (int64_t rows : {int64_t(1000), int64_t(7)}) {
+    cpu::add_row_sums(sums, loss.data<float>(), right.data(), rows);
+    cuda::add_row_sums(static_cast<double*>(dsums.get()), gloss.data<float>(), static_cast<const int32_t*>(gright.get()), rows);
+  }
+  copy_bytes(gsums, Device::CPU, dsums.get(), Device::CUDA, sizeof gsums);
+  EXPECT_NEAR(gsums[0], sums[0], 1e-9 * std::fabs(sums[0]));
+  EXPECT_EQ(gsums[1], sums[1]);
 }
 
 // The whole network: the same init and batches on both devices give the same losses, weights,

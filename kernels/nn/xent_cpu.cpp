@@ -26,4 +26,11 @@ double softmax_xent(float* dz, const float* z, const int32_t* labels, int64_t N,
   return N ? total / N : 0.0;
 }
 
+void add_row_sums(double* sums, const float* row_loss, const int32_t* row_correct, int64_t N) {
+  double loss = 0, right = 0;
+  for (int64_t n = 0; n < N; ++n) loss += row_loss[n], right += row_correct[n];
+  sums[0] += loss;
+  sums[1] += right;
+}
+
 }  // namespace handgrad::cpu

@@ -37,7 +37,41 @@ __global__ void sgd_momentum_kernel(float* __restrict__ p, const float* __restri
     p[i] = __fsub_rn(p[i], __fmul_rn(lr, vi));
   }
 }
+
+// Element t of the concatenated ranges: range r holds t in [start[r], start[r + 1]).
+struct RangeMap {
+  int count;
+  int64_t begin[ParamRanges::kMax], start[ParamRanges::kMax + 1];
+};
+
+__global__ void sgd_momentum_ranges_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ v,
+                                           RangeMap map, float lr, float mu) {
+  const int64_t total = map.start[map.count];
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    int r = 0;
+    while (t >= map.start[r + 1]) ++r;
+    const int64_t i = map.begin[r] + (t - map.start[r]);
+    const float vi = __fadd_rn(__fmul_rn(mu, v[i]), g[i]);
+    v[i] = vi;
+    p[i] = __fsub_rn(p[i], __fmul_rn(lr, vi));
+  }
+}
 }  // namespace
+
+void sgd_momentum_step(float* params, const float* grads, float* velocity, const ParamRanges& ranges, float lr,
+                       float mu) {
+  HG_ASSERT(ranges.count >= 0 && ranges.count <= ParamRanges::kMax, "sgd: ", ranges.count, " ranges");
+  RangeMap map{ranges.count, {}, {}};
+  for (int r = 0; r < ranges.count; ++r) {
+    HG_ASSERT(ranges.end[r] >= ranges.begin[r], "sgd: a range that ends before it begins");
+    map.begin[r] = ranges.begin[r];
+    map.start[r + 1] = map.start[r] + (ranges.end[r] - ranges.begin[r]);
+  }
+  const int64_t total = map.start[ranges.count];
+  if (total == 0) return;
+  sgd_momentum_ranges_kernel<<<grid_for(total), kBlock, 0, stream()>>>(params, grads, velocity, map, lr, mu);
+  CUDA_CHECK_LAUNCH();
+}
 
 void sgd_momentum_step(float* params, const float* grads, float* velocity, int64_t n, float lr, float mu) {
   if (n == 0) return;

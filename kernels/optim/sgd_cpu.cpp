@@ -20,4 +20,12 @@ void sgd_momentum_step(float* params, const float* grads, float* velocity, int64
   }
 }
 
+void sgd_momentum_step(float* params, const float* grads, float* velocity, const ParamRanges& ranges, float lr,
+                       float mu) {
+  for (int r = 0; r < ranges.count; ++r) {
+    const int64_t b = ranges.begin[r];
+    sgd_momentum_step(params + b, grads + b, velocity + b, ranges.end[r] - b, lr, mu);
+  }
+}
+
 }  // namespace handgrad::cpu
