@@ -8,7 +8,7 @@ allocator growth), then STEPS steps between two device synchronisations. Both ru
 convolutions unless --tf32, which lets both use TF32 tensor cores (PyTorch's own default for
 cuDNN convolutions is TF32: it is switched off here for the FP32 rows).
 
-  bench/compare_transfer.py --handgrad build/handgrad [--device cpu|cuda] [--steps 30] [--tf32] [--json F]
+  bench/compare_transfer.py --handgrad build/handgrad [--device cpu|cuda] [--steps 30] [--tf32] [--cuda-graph] [--json F]
 """
 import argparse
 import json
@@ -21,12 +21,14 @@ import time
 WARMUP = 5  # handgrad's own: ms_per_step_after_warmup in q3_summary.json leaves out its first 5 steps
 
 
-def handgrad_ms(hg, device, batch, freeze, steps, tf32, tmp):
+def handgrad_ms(hg, device, batch, freeze, steps, tf32, graph, tmp):
     out = os.path.join(tmp, f"{batch}_{freeze}")
     cmd = [hg, "transfer", "train", "--weights", "none", "--device", device, "--batch-size", str(batch),
            "--freeze", freeze, "--max-steps", str(WARMUP + steps), "--no-eval", "--no-plot", "--out-dir", out]
     if tf32:
         cmd.append("--tf32")
+    if graph:
+        cmd.append("--cuda-graph")
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"compare_transfer: {' '.join(cmd)} failed: {p.stderr.strip()[-500:]}")
@@ -71,6 +73,7 @@ def main():
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--tf32", action="store_true", help="TF32 convolutions in both (GPU)")
+    ap.add_argument("--cuda-graph", action="store_true", help="handgrad replays each step from a CUDA graph (GPU)")
     ap.add_argument("--json")
     opt = ap.parse_args()
     import torch
@@ -80,11 +83,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for batch in (16, 64):
             for freeze in ("backbone", "none"):
-                ours = handgrad_ms(opt.handgrad, opt.device, batch, freeze, opt.steps, opt.tf32, tmp)
+                ours = handgrad_ms(opt.handgrad, opt.device, batch, freeze, opt.steps, opt.tf32, opt.cuda_graph, tmp)
                 theirs = torch_ms(opt.device, batch, freeze, opt.steps, opt.tf32)
                 rows.append({"batch": batch, "freeze": freeze, "handgrad_ms": ours, "torch_ms": theirs,
                              "speedup": theirs / ours})
     precision = "TF32" if opt.tf32 and opt.device == "cuda" else "FP32"
+    if opt.cuda_graph and opt.device == "cuda":
+        precision += ", handgrad steps replayed from a CUDA graph"
     print(f"\nQ3 ResNet18 training step on {opt.device}, {precision} in both, {WARMUP} warm-up steps then "
           f"{opt.steps} timed (torch {torch.__version__}, {os.cpu_count()} CPU threads)")
     print(f"{'batch':>5} {'freeze':>9} {'handgrad ms':>12} {'torch ms':>9} {'speedup':>8}")

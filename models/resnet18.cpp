@@ -87,6 +87,14 @@ struct ResNet18::Impl {
   double host_sums[2] = {0, 0};  // the same on the CPU
   int64_t summed_images = 0;
   ParamRanges train_ranges;  // the trainable parameters as ranges of the flat buffer
+#ifdef HANDGRAD_WITH_CUDA
+  // The captured training step (train_step_graphed) and what it was captured for.
+  cudaStream_t graph_stream = nullptr;
+  cudaGraphExec_t graph_exec = nullptr;
+  const void* graph_inputs[2] = {nullptr, nullptr};
+  float graph_lr = 0, graph_mu = 0;
+  std::string graph_disabled;  // why capture failed (then every step runs eagerly)
+#endif
   Array g[6];          // backward scratch, each as large as the largest activation
   bool have_forward = false;
 
@@ -355,6 +363,59 @@ struct ResNet18::Impl {
 #endif
   }
 
+#ifdef HANDGRAD_WITH_CUDA
+  void drop_graph() {
+    if (graph_exec) cudaGraphExecDestroy(graph_exec);
+    graph_exec = nullptr;
+  }
+  ~Impl() {
+    drop_graph();
+    if (graph_stream) cudaStreamDestroy(graph_stream);
+  }
+
+  // Captures forward(train) + backward + SGD for a full batch into a CUDA graph. Capture runs
+  // nothing, so the host-side effects of the captured forward (BN step counters, the images
+  // summed) are undone here and redone on each replay. False (with graph_disabled set) when
+  // something in the step cannot be captured.
+  bool capture_train_step(const float* images, const int32_t* labels, float lr, float mu) {
+    drop_graph();
+    if (!graph_stream) CUDA_CHECK(cudaStreamCreate(&graph_stream));  // blocking: ordered with the default stream
+    const std::vector<int64_t> saved_counters = counters;
+    const int64_t saved_images = summed_images;
+    std::string failure;
+    cudaGraph_t graph = nullptr;
+    {
+      cuda::StreamScope scope(graph_stream);
+      CUDA_CHECK(cudaStreamBeginCapture(graph_stream, cudaStreamCaptureModeThreadLocal));
+      try {
+        forward(images, labels, batch, true);
+        backward();
+        sgd(lr, mu);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      const cudaError_t end = cudaStreamEndCapture(graph_stream, &graph);
+      if (failure.empty() && end != cudaSuccess) failure = cudaGetErrorString(end);
+    }
+    counters = saved_counters;
+    summed_images = saved_images;
+    if (failure.empty() && cudaGraphInstantiate(&graph_exec, graph, 0) != cudaSuccess) failure = "cudaGraphInstantiate failed";
+    if (graph) cudaGraphDestroy(graph);
+    if (!failure.empty()) {
+      (void)cudaGetLastError();  // a failed capture leaves a (non-sticky) error behind
+      graph_exec = nullptr;
+      graph_disabled = failure;
+      return false;
+    }
+    graph_inputs[0] = images, graph_inputs[1] = labels, graph_lr = lr, graph_mu = mu;
+    return true;
+  }
+#endif
+
+  void sgd(float lr, float mu) {
+    HG_NN(sgd_momentum_step, params.get(), grads.get(), velocity.get(), train_ranges, lr, mu);
+  }
+
   void backward() {
     HG_ASSERT(have_forward, "backward() needs a train-mode forward()");
     // fc: dW = dlogits^T feat, db = column sums of dlogits, dfeat = dlogits W.
@@ -539,10 +600,36 @@ StateDict ResNet18::branches() const {
 
 void ResNet18::backward() { impl_->backward(); }
 
-void ResNet18::sgd_step(float lr, float momentum) {
+void ResNet18::sgd_step(float lr, float momentum) { impl_->sgd(lr, momentum); }
+
+bool ResNet18::train_step_graphed(const float* images, const int32_t* labels, float lr, float momentum) {
   Impl& m = *impl_;
-  const Device dev = m.dev;
-  HG_NN(sgd_momentum_step, m.params.get(), m.grads.get(), m.velocity.get(), m.train_ranges, lr, momentum);
+#ifdef HANDGRAD_WITH_CUDA
+  if (m.dev == Device::CUDA && m.graph_disabled.empty()) {
+    const bool same = m.graph_exec && m.graph_inputs[0] == images && m.graph_inputs[1] == labels &&
+                      m.graph_lr == lr && m.graph_mu == momentum;
+    if (same || m.capture_train_step(images, labels, lr, momentum)) {
+      CUDA_CHECK(cudaGraphLaunch(m.graph_exec, m.graph_stream));
+      for (int64_t& c : m.counters) ++c;  // every counter is a BN layer's num_batches_tracked
+      m.summed_images += m.batch;
+      m.n = m.batch;
+      m.have_forward = true;
+      return true;
+    }
+  }
+#endif
+  m.forward(images, labels, m.batch, true);
+  m.backward();
+  m.sgd(lr, momentum);
+  return false;
+}
+
+std::string ResNet18::graph_disabled_reason() const {
+#ifdef HANDGRAD_WITH_CUDA
+  return impl_->graph_disabled;
+#else
+  return "CUDA graphs need the GPU";
+#endif
 }
 
 }  // namespace handgrad

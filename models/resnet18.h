@@ -63,6 +63,13 @@ class ResNet18 {
   void backward();
   // PyTorch's SGD with momentum over the trainable parameters.
   void sgd_step(float lr, float momentum);
+  // One training step (train-mode forward, backward, SGD) on a full batch. On the GPU it is
+  // captured into a CUDA graph on the first call and replayed after: one launch instead of
+  // ~300. Images and labels must sit at the same device addresses on every call (the caller's
+  // batch buffers; other addresses or another lr re-capture). Returns false when the step ran
+  // eagerly (the CPU, or a capture that failed: graph_disabled_reason() says why).
+  bool train_step_graphed(const float* images, const int32_t* labels, float lr, float momentum);
+  std::string graph_disabled_reason() const;
 
   struct Impl;
 

@@ -172,6 +172,8 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
     else steady_seconds += elapsed() - stretch_start, stretch_start = -1;
   };
   int64_t step = 0, seen = 0, window_steps = 0;
+  bool use_graph = cfg.cuda_graph && dev == Device::CUDA && cfg.dump_branches.empty();
+  bool graph_ready = false;  // an eager full-batch step has run: the step can be captured
   const bool tty = cfg.progress && isatty(STDERR_FILENO);
   for (int64_t epoch = 0; epoch < cfg.epochs && step < total_steps; ++epoch) {
     for (int64_t i = 0; i < train.count; ++i) order[i] = i;
@@ -197,11 +199,23 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
         cuda::gather_i32(labels, all_labels, idx, n);
 #endif
       }
-      model.enqueue_forward(batch_images.data<float>(), labels, n, true);
-      if (!cfg.dump_branches.empty())
-        write_safetensors((fs::path(cfg.dump_branches) / cat("step", step + 1, ".safetensors")).string(), model.branches());
-      model.backward();
-      model.sgd_step(cfg.lr, cfg.momentum);
+      // With --cuda-graph a full batch replays the captured step, once an eager full-batch step
+      // has planned every convolution and loaded every kernel.
+      if (graph_ready && n == cfg.batch_size) {
+        if (!model.train_step_graphed(batch_images.data<float>(), labels, cfg.lr, cfg.momentum)) {
+          std::fprintf(stderr, "[%s] --cuda-graph: the step could not be captured (%s); running it eagerly\n",
+                       label.c_str(), model.graph_disabled_reason().c_str());
+          use_graph = graph_ready = false;
+        }
+      } else {
+        model.enqueue_forward(batch_images.data<float>(), labels, n, true);
+        if (!cfg.dump_branches.empty())
+          write_safetensors((fs::path(cfg.dump_branches) / cat("step", step + 1, ".safetensors")).string(),
+                            model.branches());
+        model.backward();
+        model.sgd_step(cfg.lr, cfg.momentum);
+        graph_ready = graph_ready || (use_graph && n == cfg.batch_size);
+      }
       seen += n;
       ++window_steps;
       // The loss stays on the device between log points: reading it is the step's only sync.
@@ -334,6 +348,7 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
   json j = {{"weights", weights_label}, {"label", cfg.label}, {"freeze", cfg.freeze}, {"epochs", cfg.epochs}, {"max_steps", cfg.max_steps},
             {"shuffle", cfg.shuffle}, {"seed", cfg.seed}, {"device", device_name(cfg.device)}};
   j["tf32"] = cfg.tf32;
+  j["cuda_graph"] = cfg.cuda_graph && cfg.device == Device::CUDA;
   if (cfg.device == Device::CUDA) {
     j["cudnn_algorithm_search"] = cfg.cudnn_find ? "timed (cudnnFind)" : "heuristics";
     j["cudnn_plans"] = conv_algorithms_chosen(cfg.device);

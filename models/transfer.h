@@ -31,6 +31,7 @@ struct TransferConfig {
   bool plot = true, progress = true;
   bool tf32 = false;  // GPU: TF32 tensor-core convolutions (PyTorch's default); FP32 otherwise
   bool cudnn_find = false;  // GPU: choose convolution algorithms by timing them (cudnnFind), not by heuristics
+  bool cuda_graph = false;  // GPU: replay each full-batch training step from a CUDA graph
   std::string pdf_name = "question3_result.pdf";
   std::string label;  // shown in titles and summaries, e.g. "reduced grid: 150 steps per configuration"
 };

@@ -5,7 +5,8 @@
 #      then the CPU ones
 #   2. the PyTorch oracles (both devices), gradcheck on the GPU, the CLI tests, `report --quick`;
 #      compute-sanitizer memcheck/racecheck on a few small tests, where it works
-#   3. benchmarks side by side with PyTorch (einsum, Q2, Q3 in FP32 and TF32)
+#   3. benchmarks side by side with PyTorch (einsum, Q2, Q3 in FP32 with and without a CUDA
+#      graph, and in TF32)
 #   4. a timed 2-epoch Q3 run
 # Budget: 6 minutes on an H200 (one 15-minute window holds the machine's start, a run and a rerun).
 #
@@ -147,6 +148,8 @@ step "bench: Q2 MLP vs torch eager" 120 compare_mlp.log $PY bench/compare_mlp.py
 step "bench: Q3 step FP32 vs torch" 120 compare_transfer.log $PY bench/compare_transfer.py --handgrad "$HG" \
     --device $DEV --json "$OUTDIR/compare_transfer_$DEV.json"
 if [ "$DEV" = cuda ]; then
+  step "bench: Q3 step FP32, CUDA graph" 120 compare_transfer_graph.log $PY bench/compare_transfer.py --handgrad "$HG" \
+      --device cuda --cuda-graph --json "$OUTDIR/compare_transfer_cuda_graph.json"
   step "bench: Q3 step TF32 vs torch" 120 compare_transfer_tf32.log $PY bench/compare_transfer.py --handgrad "$HG" \
       --device cuda --tf32 --json "$OUTDIR/compare_transfer_cuda_tf32.json"
   # 4. A timed 2-epoch run, with the cuDNN algorithms chosen by timing (listed in its log).
@@ -189,7 +192,8 @@ if m:
     for r in m["rows"]:
         sweep = f"{r['sweep5_ratio']:.2f}x" if "sweep5_ratio" in r else "-"
         print(f"| {r['impl']} | {r['us_per_iter']:.3f} | {r['speedup_vs_torch']:.1f}x | {sweep} |")
-for name in ("compare_transfer_cuda.json", "compare_transfer_cuda_tf32.json", "compare_transfer_cpu.json"):
+for name in ("compare_transfer_cuda.json", "compare_transfer_cuda_graph.json", "compare_transfer_cuda_tf32.json",
+             "compare_transfer_cpu.json"):
     t = load(name)
     if t:
         print(f"\n| Q3 batch ({t.get('precision', 'FP32')}) | freeze | handgrad ms/step | torch ms/step | speedup |\n|---|---|---|---|---|")

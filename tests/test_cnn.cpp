@@ -364,6 +364,51 @@ TEST(CnnCuda, RangedSgdAndLossSumsMatchCpuTwins) {
   EXPECT_EQ(gsums[1], sums[1]);
 }
 
+// A training step replayed from a CUDA graph is the eager step, bit for bit: the same weights,
+// running statistics, counters, momentum and loss sums, for frozen and full fine-tuning.
+TEST(CnnCuda, GraphedStepEqualsEagerStep) {
+  HG_SKIP_WITHOUT_GPU();
+  const int64_t N = 8;
+  Tensor images = random_tensor({N, 1, 28, 28}, 41).to(Device::CUDA);
+  std::vector<int32_t> labels = {9, 1, 2, 3, 4, 5, 6, 0};
+  Buffer glabels(sizeof(int32_t) * N, Device::CUDA);
+  copy_bytes(glabels.get(), Device::CUDA, labels.data(), Device::CPU, sizeof(int32_t) * N);
+  const int32_t* lab = static_cast<const int32_t*>(glabels.get());
+  for (const char* freeze : {"backbone", "none"}) {
+    ResNet18 eager(N, 28, 28, Device::CUDA), graphed(N, 28, 28, Device::CUDA);
+    eager.init_random(5);
+    graphed.init_random(5);
+    eager.set_freeze(freeze);
+    graphed.set_freeze(freeze);
+    for (int step = 0; step < 4; ++step) {
+      eager.enqueue_forward(images.data<float>(), lab, N, true);
+      eager.backward();
+      eager.sgd_step(0.01f, 0.9f);
+      if (step == 0) {  // the first step runs eagerly: it plans the convolutions
+        graphed.enqueue_forward(images.data<float>(), lab, N, true);
+        graphed.backward();
+        graphed.sgd_step(0.01f, 0.9f);
+      } else {
+        ASSERT_TRUE(graphed.train_step_graphed(images.data<float>(), lab, 0.01f, 0.9f)) << graphed.graph_disabled_reason();
+      }
+    }
+    const ResNet18::Sums a = eager.take_sums(), b = graphed.take_sums();
+    EXPECT_EQ(a.loss, b.loss) << freeze;
+    EXPECT_EQ(a.images, b.images) << freeze;
+    EXPECT_EQ(a.correct, b.correct) << freeze;
+    for (const auto& [x, y] : {std::pair{eager.state_dict(), graphed.state_dict()},
+                               std::pair{eager.momentum_state(), graphed.momentum_state()}})
+      for (size_t i = 0; i < x.entries.size(); ++i) {
+        const Tensor& tx = x.entries[i].second;
+        const Tensor& ty = y.entries[i].second;
+        if (tx.dtype() == DType::I64)
+          EXPECT_EQ(tx.data<int64_t>()[0], ty.data<int64_t>()[0]) << x.entries[i].first;
+        else
+          EXPECT_EQ(tx.to_vector(), ty.to_vector()) << freeze << " " << x.entries[i].first;
+      }
+  }
+}
+
 // The whole network: the same init and batches on both devices give the same losses, weights,
 // running statistics and momentum after a few steps, the last on a partial batch (5 images in a
 // model sized for 8: new cuDNN plans mid-run). FP32 convolutions by cuDNN's heuristics, then

@@ -226,6 +226,7 @@ int main(int argc, char** argv) {
   ttrain->add_flag("--grid", tc.grid, "batch 16/64 x lr 0.01/0.03 x momentum 0/0.9");
   ttrain->add_flag("--tf32", tc.tf32, "GPU: allow TF32 tensor-core convolutions (PyTorch's default)");
   ttrain->add_flag("--cudnn-find", tc.cudnn_find, "GPU: choose convolution algorithms by timing them; list the choices");
+  ttrain->add_flag("--cuda-graph", tc.cuda_graph, "GPU: replay each full-batch training step from a CUDA graph");
   ttrain->add_flag("--no-plot", tr_no_plot, "skip question3_result.pdf");
   TransferEvalConfig te;
   std::string te_device = "auto";

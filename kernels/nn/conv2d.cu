@@ -1,6 +1,6 @@
-// Convolutions through cuDNN. Per shape, a plan: descriptors and, for each direction, an
-// algorithm chosen once (cuDNN's heuristics, or by timing with --cudnn-find) with the math
-// type it was chosen for. All plans share one workspace, sized for the largest, so a new batch
+// Convolutions through cuDNN. Per shape, a plan: descriptors and, for each direction, a
+// deterministic algorithm chosen once (cuDNN's heuristics, or by timing with --cudnn-find) with
+// the math type it was chosen for. All plans share one workspace, sized for the largest, so a new batch
 // size (the last partial batch, the eval batch, a grid's other batch size) adds descriptors,
 // not another workspace. A training step then does no allocation and no search.
 #include <cudnn.h>
@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <vector>
 
 #include "host/tensor.h"
 #include "kernels/common.cuh"
@@ -38,21 +39,29 @@ cudnnHandle_t cudnn_handle() {
   return h;
 }
 
-// The one workspace of every plan: grows to the largest need, never shrinks. Growing returns the
-// old block to handgrad's caching allocator; the convolutions all run on stream(), so work
-// still queued on the old block runs before anything queued later can reuse it.
+// The one workspace of every plan: grows to the largest need, never shrinks. A block it grows
+// out of is kept, not freed: a captured CUDA graph (ResNet18::train_step_graphed) may still
+// point at it. Growth happens a handful of times per process.
 Buffer& shared_workspace(size_t need) {
   static Buffer ws;
-  if (ws.bytes() < need) ws = Buffer(need, Device::CUDA);
+  static std::vector<Buffer> retired;
+  if (ws.bytes() < need) {
+    retired.push_back(std::move(ws));
+    ws = Buffer(need, Device::CUDA);
+  }
   return ws;
 }
 
 // The first of cuDNN's ranked choices (fastest first: predicted by the heuristics, or measured)
-// that is supported and fits the workspace bound.
+// that is supported, fits the workspace bound and is deterministic (handgrad's runs repeat bit
+// for bit; some backward-filter algorithms add with atomics); the fastest that fits when none is.
 template <typename Perf>
 const Perf& pick(const Perf* perf, int n, const char* what) {
-  for (int i = 0; i < n; ++i)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace) return perf[i];
+  for (bool need_deterministic : {true, false})
+    for (int i = 0; i < n; ++i)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace &&
+          (!need_deterministic || perf[i].determinism == CUDNN_DETERMINISTIC))
+        return perf[i];
   throw InternalError(cat("cuDNN offers no ", what, " convolution algorithm under 256 MiB of workspace"));
 }
 

@@ -33,7 +33,7 @@ void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Co
 #ifdef HANDGRAD_WITH_CUDA
 namespace cuda {
 // cuDNN convolutions (device pointers). The algorithm is chosen once per shape and direction
-// (the fastest whose workspace fits in 256 MiB, by cuDNN's heuristics or, after
+// (the fastest deterministic one whose workspace fits in 256 MiB, by cuDNN's heuristics or, after
 // set_conv_algo_search(Timed), by timing each candidate: cudnnFind) and cached, with one
 // workspace shared by every shape; `tf32` lets cuDNN use TF32 tensor cores (PyTorch's default
 // for convolutions), otherwise math is FP32 (FMA only).
