@@ -12,19 +12,6 @@ namespace handgrad::cuda {
 
 namespace {
 
-// Four consecutive floats base[row * ld + col + j], j < 4, zero where (row, col + j) falls
-// outside rows x cols. `vec`: the whole row is 16-byte aligned (ld % 4 == 0, aligned base).
-__device__ __forceinline__ float4 load4(const float* __restrict__ base, int64_t row, int64_t col,
-                                        int64_t rows, int64_t cols, int64_t ld, bool vec) {
-  if (row >= rows) return make_float4(0.f, 0.f, 0.f, 0.f);
-  const float* p = base + row * ld + col;
-  if (vec && col + 3 < cols) return __ldg(reinterpret_cast<const float4*>(p));
-  float v[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) v[j] = (col + j < cols) ? __ldg(p + j) : 0.f;
-  return make_float4(v[0], v[1], v[2], v[3]);
-}
-
 // Tile shape: BM x BN outputs per block, BK deep; each thread owns TM x TN outputs, laid out as
 // (TM/4) x (TN/4) float4 sub-tiles spread BM/(TM/4) apart, so that a warp's shared-memory
 // float4 reads hit consecutive addresses (conflict-free).
@@ -44,6 +31,8 @@ struct SgemmTile {
 };
 
 template <int BM, int BN, int BK, int TM, int TN, bool TRANS_A, bool TRANS_B>
+// No minimum blocks per SM in the bounds: asking the 8x8 tile for two (<= 128 registers) spills
+// 16-96 bytes (sm_90, ptxas), and asking a 4x4 tile for any raises its count (59-73 -> 89-105).
 __global__ void __launch_bounds__(SgemmTile<BM, BN, BK, TM, TN, TRANS_A, TRANS_B>::kThreads)
 sgemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __restrict__ B,
              GemmShape s, bool vec_a, bool vec_b, bool vec_c) {
@@ -63,31 +52,67 @@ sgemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __
       const int64_t m0 = tile_m * BM, n0 = int64_t(blockIdx.x) * BN;
 
       float4 ra[T::kPerThreadA], rb[T::kPerThreadB];
-      // Global -> registers for the K tile starting at k0.
+      // Each thread's chunks of the A and B tiles: a pointer that walks down K one tile per
+      // step, and 32-bit in-tile offsets for the edge tests (64-bit index math for every load
+      // cost ~100 registers in the 128x128 tile). Along K a chunk's position is k0 + kk; across
+      // it, `valid` elements of the 4 lie inside the matrix (fixed for the tile).
+      const float* pa[T::kPerThreadA];
+      const float* pb[T::kPerThreadB];
+      int a_kk[T::kPerThreadA], a_valid[T::kPerThreadA], b_kk[T::kPerThreadB], b_valid[T::kPerThreadB];
+#pragma unroll
+      for (int i = 0; i < T::kPerThreadA; ++i) {
+        const int c = tid + i * T::kThreads;
+        if (!TRANS_A) {  // M x K, contiguous along K: the chunk is 4 k's of row m
+          const int m = c / (BK / 4), k4 = (c % (BK / 4)) * 4;
+          a_kk[i] = k4;
+          a_valid[i] = (c < T::kChunksA && m0 + m < s.M) ? 4 : 0;  // along K the test is per step
+          pa[i] = a_mat + (a_valid[i] ? (m0 + m) * s.lda + k4 : 0);
+        } else {  // K x M, contiguous along M: the chunk is 4 m's of row k
+          const int k = c / (BM / 4), m4 = (c % (BM / 4)) * 4;
+          a_kk[i] = k;
+          a_valid[i] = c < T::kChunksA ? int(min(int64_t(4), max(int64_t(0), s.M - (m0 + m4)))) : 0;
+          pa[i] = a_mat + (a_valid[i] ? k * s.lda + m0 + m4 : 0);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < T::kPerThreadB; ++i) {
+        const int c = tid + i * T::kThreads;
+        if (!TRANS_B) {  // K x N, contiguous along N: the chunk is 4 n's of row k
+          const int k = c / (BN / 4), n4 = (c % (BN / 4)) * 4;
+          b_kk[i] = k;
+          b_valid[i] = c < T::kChunksB ? int(min(int64_t(4), max(int64_t(0), s.N - (n0 + n4)))) : 0;
+          pb[i] = b_mat + (b_valid[i] ? k * s.ldb + n0 + n4 : 0);
+        } else {  // N x K, contiguous along K: the chunk is 4 k's of row n
+          const int n = c / (BK / 4), k4 = (c % (BK / 4)) * 4;
+          b_kk[i] = k4;
+          b_valid[i] = (c < T::kChunksB && n0 + n < s.N) ? 4 : 0;
+          pb[i] = b_mat + (b_valid[i] ? (n0 + n) * s.ldb + k4 : 0);
+        }
+      }
+      const int64_t a_step = TRANS_A ? BK * s.lda : BK, b_step = TRANS_B ? BK : BK * s.ldb;
+      // Four floats at p: the first `valid` of them, and only where k0 + kk (+ j, when K runs
+      // along the chunk) is below K; zeros elsewhere.
+      auto load_chunk = [&](const float* p, int kk, int valid, int k_left, bool k_along, bool vec) {
+        if (valid == 0 || (!k_along && kk >= k_left)) return make_float4(0.f, 0.f, 0.f, 0.f);
+        const int n_ok = k_along ? min(4, k_left - kk) : valid;
+        if (vec && n_ok == 4) return __ldg(reinterpret_cast<const float4*>(p));
+        float v[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) v[j] = j < n_ok ? __ldg(p + j) : 0.f;
+        return make_float4(v[0], v[1], v[2], v[3]);
+      };
+      // Global -> registers for the next K tile (k0 = its start), then step the pointers on.
       auto load_tiles = [&](int64_t k0) {
+        const int k_left = int(min(s.K - k0, int64_t(BK)));  // K rows left in this tile
 #pragma unroll
         for (int i = 0; i < T::kPerThreadA; ++i) {
-          const int c = tid + i * T::kThreads;
-          if (c >= T::kChunksA) break;
-          if (!TRANS_A) {  // M x K, contiguous along K
-            const int m = c / (BK / 4), k4 = (c % (BK / 4)) * 4;
-            ra[i] = load4(a_mat, m0 + m, k0 + k4, s.M, s.K, s.lda, vec_a);
-          } else {  // K x M, contiguous along M
-            const int k = c / (BM / 4), m4 = (c % (BM / 4)) * 4;
-            ra[i] = load4(a_mat, k0 + k, m0 + m4, s.K, s.M, s.lda, vec_a);
-          }
+          ra[i] = load_chunk(pa[i], a_kk[i], a_valid[i], k_left, !TRANS_A, vec_a);
+          pa[i] += a_step;
         }
 #pragma unroll
         for (int i = 0; i < T::kPerThreadB; ++i) {
-          const int c = tid + i * T::kThreads;
-          if (c >= T::kChunksB) break;
-          if (!TRANS_B) {  // K x N, contiguous along N
-            const int k = c / (BN / 4), n4 = (c % (BN / 4)) * 4;
-            rb[i] = load4(b_mat, k0 + k, n0 + n4, s.K, s.N, s.ldb, vec_b);
-          } else {  // N x K, contiguous along K
-            const int n = c / (BK / 4), k4 = (c % (BK / 4)) * 4;
-            rb[i] = load4(b_mat, n0 + n, k0 + k4, s.N, s.K, s.ldb, vec_b);
-          }
+          rb[i] = load_chunk(pb[i], b_kk[i], b_valid[i], k_left, TRANS_B, vec_b);
+          pb[i] += b_step;
         }
       };
       // Registers -> shared memory buffer `buf`, always k-major: As[k][m], Bs[k][n].
