@@ -319,6 +319,15 @@ struct ResNet18::Impl {
     return out;
   }
 
+  // Sums taken out (zeroed) go back in.
+  void put_back(const ResNet18::Sums& sums) {
+    if (sums.images == 0) return;
+    const double v[2] = {sums.loss, static_cast<double>(sums.correct)};
+    if (dev == Device::CUDA) copy_bytes(loss_sums.get(), Device::CUDA, v, Device::CPU, sizeof v);
+    else host_sums[0] = v[0], host_sums[1] = v[1];
+    summed_images = sums.images;
+  }
+
   void forward(const float* images, const int32_t* labels, int64_t count, bool train) {
     HG_REQUIRE(count > 0 && count <= batch, "ResNet18: ", count, " images for a network sized for ", batch);
     n = count;
@@ -563,8 +572,12 @@ void ResNet18::enqueue_forward(const float* images, const int32_t* labels, int64
 ResNet18::Sums ResNet18::take_sums() { return impl_->take_sums(); }
 
 double ResNet18::forward(const float* images, const int32_t* labels, int64_t n, bool train, int64_t* correct) {
+  // The running sums of a logging window may be pending (an evaluation at the end of an epoch
+  // that the window does not end with): set them aside and put them back.
+  const Sums pending = impl_->take_sums();
   impl_->forward(images, labels, n, train);
   const Sums s = impl_->take_sums();
+  impl_->put_back(pending);
   if (correct) *correct = s.correct;
   return s.loss / static_cast<double>(s.images);
 }

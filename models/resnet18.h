@@ -48,8 +48,8 @@ class ResNet18 {
     int64_t images = 0, correct = 0;
   };
   Sums take_sums();
-  // enqueue_forward + take_sums: the mean loss of this batch and, in *correct, its right answers
-  // (for evaluation and tests; it takes the running sums, so do not mix it into a logging window).
+  // The mean loss of this batch and, in *correct, its right answers, at once (evaluation, tests);
+  // running sums already pending are left as they were.
   double forward(const float* images, const int32_t* labels, int64_t n, bool train, int64_t* correct);
   // The last forward's logits [n, classes], copied to the host.
   std::vector<float> logits() const;

@@ -484,3 +484,25 @@ TEST(CnnLayers, ResNet18PartialBatchEqualsSmallerModel) {
     }
   }
 }
+
+// The loss sums of a logging window survive an evaluation in the middle of it (an epoch that
+// ends between two log points), and forward() reports its own batch only.
+TEST(CnnLayers, ResNet18LossSumsSurviveAnEvaluation) {
+  Tensor images = random_tensor({4, 1, 28, 28}, 51);
+  const std::vector<int32_t> labels = {1, 2, 3, 4};
+  ResNet18 model(4, 28, 28), twin(4, 28, 28);  // the same history, without a pending window
+  for (ResNet18* m : {&model, &twin}) {
+    m->init_random(2);
+    m->enqueue_forward(images.data<float>(), labels.data(), 3, true);
+  }
+  const ResNet18::Sums want = twin.take_sums();
+  int64_t c1 = -1, c2 = -2;
+  const double eval = model.forward(images.data<float>(), labels.data(), 4, false, &c1);
+  EXPECT_EQ(eval, twin.forward(images.data<float>(), labels.data(), 4, false, &c2));
+  EXPECT_EQ(c1, c2);
+  const ResNet18::Sums window = model.take_sums();
+  EXPECT_EQ(window.images, 3);
+  EXPECT_EQ(window.loss, want.loss);
+  EXPECT_EQ(window.correct, want.correct);
+  EXPECT_EQ(model.take_sums().images, 0);
+}
