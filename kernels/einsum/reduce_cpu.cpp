@@ -59,11 +59,31 @@ HG_VECTOR_CLONES void sum_rows(float* __restrict out, const float* __restrict x,
   }
 }
 
+// Slices of at most kTinySlice floats ([outer, 3, 1] from 'abcd->abc' with d = 3): summed in
+// one pass over all of them, rows in order, without a call and an accumulator per slice (which
+// cost ~8 ns an output, 5x torch on [262144, 3, 1]).
+constexpr int64_t kTinySlice = 16;
+HG_VECTOR_CLONES void sum_tiny_slices(float* __restrict out, const float* __restrict x, int64_t count, int64_t R,
+                                      int64_t inner) {
+  for (int64_t o = 0; o < count; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      float s = 0.f;
+      for (int64_t r = 0; r < R; ++r) s += x[(o * R + r) * inner + i];
+      out[o * inner + i] = s;
+    }
+}
+
 }  // namespace
 
 void sum_middle(float* out, const float* in, int64_t outer, int64_t R, int64_t inner) {
   const int64_t threads = omp_get_max_threads();
   const int64_t work = outer * R * inner;
+  if (R * inner <= kTinySlice && R < 32) {
+    parallel_ranges(outer, 4096, [&](int64_t o0, int64_t o1) {
+      sum_tiny_slices(out + o0 * inner, in + o0 * R * inner, o1 - o0, R, inner);
+    });
+    return;
+  }
   if (outer >= threads || work < (1 << 16) || inner >= (1 << 16)) {
     // Enough outputs to share out (or too little work to split): one slice per task.
     const int64_t grain = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, R * inner));
