@@ -41,7 +41,7 @@ TEST(CpuKernels, MulBroadcast) {
 
 TEST(CpuKernels, SumMiddle) {
   for (auto [O, R, I] : {std::tuple{1, 1, 1}, {3, 5, 7}, {2, 1000, 1}, {1, 3, 2049}, {4, 0, 3},
-                         {0, 3, 3}, {64, 33, 3}, {1, 100000, 1}}) {
+                         {0, 3, 3}, {64, 33, 3}, {1, 100000, 1}, {262144, 3, 1}, {100000, 2, 2}, {9, 1, 16}}) {
     Tensor in = random_tensor({O, R, I}, 5), out = poisoned({O, I});
     cpu::sum_middle(out.data<float>(), in.data<float>(), O, R, I);
     std::vector<double> want(size_t(O) * I, 0.0);
