@@ -165,7 +165,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   constexpr int64_t kWarmupSteps = 5;
   double steady_seconds = 0, stretch_start = -1;
   int64_t steady_steps = 0;
-  auto steady_clock = [&](bool start) {
+  auto timed_stretch = [&](bool start) {
     if (start == (stretch_start >= 0)) return;
     synchronize(dev);
     if (start) stretch_start = elapsed();
@@ -185,7 +185,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
     copy_bytes(order_dev.raw(), dev, order.data(), Device::CPU, sizeof(int64_t) * train.count);
     for (int64_t b = 0; b < train.count && step < total_steps; b += cfg.batch_size, ++step) {
       const int64_t n = std::min(cfg.batch_size, train.count - b);
-      if (step >= kWarmupSteps) steady_clock(true), ++steady_steps;
+      if (step >= kWarmupSteps) timed_stretch(true), ++steady_steps;
       // Gather the batch where the data lives (on the GPU the dataset was uploaded once).
       const int64_t* idx = order_dev.data<int64_t>() + b;
       int32_t* labels = static_cast<int32_t*>(batch_labels.get());
@@ -238,7 +238,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
       }
     }
     if (tty) std::fprintf(stderr, "\n");
-    steady_clock(false);
+    timed_stretch(false);
     if (cfg.eval) {
       const auto [l, a] = evaluate(model, test, cfg.batch_size, nullptr);  // the model is sized for one batch
       out.epoch_eval.push_back({int(epoch + 1), {l, a}});
