@@ -22,18 +22,20 @@ struct ReducePlan {
   int threads() const { return slots * groups * width; }
 };
 
-int floor_pow2(int64_t x) {
+// The largest power of two <= min(x, cap) (1 when x < 1); cap <= 2^30.
+int pow2_at_most(int64_t x, int cap) {
   int p = 1;
-  while (2 * int64_t(p) <= x) p *= 2;
+  while (2 * int64_t(p) <= std::min<int64_t>(x, cap)) p *= 2;
   return p;
 }
 
 ReducePlan plan_reduce(int64_t outer, int64_t R, int64_t inner) {
   ReducePlan p;
   p.width = static_cast<int>(inner <= kReduceThreads ? inner : kReduceThreads);
-  const int most_groups = floor_pow2(kReduceThreads / p.width);
-  p.groups = std::min(most_groups, R <= 1 ? 1 : 2 * floor_pow2(R - 1));  // >= R, a power of two
-  p.slots = std::min<int64_t>(floor_pow2(kReduceThreads / (p.width * p.groups)), floor_pow2(std::max<int64_t>(outer, 1)));
+  const int most_groups = pow2_at_most(kReduceThreads / p.width, kReduceThreads);
+  p.groups = 1;  // the smallest power of two >= R, at most most_groups
+  while (p.groups < most_groups && p.groups < R) p.groups *= 2;
+  p.slots = pow2_at_most(outer, kReduceThreads / (p.width * p.groups));
   p.inner_tiles = (inner + p.width - 1) / p.width;
   p.outer_blocks = (outer + p.slots - 1) / p.slots;
   // Aim for ~16 resident blocks per SM; split R when outer x tiles alone cannot provide them,
