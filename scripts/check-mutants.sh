@@ -35,6 +35,10 @@ fi
 missed=0
 for patch in tests/mutants/*.patch; do
   name=$(basename "$patch" .patch)
+  if ! (cd "$work" && patch -p1 -s --dry-run <"$repo/$patch" >/dev/null); then
+    echo "[mutants] $patch no longer applies to the sources: make the same bug again and regenerate it (git diff)"
+    exit 1
+  fi
   (cd "$work" && patch -p1 -s <"$repo/$patch")
   build
   rc=0
