@@ -99,6 +99,27 @@ struct Global {
   std::string module, name;
 };
 struct PyObj {
+  PyObj() = default;
+  PyObj(const PyObj&) = delete;
+  PyObj& operator=(const PyObj&) = delete;
+  // Iterative: a pickle may nest 90,000 one-item tuples, and destroying them recursively would
+  // overflow the stack. Children this object is the last owner of give up their own children
+  // first, so no destructor recurses.
+  ~PyObj() {
+    std::vector<PyPtr> work;
+    auto take = [&](PyObj& o) {
+      for (PyPtr& c : o.items) work.push_back(std::move(c));
+      for (auto& [k, v] : o.dict) work.push_back(std::move(k)), work.push_back(std::move(v));
+      o.items.clear();
+      o.dict.clear();
+    };
+    take(*this);
+    while (!work.empty()) {
+      PyPtr p = std::move(work.back());
+      work.pop_back();
+      if (p && p.use_count() == 1) take(*p);
+    }
+  }
   enum Kind { None, Bool, Int, Float, Str, Tuple, List, Dict, GlobalK, Storage, TensorK, Mark } kind = None;
   int64_t i = 0;
   double f = 0;
@@ -113,6 +134,20 @@ struct PyObj {
 class Unpickler {
  public:
   Unpickler(const std::string& data, const std::string& path) : d_(data), path_(path) {}
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
+  // A list appended to itself (through the memo) is a cycle of shared pointers: empty every
+  // container this pickle made, so none outlives the read. Keep the Unpickler alive while the
+  // result of load() is in use.
+  ~Unpickler() {
+    for (const std::weak_ptr<PyObj>& w : containers_)
+      if (PyPtr o = w.lock()) {
+        std::vector<PyPtr> items = std::move(o->items);
+        auto dict = std::move(o->dict);
+        o->items.clear();
+        o->dict.clear();
+      }
+  }
 
   PyPtr load() {
     while (true) {
@@ -148,10 +183,9 @@ class Unpickler {
           const std::string v = bytes(8);
           uint64_t bits = 0;
           for (int k = 0; k < 8; ++k) bits = bits << 8 | static_cast<uint8_t>(v[k]);
-          PyObj o;
-          o.kind = PyObj::Float;
-          std::memcpy(&o.f, &bits, 8);
-          push(std::make_shared<PyObj>(o));
+          PyPtr o = make(PyObj::Float);
+          std::memcpy(&o->f, &bits, 8);
+          push(o);
           break;
         }
         case 'X': push_str(bytes(static_cast<size_t>(le(bytes(4), 0, 4)))); break;
@@ -266,9 +300,10 @@ class Unpickler {
     pos_ = end + 1;
     return s;
   }
-  static PyPtr make(PyObj::Kind k) {
+  PyPtr make(PyObj::Kind k) const {
     auto o = std::make_shared<PyObj>();
     o->kind = k;
+    if (k == PyObj::Tuple || k == PyObj::List || k == PyObj::Dict) containers_.push_back(o);
     return o;
   }
   void push(PyPtr o) {
@@ -386,20 +421,35 @@ class Unpickler {
   size_t pos_ = 0;
   std::vector<PyPtr> stack_;
   std::vector<PyPtr> memo_;
+  mutable std::vector<std::weak_ptr<PyObj>> containers_;  // every Tuple, List and Dict made
 };
 
 // Materialise a (possibly strided) tensor from its storage bytes.
 Tensor materialize(const TensorRef& t, const std::string& storage_bytes, const std::string& path,
                    const std::string& name) {
   const StorageRef& s = t.storage;
-  if (static_cast<uint64_t>(s.numel) * s.elem_size != storage_bytes.size())
+  // Sizes from the file are checked by division and with overflow-checked arithmetic: a numel
+  // of 2^62 + 3 must not wrap to a 12-byte storage, nor a stride of 2^40 to a small extent.
+  if (s.numel < 0 || storage_bytes.size() % s.elem_size != 0 ||
+      static_cast<uint64_t>(s.numel) != storage_bytes.size() / s.elem_size)
     throw UserError(cat(path, ": storage '", s.key, "' of tensor '", name, "' has ", storage_bytes.size(),
                         " bytes, its header says ", s.numel, " elements"));
-  int64_t extent = 0;
-  const int64_t n = shape_numel(t.shape);
-  for (size_t d = 0; d < t.shape.size(); ++d)
-    if (t.shape[d] > 0) extent += (t.shape[d] - 1) * t.stride[d];
-  if (n > 0 && (t.offset < 0 || t.offset + extent >= s.numel))
+  HG_REQUIRE(t.stride.size() == t.shape.size(), path, ": tensor '", name, "' has ", t.shape.size(),
+             " dimensions but ", t.stride.size(), " strides");
+  int64_t extent = 0, n = 1;
+  bool overflow = false;
+  for (size_t d = 0; d < t.shape.size(); ++d) {
+    HG_REQUIRE(t.shape[d] >= 0 && t.stride[d] >= 0, path, ": tensor '", name, "' has a negative size or stride");
+    int64_t span = 0;
+    overflow |= __builtin_mul_overflow(t.shape[d], n, &n);
+    if (t.shape[d] > 0) {
+      overflow |= __builtin_mul_overflow(t.shape[d] - 1, t.stride[d], &span);
+      overflow |= __builtin_add_overflow(extent, span, &extent);
+    }
+  }
+  int64_t last = 0;
+  overflow |= __builtin_add_overflow(t.offset, extent, &last);
+  if (overflow || (n > 0 && (t.offset < 0 || last >= s.numel)))
     throw UserError(cat(path, ": tensor '", name, "' reaches past the end of its storage"));
   Tensor out = Tensor::empty(t.shape, Device::CPU, s.dtype);
   const Shape st = contiguous_strides(t.shape);
@@ -445,7 +495,8 @@ StateDict read_pth(const std::string& path) {
     if (e.name == prefix + "byteorder" && b.substr(e.offset, e.size) != "little")
       throw UserError(cat(path, ": big-endian tensors are not supported"));
   const std::string pickle = b.substr(pkl->offset, pkl->size);
-  PyPtr root = Unpickler(pickle, path).load();
+  Unpickler unpickler(pickle, path);  // outlives root: its destructor breaks any cycle
+  PyPtr root = unpickler.load();
   if (root->kind != PyObj::Dict) throw UserError(cat(path, ": the pickle is not a state dict"));
   StateDict sd;
   for (const auto& [k, v] : root->dict) {

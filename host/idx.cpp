@@ -58,6 +58,9 @@ std::vector<uint32_t> idx_header(const std::vector<uint8_t>& b, const std::strin
   uint64_t total = 1;
   for (int d = 0; d < ndims; ++d) {
     dims.push_back(be32(b, 4 + 4 * d));
+    // Each dimension on its own too: once one is 0 the product stays 0 whatever follows
+    // (0 images of 4294967295 x 4294967295 pixels).
+    if (dims.back() > kMaxBytes) throw UserError(cat(path, ": IDX dimensions are implausibly large"));
     total *= dims.back();
     if (total > kMaxBytes) throw UserError(cat(path, ": IDX dimensions are implausibly large"));
   }
@@ -76,7 +79,9 @@ IdxImages read_idx_images(const std::string& path) {
   im.count = dims[0];
   im.rows = dims[1];
   im.cols = dims[2];
-  HG_REQUIRE(im.rows > 0 && im.cols > 0, path, ": images of size ", im.rows, "x", im.cols);
+  constexpr int64_t kMaxSide = 4096;
+  HG_REQUIRE(im.rows > 0 && im.cols > 0 && im.rows <= kMaxSide && im.cols <= kMaxSide, path, ": images of size ",
+             im.rows, "x", im.cols, " (each side must be 1 to ", kMaxSide, ")");
   im.pixels.assign(b.begin() + 16, b.end());
   return im;
 }
@@ -123,6 +128,7 @@ FashionMnist load_fashion_mnist(const std::string& data_dir) {
                                 {&d.test_images, &d.test_labels, "test"}}) {
       HG_REQUIRE(im->count == static_cast<int64_t>(lb->size()), d.dir, ": ", name, " set has ", im->count,
                  " images but ", lb->size(), " labels");
+      HG_REQUIRE(im->count > 0, d.dir, ": the ", name, " set is empty");
       for (uint8_t l : *lb) HG_REQUIRE(l < 10, d.dir, ": ", name, " label ", int(l), " is not a class in [0, 10)");
     }
     HG_REQUIRE(d.train_images.rows == d.test_images.rows && d.train_images.cols == d.test_images.cols,

@@ -143,8 +143,9 @@ NpyArray read_npy(const std::string& path) {
   else bad(path, cat("unsupported dtype '", arr.descr, "' (need <f4, <f8, <i4 or <i8)"));
 
   int64_t n = 1;
-  for (int64_t d : arr.shape) {
-    if (d != 0 && n > (std::numeric_limits<int64_t>::max() / 16) / d) bad(path, "shape too large");
+  for (int64_t d : arr.shape) {  // each dimension on its own too: a 0 elsewhere keeps n at 0
+    if (d > (int64_t(1) << 40) || (d != 0 && n > (std::numeric_limits<int64_t>::max() / 16) / d))
+      bad(path, "shape too large");
     n *= d;
   }
   const uint64_t payload = static_cast<uint64_t>(n) * item;
@@ -156,6 +157,7 @@ NpyArray read_npy(const std::string& path) {
   std::vector<char> raw(payload);
   if (payload && !f.read(raw.data(), static_cast<std::streamsize>(payload))) bad(path, "truncated data");
   arr.data = Tensor::empty(arr.shape, Device::CPU, dtype);
+  if (payload == 0) return arr;  // an empty array: no bytes to copy (and no buffer to copy into)
   if (arr.descr == "<f4") {
     std::memcpy(arr.data.raw(), raw.data(), payload);
   } else if (arr.descr == "<f8") {

@@ -169,8 +169,18 @@ class Parser {
     }
     return false;
   }
+  // One line, whatever the expression: at most 60 characters around the position, control
+  // characters escaped.
   [[noreturn]] void fail(const std::string& why) const {
-    throw UserError(cat("--expr: ", why, " at position ", i_ + 1, " of \"", s_, "\""));
+    const size_t from = s_.size() <= 60 ? 0 : std::min(s_.size() - 60, i_ > 30 ? i_ - 30 : 0);
+    std::string shown = from > 0 ? "..." : "";
+    for (size_t k = from; k < std::min(s_.size(), from + 60); ++k) {
+      const unsigned char c = static_cast<unsigned char>(s_[k]);
+      if (c >= 0x20 && c < 0x7f) shown += static_cast<char>(c);
+      else shown += cat("\\x", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
+    }
+    if (from + 60 < s_.size()) shown += "...";
+    throw UserError(cat("--expr: ", why, " at position ", i_ + 1, " of \"", shown, "\""));
   }
   int max_input = 0;
   std::vector<std::pair<int, int>> input_refs;  // (node placeholder, input number)
@@ -189,7 +199,19 @@ class Parser {
     g_.nodes.push_back({op, a, b, c});
     return static_cast<int>(g_.nodes.size()) - 1;
   }
+  // Recursive descent, so the nesting of parentheses and unary minus signs is bounded: 20,000
+  // '(' would otherwise overflow the stack.
+  static constexpr int kMaxNesting = 256;
+  int nesting_ = 0;
+  struct Nest {
+    int& n;
+    explicit Nest(Parser& p) : n(p.nesting_) {
+      if (++n > kMaxNesting) p.fail("expression nested too deeply (parentheses and minus signs)");
+    }
+    ~Nest() { --n; }
+  };
   int expr() {
+    const Nest nest(*this);
     int l = term();
     while (true) {
       if (eat('+')) l = node(AdNode::Add, l, term());
@@ -206,6 +228,7 @@ class Parser {
     }
   }
   int unary() {
+    const Nest nest(*this);
     if (eat('-')) return node(AdNode::Neg, unary());
     return power();
   }
@@ -216,8 +239,9 @@ class Parser {
     const size_t b = i_;
     while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
     if (b == i_) fail("'^' takes a non-negative integer exponent");
+    if (i_ - b > 2) fail("exponent too large (at most 64)");
     const int e = std::stoi(s_.substr(b, i_ - b));
-    if (e > 64) fail("exponent too large");
+    if (e > 64) fail("exponent too large (at most 64)");
     return e == 2 ? node(AdNode::Square, base) : node(AdNode::Pow, base, -1, e);
   }
   int atom() {
@@ -242,7 +266,7 @@ class Parser {
     const std::string id = ident();
     if (id.empty()) fail(cat("unexpected '", s_[i_], "'"));
     if (id.size() >= 2 && id[0] == 'x' && std::all_of(id.begin() + 1, id.end(), ::isdigit)) {
-      const int k = std::stoi(id.substr(1));
+      const int k = id.size() <= 3 ? std::stoi(id.substr(1)) : 0;  // x1 .. x16: no longer names to convert
       if (k < 1 || k > 16) fail("inputs are x1 .. x16");
       max_input = std::max(max_input, k);
       const int placeholder = node(AdNode::Input, -1, -1, k);  // resolved to the real input later

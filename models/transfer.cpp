@@ -32,7 +32,7 @@ constexpr float kMean = 0.2860f, kStd = 0.3530f;
 // A dataset split on the device that trains on it: images [count, 1, H, W] as ToTensor()
 // gives them (pixel / 255, optionally standardised), int32 labels.
 struct Split {
-  int64_t count = 0, hw = 0;
+  int64_t count = 0, rows = 0, cols = 0, hw = 0;
   Tensor images;
   Buffer labels;
   const float* image(int64_t i) const { return images.data<float>() + i * hw; }
@@ -42,7 +42,7 @@ struct Split {
 Split to_split(const IdxImages& im, const std::vector<uint8_t>& labels, bool normalize, int64_t limit, Device dev) {
   Split s;
   s.count = limit > 0 ? std::min<int64_t>(limit, im.count) : im.count;
-  s.hw = im.rows * im.cols;
+  s.rows = im.rows, s.cols = im.cols, s.hw = im.rows * im.cols;
   Tensor host = Tensor::empty({s.count * s.hw});
   float* px = host.data<float>();
   for (int64_t i = 0; i < s.count * s.hw; ++i) {
@@ -137,8 +137,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   HG_REQUIRE(cfg.momentum >= 0 && cfg.momentum < 1, "--momentum must be in [0, 1), got ", cfg.momentum);
   HG_REQUIRE(cfg.epochs > 0, "--epochs must be positive, got ", cfg.epochs);
   HG_REQUIRE(cfg.max_steps >= 0, "--max-steps must not be negative");
-  const int64_t side = static_cast<int64_t>(std::lround(std::sqrt(double(train.hw))));
-  ResNet18 model(cfg.batch_size, side, side, cfg.device, cfg.tf32);
+  ResNet18 model(cfg.batch_size, train.rows, train.cols, cfg.device, cfg.tf32);
   init_model(model, cfg);
   model.set_freeze(cfg.freeze);
 

@@ -128,6 +128,34 @@ with tempfile.TemporaryDirectory() as d:
     has_gpu = "--device auto uses: cuda" in info
     run(["einsum", "abcd->abd", good, "-o", out, "--device", "cuda"], want_rc=0 if has_gpu else 2)
     run(["info", "--device", "cuda"], want_rc=0 if has_gpu else 2)
+    # Fuzzing findings (issue 10): IDX dimensions unbounded behind a zero count; integers too
+    # large for an int in --expr; nesting deep enough to overflow a recursive parser; quoted
+    # input that would spread the message over several lines.
+    import gzip
+    import struct
+    zero_dir = path("zero_images")
+    os.makedirs(zero_dir)
+    for name, blob in (("train-images-idx3-ubyte.gz", struct.pack(">IIII", 2051, 0, 0xFFFFFFFF, 0xFFFFFFFF)),
+                       ("train-labels-idx1-ubyte.gz", struct.pack(">II", 2049, 0)),
+                       ("t10k-images-idx3-ubyte.gz", struct.pack(">IIII", 2051, 0, 65536, 65536)),
+                       ("t10k-labels-idx1-ubyte.gz", struct.pack(">II", 2049, 0))):
+        with gzip.open(os.path.join(zero_dir, name), "wb") as f:
+            f.write(blob)
+    run(q3 + ["--weights", "none", "--data-dir", zero_dir])
+    for expr in ("y1 = x99999999999", "y1 = x1^99999999999", "y1 = " + "(" * 20000 + "x1" + ")" * 20000,
+                 "y1 = " + "-" * 100000 + "x1", "y1 = x1 +\n x3 ?"):
+        run(["autodiff", "--expr", expr])
+    # Empty operands are valid .npy files, and einsum handles them as torch does.
+    for eq, shapes, want_shape in (("ij,jk->ik", [(0, 3), (3, 4)], (0, 4)), ("ij->j", [(0, 3)], (3,)),
+                                   ("ij,jk->ik", [(2, 0), (0, 3)], (2, 3))):
+        files = []
+        for k, shape in enumerate(shapes):
+            files.append(path(f"empty{k}.npy"))
+            np.save(files[-1], np.ones(shape, np.float32))
+        run(["einsum", eq] + files + ["-o", out], want_rc=0)
+        got = np.load(out)
+        if got.shape != want_shape or np.any(got != 0):
+            failures.append((f"einsum {eq} on empty operands", got.shape, want_shape))
     # And the good call works, writing a file numpy can read.
     run(["einsum", "abcd,ed->abce", good, w, "-o", out], want_rc=0)
     got = np.load(out)

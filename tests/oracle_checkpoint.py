@@ -39,6 +39,40 @@ def run(args, want_rc=0):
     return p.stdout
 
 
+def pth_of_pickle(pkl, storages=()):
+    """A torch.save-style zip around a pickle, with storages archive/data/<key>."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pkl)
+        for key, data in storages:
+            z.writestr(f"archive/data/{key}", data)
+        z.writestr("archive/version", "3\n")
+    return buf.getvalue()
+
+
+def crafted_pth(key, numel, data, offset, shape, stride):
+    """One float tensor 'w' over storage `key` as torch.save writes it, with any numel, offset,
+    shape and stride (the pickle made by Python's pickler with torch's own globals)."""
+    import collections
+    import pickle
+
+    class Storage:
+        pass
+
+    class View:
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2, (storage, offset, shape, stride, False, collections.OrderedDict()))
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, key, "cpu", numel) if obj is storage else None
+
+    storage = Storage()
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump(collections.OrderedDict([("w", View())]))
+    return pth_of_pickle(buf.getvalue(), [(key, data)])
+
+
 def write_safetensors(path, tensors):
     header, blobs, off = {}, [], 0
     for name, t in tensors.items():
@@ -126,6 +160,15 @@ with tempfile.TemporaryDirectory() as d:
     h3[first] = dict(h[first], data_offsets=[0, 10 ** 12])
     hb = json.dumps(h3).encode()
     hostile["st_offsets.safetensors"] = struct.pack("<Q", len(hb)) + hb + ref[8 + n:]
+    # Crafted storages and views (the fuzzing findings of issue 10): a numel whose byte count
+    # wraps to the storage's 12 bytes, strides and offsets whose extent overflows int64, a
+    # pickle nesting 1,000,000 tuples, a list appended to itself through the memo.
+    hostile["numel_wraps.pth"] = crafted_pth("0", 2 ** 62 + 3, b"\0" * 12, 0, (3,), (2 ** 40,))
+    hostile["stride_overflows.pth"] = crafted_pth("0", 3, b"\0" * 12, 0, (3,), (2 ** 62,))
+    hostile["offset_overflows.pth"] = crafted_pth("0", 3, b"\0" * 12, 2 ** 63 - 1, (2,), (1,))
+    hostile["negative_stride.pth"] = crafted_pth("0", 3, b"\0" * 12, 2, (3,), (-1,))
+    hostile["deep_tuples.pth"] = pth_of_pickle(b"\x80\x02N" + b"\x85" * 1000000 + b".")
+    hostile["self_list.pth"] = pth_of_pickle(b"\x80\x02]q\x00h\x00a.")
     for name, content in hostile.items():
         with open(path(name), "wb") as f:
             f.write(content)
