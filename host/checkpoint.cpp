@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <variant>
 
-#include "host/npy.h"  // write_file_atomic
+#include "host/atomic_file.h"
 
 namespace handgrad {
 
@@ -517,6 +517,26 @@ StateDict read_safetensors(const std::string& path) {
   if (b.size() < 8) throw bad("too short");
   const uint64_t n = le(b, 0, 8);
   if (n > b.size() - 8 || n > (uint64_t(100) << 20)) throw bad(cat("header length ", n, " runs past the end"));
+  // A safetensors header is an object of objects: nesting past a few levels is an attack on
+  // the parser (10 million '[' took 10 s), refused before parsing.
+  {
+    constexpr int kMaxNesting = 16;
+    int depth = 0;
+    bool in_string = false;
+    for (size_t k = 8; k < 8 + n; ++k) {
+      const char c = b[k];
+      if (in_string) {
+        if (c == '\\') ++k;
+        else if (c == '"') in_string = false;
+      } else if (c == '"') {
+        in_string = true;
+      } else if (c == '[' || c == '{') {
+        if (++depth > kMaxNesting) throw bad(cat("header nested more than ", kMaxNesting, " deep"));
+      } else if (c == ']' || c == '}') {
+        --depth;
+      }
+    }
+  }
   nlohmann::json h;
   try {
     h = nlohmann::json::parse(b.substr(8, n));

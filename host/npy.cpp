@@ -1,5 +1,7 @@
 #include "host/npy.h"
 
+#include "host/atomic_file.h"
+
 #include <cstdio>
 #include <fstream>
 #include <limits>
@@ -191,24 +193,6 @@ Tensor read_npy_i64(const std::string& path) {
   NpyArray a = read_npy(path);
   HG_REQUIRE(a.data.dtype() == DType::I64, path, ": expected an int32 or int64 array, got ", a.descr);
   return std::move(a.data);
-}
-
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = cat(path, ".tmp.", ::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw UserError(cat(path, ": cannot write (", tmp, ")"));
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    f.flush();
-    if (!f) {
-      std::remove(tmp.c_str());
-      throw UserError(cat(path, ": write failed (disk full?)"));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw UserError(cat(path, ": cannot rename the finished file into place"));
-  }
 }
 
 void write_npy(const std::string& path, const Tensor& t) {

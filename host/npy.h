@@ -23,7 +23,4 @@ Tensor read_npy_i64(const std::string& path);
 // Writes <f4 or <i8 (by the tensor's dtype), version 1.0, whole or not at all (temp + rename).
 void write_npy(const std::string& path, const Tensor& t);
 
-// Write `bytes` to `path` atomically: a temp file in the same folder, then rename.
-void write_file_atomic(const std::string& path, const std::string& bytes);
-
 }  // namespace handgrad

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "host/atomic_file.h"
 #include "host/einsum.h"
 #include "host/einsum_reference.h"
 #include "host/npy.h"

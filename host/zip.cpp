@@ -5,8 +5,8 @@
 #include <fstream>
 #include <iterator>
 
+#include "host/atomic_file.h"
 #include "host/error.h"
-#include "host/npy.h"  // write_file_atomic
 
 namespace handgrad {
 

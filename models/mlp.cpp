@@ -9,6 +9,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "host/atomic_file.h"
 #include "host/npy.h"
 #include "host/plot.h"
 #include "host/tensor.h"

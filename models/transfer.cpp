@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "host/atomic_file.h"
 #include "host/checkpoint.h"
 #include "host/idx.h"
 #include "host/npy.h"

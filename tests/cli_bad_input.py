@@ -109,7 +109,14 @@ with tempfile.TemporaryDirectory() as d:
     run(q2 + ["--x", path("x.npy"), "--iters", "3", "--indices", path("idx_short.npy")])
     run(q2 + ["--x", path("x.npy"), "--iters", "3", "--indices", path("x.npy")])
     run(q2 + ["--x", path("missing.npy")])
+    # A killed run's temporary (its pid long gone) is cleaned up by the next write of that file.
+    q2_out = q2[q2.index("--out-dir") + 1]
+    os.makedirs(q2_out, exist_ok=True)
+    stale = os.path.join(q2_out, "Q2_output.txt.tmp.4194301")
+    open(stale, "w").write("half a file")
     run(q2 + ["--n", "20", "--d", "4", "--h", "4", "--iters", "500"], want_rc=0)
+    if os.path.exists(stale):
+        failures.append(("stale temporary left behind", stale, ""))
     # Q3: bad flags, missing data, checkpoints that do not fit the model.
     q3 = ["transfer", "train", "--no-plot", "--out-dir", path("q3"), "--max-steps", "1", "--no-eval"]
     for extra in (["--freeze", "everything"], ["--batch-size", "0"], ["--lr", "-0.1"], ["--momentum", "1.5"],
@@ -143,8 +150,13 @@ with tempfile.TemporaryDirectory() as d:
             f.write(blob)
     run(q3 + ["--weights", "none", "--data-dir", zero_dir])
     for expr in ("y1 = x99999999999", "y1 = x1^99999999999", "y1 = " + "(" * 20000 + "x1" + ")" * 20000,
-                 "y1 = " + "-" * 100000 + "x1", "y1 = x1 +\n x3 ?"):
+                 "y1 = " + "-" * 100000 + "x1", "y1 = x1 +\n x3 ?",
+                 "; ".join(f"y{k} = x1 * x2" for k in range(1, 3001)), "y1 = " + "x1 + " * 3000 + "x1"):
         run(["autodiff", "--expr", expr])
+    # Control characters from the user stay escaped: one line on stderr.
+    run(["einsum", "ab\ncd", good, "-o", out])
+    run(["einsum", "ab", path("no\nsuch.npy"), "-o", out])
+    run(["mlp", "--lr", "1\n2", "--no-plot"])
     # Empty operands are valid .npy files, and einsum handles them as torch does.
     for eq, shapes, want_shape in (("ij,jk->ik", [(0, 3), (3, 4)], (0, 4)), ("ij->j", [(0, 3)], (3,)),
                                    ("ij,jk->ik", [(2, 0), (0, 3)], (2, 3))):

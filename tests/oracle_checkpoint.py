@@ -169,6 +169,8 @@ with tempfile.TemporaryDirectory() as d:
     hostile["negative_stride.pth"] = crafted_pth("0", 3, b"\0" * 12, 2, (3,), (-1,))
     hostile["deep_tuples.pth"] = pth_of_pickle(b"\x80\x02N" + b"\x85" * 1000000 + b".")
     hostile["self_list.pth"] = pth_of_pickle(b"\x80\x02]q\x00h\x00a.")
+    deep = b"[" * 100000 + b"]" * 100000
+    hostile["st_deep_header.safetensors"] = struct.pack("<Q", len(deep)) + deep
     for name, content in hostile.items():
         with open(path(name), "wb") as f:
             f.write(content)

@@ -137,6 +137,25 @@ int cmd_inspect(const std::string& path, bool as_json) {
 
 }  // namespace
 
+// Messages quote bytes from the user's files and flags (npy headers, einsum subscripts, pickle
+// names, state-dict keys): whatever they hold, the message stays one readable line -- control
+// characters escaped, at most 400 characters.
+std::string one_line(const std::string& msg) {
+  constexpr size_t kMax = 400;
+  std::string out;
+  for (unsigned char c : msg) {
+    if (out.size() >= kMax) {
+      out += "...";
+      break;
+    }
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c == 0x7f) out += cat("\\x", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+
 int main(int argc, char** argv) {
   flush_denormals_to_zero();
   CLI::App app{"handgrad: the COMP4901Y HW1 exercises on handwritten CUDA kernels (CPU twin included)"};
@@ -262,7 +281,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "handgrad: error: %s (see --help)\n", e.what());
+    std::fprintf(stderr, "handgrad: error: %s (see --help)\n", one_line(e.what()).c_str());
     return 2;
   }
 
@@ -319,10 +338,13 @@ int main(int argc, char** argv) {
       return run_report(ro);
     }
   } catch (const UserError& e) {
-    std::fprintf(stderr, "handgrad: error: %s\n", e.what());
+    std::fprintf(stderr, "handgrad: error: %s\n", one_line(e.what()).c_str());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "handgrad: error: out of memory (the input asks for more than this machine has)\n");
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "handgrad: internal error: %s\n", e.what());
+    std::fprintf(stderr, "handgrad: internal error: %s\n", one_line(e.what()).c_str());
     return 1;
   }
   return 0;
