@@ -12,7 +12,7 @@
 #include "host/einsum.h"
 #include "host/gradcheck.h"
 #include "host/npy.h"
-#include "host/report.h"
+#include "host/cli/report.h"
 #include "models/autodiff.h"
 #include "models/mlp.h"
 #include "models/transfer.h"

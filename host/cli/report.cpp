@@ -1,4 +1,4 @@
-#include "host/report.h"
+#include "host/cli/report.h"
 
 #include <algorithm>
 #include <chrono>
