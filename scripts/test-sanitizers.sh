@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole ctest suite again on a CPU-only build with AddressSanitizer, UndefinedBehaviorSanitizer
+# and LeakSanitizer (build-asan/): every parser, kernel and command, including the hostile-input
+# reproducers, must run without an out-of-bounds access, undefined behaviour or a leak.
+#   scripts/test-sanitizers.sh [extra ctest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+HANDGRAD_BUILD_DIR=build-asan scripts/build.sh -DHANDGRAD_CUDA=OFF -DHANDGRAD_BENCH=OFF \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS=$SAN" "-DCMAKE_EXE_LINKER_FLAGS=$SAN"
+# Leaks in the runtime libraries' own thread pools at exit are theirs, not handgrad's.
+export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+# The mutant check rebuilds without sanitizers; its patch test needs no second run.
+ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -E '^mutants\.' "$@"
