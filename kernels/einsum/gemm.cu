@@ -30,6 +30,34 @@ struct SgemmTile {
   static_assert(2 * BK * (BM + BN + 2 * kPad) * 4 <= 48 * 1024, "static shared memory");
 };
 
+// One thread's chunk of 4 consecutive floats of an operand tile, located once per tile (64-bit
+// index math for every load cost ~100 registers in the 128x128 tile): where it starts, its k
+// within a K tile (kk), and how many of its 4 floats lie inside the matrix across K (valid; 0
+// for a chunk past the tile). K_ALONG: the 4 floats run along K (tile rows of WIDTH = BK k's,
+// one per outer index m or n; the K edge is tested per step); otherwise across it (tile rows of
+// WIDTH outer indices, one per k).
+struct TileChunk {
+  const float* p;
+  int kk, valid;
+};
+
+template <int WIDTH, bool K_ALONG>
+__device__ __forceinline__ TileChunk tile_chunk(const float* mat, int c, int chunks, int64_t outer0, int64_t outer,
+                                                int64_t ld) {
+  const int row = c / (WIDTH / 4), col4 = (c % (WIDTH / 4)) * 4;
+  TileChunk t;
+  if (K_ALONG) {
+    t.kk = col4;
+    t.valid = (c < chunks && outer0 + row < outer) ? 4 : 0;
+    t.p = mat + (t.valid ? (outer0 + row) * ld + col4 : 0);
+  } else {
+    t.kk = row;
+    t.valid = c < chunks ? int(min(int64_t(4), max(int64_t(0), outer - (outer0 + col4)))) : 0;
+    t.p = mat + (t.valid ? row * ld + outer0 + col4 : 0);
+  }
+  return t;
+}
+
 template <int BM, int BN, int BK, int TM, int TN, bool TRANS_A, bool TRANS_B>
 // No minimum blocks per SM in the bounds: asking the 8x8 tile for two (<= 128 registers) spills
 // 16-96 bytes (sm_90, ptxas), and asking a 4x4 tile for any raises its count (59-73 -> 89-105).
@@ -52,53 +80,25 @@ sgemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __
       const int64_t m0 = tile_m * BM, n0 = int64_t(blockIdx.x) * BN;
 
       float4 ra[T::kPerThreadA], rb[T::kPerThreadB];
-      // Each thread's chunks of the A and B tiles: a pointer that walks down K one tile per
-      // step, and 32-bit in-tile offsets for the edge tests (64-bit index math for every load
-      // cost ~100 registers in the 128x128 tile). Along K a chunk's position is k0 + kk; across
-      // it, `valid` elements of the 4 lie inside the matrix (fixed for the tile).
-      const float* pa[T::kPerThreadA];
-      const float* pb[T::kPerThreadB];
-      int a_kk[T::kPerThreadA], a_valid[T::kPerThreadA], b_kk[T::kPerThreadB], b_valid[T::kPerThreadB];
+      // Each thread's chunks of the A and B tiles, located once per tile; their pointers walk
+      // down K one tile per step.
+      TileChunk ca[T::kPerThreadA], cb[T::kPerThreadB];
 #pragma unroll
-      for (int i = 0; i < T::kPerThreadA; ++i) {
-        const int c = tid + i * T::kThreads;
-        if (!TRANS_A) {  // M x K, contiguous along K: the chunk is 4 k's of row m
-          const int m = c / (BK / 4), k4 = (c % (BK / 4)) * 4;
-          a_kk[i] = k4;
-          a_valid[i] = (c < T::kChunksA && m0 + m < s.M) ? 4 : 0;  // along K the test is per step
-          pa[i] = a_mat + (a_valid[i] ? (m0 + m) * s.lda + k4 : 0);
-        } else {  // K x M, contiguous along M: the chunk is 4 m's of row k
-          const int k = c / (BM / 4), m4 = (c % (BM / 4)) * 4;
-          a_kk[i] = k;
-          a_valid[i] = c < T::kChunksA ? int(min(int64_t(4), max(int64_t(0), s.M - (m0 + m4)))) : 0;
-          pa[i] = a_mat + (a_valid[i] ? k * s.lda + m0 + m4 : 0);
-        }
-      }
+      for (int i = 0; i < T::kPerThreadA; ++i)
+        ca[i] = tile_chunk<TRANS_A ? BM : BK, !TRANS_A>(a_mat, tid + i * T::kThreads, T::kChunksA, m0, s.M, s.lda);
 #pragma unroll
-      for (int i = 0; i < T::kPerThreadB; ++i) {
-        const int c = tid + i * T::kThreads;
-        if (!TRANS_B) {  // K x N, contiguous along N: the chunk is 4 n's of row k
-          const int k = c / (BN / 4), n4 = (c % (BN / 4)) * 4;
-          b_kk[i] = k;
-          b_valid[i] = c < T::kChunksB ? int(min(int64_t(4), max(int64_t(0), s.N - (n0 + n4)))) : 0;
-          pb[i] = b_mat + (b_valid[i] ? k * s.ldb + n0 + n4 : 0);
-        } else {  // N x K, contiguous along K: the chunk is 4 k's of row n
-          const int n = c / (BK / 4), k4 = (c % (BK / 4)) * 4;
-          b_kk[i] = k4;
-          b_valid[i] = (c < T::kChunksB && n0 + n < s.N) ? 4 : 0;
-          pb[i] = b_mat + (b_valid[i] ? (n0 + n) * s.ldb + k4 : 0);
-        }
-      }
+      for (int i = 0; i < T::kPerThreadB; ++i)
+        cb[i] = tile_chunk<TRANS_B ? BK : BN, TRANS_B>(b_mat, tid + i * T::kThreads, T::kChunksB, n0, s.N, s.ldb);
       const int64_t a_step = TRANS_A ? BK * s.lda : BK, b_step = TRANS_B ? BK : BK * s.ldb;
-      // Four floats at p: the first `valid` of them, and only where k0 + kk (+ j, when K runs
+      // Four floats at t.p: the first `valid` of them, and only where k0 + kk (+ j, when K runs
       // along the chunk) is below K; zeros elsewhere.
-      auto load_chunk = [&](const float* p, int kk, int valid, int k_left, bool k_along, bool vec) {
-        if (valid == 0 || (!k_along && kk >= k_left)) return make_float4(0.f, 0.f, 0.f, 0.f);
-        const int n_ok = k_along ? min(4, k_left - kk) : valid;
-        if (vec && n_ok == 4) return __ldg(reinterpret_cast<const float4*>(p));
+      auto load_chunk = [&](const TileChunk& t, int k_left, bool k_along, bool vec) {
+        if (t.valid == 0 || (!k_along && t.kk >= k_left)) return make_float4(0.f, 0.f, 0.f, 0.f);
+        const int n_ok = k_along ? min(4, k_left - t.kk) : t.valid;
+        if (vec && n_ok == 4) return __ldg(reinterpret_cast<const float4*>(t.p));
         float v[4];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) v[j] = j < n_ok ? __ldg(p + j) : 0.f;
+        for (int j = 0; j < 4; ++j) v[j] = j < n_ok ? __ldg(t.p + j) : 0.f;
         return make_float4(v[0], v[1], v[2], v[3]);
       };
       // Global -> registers for the next K tile (k0 = its start), then step the pointers on.
@@ -106,13 +106,13 @@ sgemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __
         const int k_left = int(min(s.K - k0, int64_t(BK)));  // K rows left in this tile
 #pragma unroll
         for (int i = 0; i < T::kPerThreadA; ++i) {
-          ra[i] = load_chunk(pa[i], a_kk[i], a_valid[i], k_left, !TRANS_A, vec_a);
-          pa[i] += a_step;
+          ra[i] = load_chunk(ca[i], k_left, !TRANS_A, vec_a);
+          ca[i].p += a_step;
         }
 #pragma unroll
         for (int i = 0; i < T::kPerThreadB; ++i) {
-          rb[i] = load_chunk(pb[i], b_kk[i], b_valid[i], k_left, TRANS_B, vec_b);
-          pb[i] += b_step;
+          rb[i] = load_chunk(cb[i], k_left, TRANS_B, vec_b);
+          cb[i].p += b_step;
         }
       };
       // Registers -> shared memory buffer `buf`, always k-major: As[k][m], Bs[k][n].
