@@ -51,20 +51,22 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   const std::string tmp = cat(path, ".tmp.", ::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw UserError(cat(path, ": cannot write (", std::strerror(errno), ")"));
-  size_t done = 0;
-  bool ok = true;
-  while (ok && done < bytes.size()) {
+  // The first failure's errno, whether write, fsync or close failed.
+  int err = 0;
+  for (size_t done = 0; done < bytes.size();) {
     const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (w < 0 && errno == EINTR) continue;
-    ok = w > 0;
-    if (ok) done += static_cast<size_t>(w);
+    if (w <= 0) {
+      err = w < 0 ? errno : EIO;
+      break;
+    }
+    done += static_cast<size_t>(w);
   }
-  const int write_errno = errno;
-  ok = ok && ::fsync(fd) == 0;
-  ok = (::close(fd) == 0) && ok;
-  if (!ok) {
+  if (!err && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && !err) err = errno;
+  if (err) {
     ::unlink(tmp.c_str());
-    throw UserError(cat(path, ": write failed (", std::strerror(write_errno), ")"));
+    throw UserError(cat(path, ": write failed (", std::strerror(err), ")"));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int e = errno;

@@ -142,8 +142,6 @@ class Unpickler {
   ~Unpickler() {
     for (const std::weak_ptr<PyObj>& w : containers_)
       if (PyPtr o = w.lock()) {
-        std::vector<PyPtr> items = std::move(o->items);
-        auto dict = std::move(o->dict);
         o->items.clear();
         o->dict.clear();
       }

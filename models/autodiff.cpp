@@ -173,17 +173,12 @@ class Parser {
     }
     return false;
   }
-  // One line, whatever the expression: at most 60 characters around the position, control
-  // characters escaped.
+  // At most 60 characters of the expression, around the position (the CLI escapes control
+  // characters in every message).
   [[noreturn]] void fail(const std::string& why) const {
     const size_t from = s_.size() <= 60 ? 0 : std::min(s_.size() - 60, i_ > 30 ? i_ - 30 : 0);
-    std::string shown = from > 0 ? "..." : "";
-    for (size_t k = from; k < std::min(s_.size(), from + 60); ++k) {
-      const unsigned char c = static_cast<unsigned char>(s_[k]);
-      if (c >= 0x20 && c < 0x7f) shown += static_cast<char>(c);
-      else shown += cat("\\x", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
-    }
-    if (from + 60 < s_.size()) shown += "...";
+    const std::string shown =
+        (from > 0 ? "..." : "") + s_.substr(from, 60) + (from + 60 < s_.size() ? "..." : "");
     throw UserError(cat("--expr: ", why, " at position ", i_ + 1, " of \"", shown, "\""));
   }
   int max_input = 0;

@@ -135,8 +135,6 @@ int cmd_inspect(const std::string& path, bool as_json) {
   return 0;
 }
 
-}  // namespace
-
 // Messages quote bytes from the user's files and flags (npy headers, einsum subscripts, pickle
 // names, state-dict keys): whatever they hold, the message stays one readable line -- control
 // characters escaped, at most 400 characters.
@@ -155,6 +153,8 @@ std::string one_line(const std::string& msg) {
   }
   return out;
 }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   flush_denormals_to_zero();
