@@ -6,9 +6,10 @@ set -euo pipefail
 REQUIRED=(build-essential cmake ninja-build git pkg-config patch
           libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
           libopenblas-openmp-dev python3 python3-numpy python3-matplotlib)
-# The PyTorch oracle and the real FashionMNIST: installed where the distribution has them
-# (Debian 12 does); the tests that need them skip with a message elsewhere.
-OPTIONAL=(python3-torch python3-torchvision dataset-fashion-mnist)
+# The PyTorch oracle, the real FashionMNIST and oneDNN (the fast CPU convolutions): installed
+# where the distribution has them (Debian 12 does); elsewhere the tests that need the first two
+# skip with a message, and the build falls back to im2col convolutions (saying so).
+OPTIONAL=(python3-torch python3-torchvision dataset-fashion-mnist libdnnl-dev)
 
 missing() { for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done; }
 SUDO=""

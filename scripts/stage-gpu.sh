@@ -2,7 +2,8 @@
 # Prepares a build for a GPU machine that has CUDA 13, PyTorch and python3, but no apt, no
 # network, and none of GoogleTest / Google Benchmark / OpenBLAS (the project's GPU checkers).
 # Builds here for sm_90 (H100/H200) with the CUDA runtime and libstdc++ linked statically and
-# the built-in CPU GEMM (OpenBLAS's 36 MB library stays home), then copies the binaries and the
+# the built-in CPU GEMM and im2col convolutions (OpenBLAS's 36 MB library and oneDNN's 40 MB stay
+# home: there the CPU only checks test-sized inputs), then copies the binaries and the
 # few shared libraries they need that such a machine lacks into stage/ (git-ignored):
 #   stage/bin/{handgrad,handgrad_tests,bench_einsum}   stage/lib/*.so*   stage/data/fashion-mnist
 # cuBLAS and cuDNN are NOT copied: scripts/gpu-check.sh takes them from the GPU machine.
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCH="${HANDGRAD_GPU_ARCH:-90}"
 HANDGRAD_BUILD_DIR=build-gpu scripts/build.sh \
-  -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DHANDGRAD_OPENBLAS=OFF -DHANDGRAD_STATIC_CUDART=ON \
+  -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DHANDGRAD_OPENBLAS=OFF -DHANDGRAD_ONEDNN=OFF -DHANDGRAD_STATIC_CUDART=ON \
   "-DCMAKE_EXE_LINKER_FLAGS=-static-libstdc++ -static-libgcc"
 rm -rf stage
 mkdir -p stage/bin stage/lib

@@ -11,8 +11,10 @@
 #include "models/resnet18.h"
 #include "test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 
 using namespace handgrad;
 using test::poisoned;
@@ -158,6 +160,164 @@ TEST(CnnLayers, BatchNormPoolingXentAgainstLoops) {
   EXPECT_NEAR(loss, want / 4, 1e-6);
   EXPECT_EQ(correct, right);
   EXPECT_LT(rel_err(dz.to_vector(), rdz), 1e-6);
+}
+
+// ---- channels-last (the CPU ResNet's layout) against the NCHW twins --------------------------
+namespace {
+std::vector<float> to_nhwc(const Tensor& t, int64_t N, int64_t C, int64_t HW) {
+  std::vector<float> out(N * C * HW);
+  cpu::nchw_to_nhwc(out.data(), t.data<float>(), N, C, HW);
+  return out;
+}
+std::vector<float> to_nchw(const std::vector<float>& v, int64_t N, int64_t C, int64_t HW) {
+  std::vector<float> out(v.size());
+  cpu::nhwc_to_nchw(out.data(), v.data(), N, C, HW);
+  return out;
+}
+std::vector<float> nan_vector(int64_t n) { return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN()); }
+}  // namespace
+
+TEST(CnnLayers, Conv2dNhwcMatchesNchwTwin) {
+  std::printf("[conv nhwc] %s\n", cpu::conv2d_nhwc_backend().c_str());
+  for (Conv2dShape s : {Conv2dShape{2, 3, 9, 7, 4, 3, 3, 1, 1}, Conv2dShape{3, 1, 28, 28, 64, 7, 7, 2, 3},
+                        Conv2dShape{16, 64, 7, 7, 64, 3, 3, 1, 1}, Conv2dShape{5, 64, 7, 7, 128, 1, 1, 2, 0},
+                        Conv2dShape{4, 20, 5, 6, 24, 3, 3, 2, 1}, Conv2dShape{16, 512, 1, 1, 512, 3, 3, 1, 1}}) {
+    const int64_t HW = s.H * s.W, P = s.OH() * s.OW();
+    Tensor x = random_tensor({s.N, s.C, s.H, s.W}, 1), w = random_tensor({s.K, s.C, s.R, s.S}, 2);
+    Tensor dy = random_tensor({s.N, s.K, s.OH(), s.OW()}, 3);
+    Tensor y = poisoned({s.N, s.K, s.OH(), s.OW()}), dx = poisoned({s.N, s.C, s.H, s.W}), dw = poisoned({s.K, s.C, s.R, s.S});
+    Tensor ws = Tensor::empty({cpu::conv2d_workspace_floats(s)});
+    cpu::conv2d_forward(y.data<float>(), x.data<float>(), w.data<float>(), s, ws.data<float>());
+    cpu::conv2d_backward_data(dx.data<float>(), dy.data<float>(), w.data<float>(), s, ws.data<float>());
+    cpu::conv2d_backward_filter(dw.data<float>(), dy.data<float>(), x.data<float>(), s, ws.data<float>());
+
+    const std::vector<float> xl = to_nhwc(x, s.N, s.C, HW), dyl = to_nhwc(dy, s.N, s.K, P);
+    std::vector<float> yl = nan_vector(y.numel()), dxl = nan_vector(dx.numel()), dwl = nan_vector(dw.numel());
+    std::vector<float> packed(std::max<int64_t>(cpu::conv2d_nhwc_packed_floats(s), 1));
+    Tensor wsl = Tensor::empty({cpu::conv2d_nhwc_workspace_floats(s)});
+    // Pack other weights first, then the real ones: what runs must be the last packing.
+    Tensor other = random_tensor({s.K, s.C, s.R, s.S}, 4);
+    cpu::conv2d_nhwc_pack_weights(packed.data(), other.data<float>(), s);
+    cpu::conv2d_nhwc_pack_weights(packed.data(), w.data<float>(), s);
+    cpu::conv2d_forward_nhwc(yl.data(), xl.data(), w.data<float>(), packed.data(), s, wsl.data<float>());
+    cpu::conv2d_backward_data_nhwc(dxl.data(), dyl.data(), w.data<float>(), packed.data(), s, wsl.data<float>());
+    cpu::conv2d_backward_filter_nhwc(dwl.data(), dyl.data(), xl.data(), s, wsl.data<float>());
+    const std::string what = cat("N=", s.N, " C=", s.C, " H=", s.H, " K=", s.K, " R=", s.R, " stride=", s.stride);
+    EXPECT_LT(rel_err(to_nchw(yl, s.N, s.K, P), y.to_vector()), 1e-5) << what;
+    EXPECT_LT(rel_err(to_nchw(dxl, s.N, s.C, HW), dx.to_vector()), 1e-5) << what;
+    EXPECT_LT(rel_err(dwl, dw.to_vector()), 1e-5) << what;
+  }
+}
+
+TEST(CnnLayers, BatchNormNhwcMatchesNchwTwin) {
+  // C = 20: one full block of 16 channels and a partial one.
+  for (const BatchNormShape s : {BatchNormShape{3, 20, 7}, BatchNormShape{4, 64, 9}, BatchNormShape{2, 5, 1}}) {
+    const int64_t rows = s.N * s.HW, n = rows * s.C;
+    Tensor x = random_tensor({s.N, s.C, s.HW}, 11), x2 = random_tensor({s.N, s.C, s.HW}, 12);
+    Tensor gamma = random_tensor({s.C}, 13), beta = random_tensor({s.C}, 14), dy = random_tensor({s.N, s.C, s.HW}, 15);
+    Tensor res = random_tensor({s.N, s.C, s.HW}, 16);
+    // The twin: batchnorm_forward_train, then relu / add_relu.
+    Tensor rm = Tensor::zeros({s.C}), rv = Tensor::full({s.C}, 1.f), mean = poisoned({s.C}), inv = poisoned({s.C});
+    Tensor bn = poisoned({s.N, s.C, s.HW}), relu = poisoned({s.N, s.C, s.HW});
+    cpu::batchnorm_forward_train(bn.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                                 rm.data<float>(), rv.data<float>(), mean.data<float>(), inv.data<float>(), s);
+    cpu::relu_forward(relu.data<float>(), bn.data<float>(), n);
+    // Channels-last.
+    const std::vector<float> xl = to_nhwc(x, s.N, s.C, s.HW);
+    std::vector<float> rml(s.C, 0.f), rvl(s.C, 1.f), meanl = nan_vector(s.C), invl = nan_vector(s.C);
+    cpu::batchnorm_stats_nhwc(meanl.data(), invl.data(), rml.data(), rvl.data(), xl.data(), rows, s.C, s.eps, s.momentum);
+    EXPECT_LT(rel_err(meanl, mean.to_vector()), 1e-6);
+    EXPECT_LT(rel_err(invl, inv.to_vector()), 1e-6);
+    EXPECT_LT(rel_err(rml, rm.to_vector()), 1e-6);
+    EXPECT_LT(rel_err(rvl, rv.to_vector()), 1e-6);
+    std::vector<float> scale = nan_vector(s.C), shift = nan_vector(s.C), yl = nan_vector(n);
+    cpu::batchnorm_scale_shift(scale.data(), shift.data(), gamma.data<float>(), beta.data<float>(), meanl.data(),
+                               invl.data(), s.C);
+    cpu::scale_shift_relu_nhwc(yl.data(), xl.data(), scale.data(), shift.data(), nullptr, nullptr, nullptr, nullptr,
+                               rows, s.C);
+    EXPECT_LT(rel_err(to_nchw(yl, s.N, s.C, s.HW), relu.to_vector()), 1e-5);
+    // + residual, and + a second BN (the downsample path): relu(bn(x) + r), relu(bn(x) + bn(x2)).
+    Tensor joined = poisoned({s.N, s.C, s.HW});
+    cpu::add_relu(joined.data<float>(), bn.data<float>(), res.data<float>(), n);
+    const std::vector<float> resl = to_nhwc(res, s.N, s.C, s.HW);
+    cpu::scale_shift_relu_nhwc(yl.data(), xl.data(), scale.data(), shift.data(), nullptr, nullptr, nullptr,
+                               resl.data(), rows, s.C);
+    EXPECT_LT(rel_err(to_nchw(yl, s.N, s.C, s.HW), joined.to_vector()), 1e-5);
+    Tensor bn2 = poisoned({s.N, s.C, s.HW}), m2 = poisoned({s.C}), i2 = poisoned({s.C});
+    cpu::batchnorm_forward_train(bn2.data<float>(), x2.data<float>(), beta.data<float>(), gamma.data<float>(),
+                                 rm.data<float>(), rv.data<float>(), m2.data<float>(), i2.data<float>(), s);
+    cpu::add_relu(joined.data<float>(), bn.data<float>(), bn2.data<float>(), n);
+    std::vector<float> scale2 = nan_vector(s.C), shift2 = nan_vector(s.C);
+    cpu::batchnorm_scale_shift(scale2.data(), shift2.data(), beta.data<float>(), gamma.data<float>(), m2.data<float>(),
+                               i2.data<float>(), s.C);
+    const std::vector<float> x2l = to_nhwc(x2, s.N, s.C, s.HW);
+    cpu::scale_shift_relu_nhwc(yl.data(), xl.data(), scale.data(), shift.data(), x2l.data(), scale2.data(),
+                               shift2.data(), nullptr, rows, s.C);
+    EXPECT_LT(rel_err(to_nchw(yl, s.N, s.C, s.HW), joined.to_vector()), 1e-5);
+    // Eval: the running statistics.
+    Tensor ev = poisoned({s.N, s.C, s.HW});
+    cpu::batchnorm_forward_eval(ev.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
+                                rm.data<float>(), rv.data<float>(), s);
+    cpu::relu_forward(ev.data<float>(), ev.data<float>(), n);
+    cpu::batchnorm_eval_scale_shift(scale.data(), shift.data(), gamma.data<float>(), beta.data<float>(),
+                                    rm.data<float>(), rv.data<float>(), s.C, s.eps);
+    cpu::scale_shift_relu_nhwc(yl.data(), xl.data(), scale.data(), shift.data(), nullptr, nullptr, nullptr, nullptr,
+                               rows, s.C);
+    EXPECT_LT(rel_err(to_nchw(yl, s.N, s.C, s.HW), ev.to_vector()), 1e-5);
+
+    // Backward, plain and through the ReLU that follows (dy masked where relu(bn(x)) = 0).
+    for (const bool masked : {false, true}) {
+      Tensor dyin = Tensor::empty({s.N, s.C, s.HW});
+      cpu::relu_backward_from_output(dyin.data<float>(), dy.data<float>(), relu.data<float>(), n);
+      const Tensor& twin_dy = masked ? dyin : dy;
+      Tensor dx = poisoned({s.N, s.C, s.HW}), dg = poisoned({s.C}), db = poisoned({s.C});
+      cpu::batchnorm_backward(dx.data<float>(), dg.data<float>(), db.data<float>(), twin_dy.data<float>(),
+                              x.data<float>(), gamma.data<float>(), mean.data<float>(), inv.data<float>(), s);
+      const std::vector<float> dyl = to_nhwc(dy, s.N, s.C, s.HW), relul = to_nhwc(relu, s.N, s.C, s.HW);
+      std::vector<float> dxl = nan_vector(n), dgl = nan_vector(s.C), dbl = nan_vector(s.C);
+      cpu::batchnorm_backward_nhwc(dxl.data(), dgl.data(), dbl.data(), dyl.data(), masked ? relul.data() : nullptr,
+                                   xl.data(), gamma.data<float>(), meanl.data(), invl.data(), rows, s.C);
+      EXPECT_LT(rel_err(to_nchw(dxl, s.N, s.C, s.HW), dx.to_vector()), 1e-5) << "masked " << masked;
+      EXPECT_LT(rel_err(dgl, dg.to_vector()), 1e-6) << "masked " << masked;
+      EXPECT_LT(rel_err(dbl, db.to_vector()), 1e-6) << "masked " << masked;
+      // The residual join's backward: dx += dy * [y > 0].
+      if (masked) {
+        std::vector<float> acc = dxl, want(n);
+        cpu::add_relu_backward(acc.data(), dyl.data(), relul.data(), n);
+        for (int64_t i = 0; i < n; ++i) want[i] = dxl[i] + (relul[i] > 0 ? dyl[i] : 0.f);
+        EXPECT_EQ(acc, want);
+      }
+    }
+  }
+}
+
+TEST(CnnLayers, PoolingNhwcMatchesNchwTwin) {
+  for (const Pool2dShape p : {Pool2dShape{2, 3, 7, 6, 3, 2, 1}, Pool2dShape{3, 70, 14, 14, 3, 2, 1}}) {
+    const int64_t HW = p.H * p.W, P = p.OH() * p.OW(), out = p.N * p.C * P;
+    Tensor x = random_tensor({p.N, p.C, p.H, p.W}, 21), dy = random_tensor({p.N, p.C, p.OH(), p.OW()}, 22);
+    Tensor y = poisoned({p.N, p.C, p.OH(), p.OW()}), dx = poisoned({p.N, p.C, p.H, p.W});
+    std::vector<int32_t> at(out, -7), atl(out, -7);
+    cpu::maxpool2d_forward(y.data<float>(), at.data(), x.data<float>(), p);
+    cpu::maxpool2d_backward(dx.data<float>(), dy.data<float>(), at.data(), p);
+    const std::vector<float> xl = to_nhwc(x, p.N, p.C, HW), dyl = to_nhwc(dy, p.N, p.C, P);
+    std::vector<float> yl = nan_vector(out), dxl = nan_vector(x.numel());
+    cpu::maxpool2d_forward_nhwc(yl.data(), atl.data(), xl.data(), p);
+    cpu::maxpool2d_backward_nhwc(dxl.data(), dyl.data(), atl.data(), p);
+    EXPECT_EQ(to_nchw(yl, p.N, p.C, P), y.to_vector());
+    EXPECT_EQ(to_nchw(dxl, p.N, p.C, HW), dx.to_vector());
+    for (int64_t n = 0; n < p.N; ++n)  // the winners, as plane indices, channel by channel
+      for (int64_t c = 0; c < p.C; ++c)
+        for (int64_t i = 0; i < P; ++i) ASSERT_EQ(atl[(n * P + i) * p.C + c], at[(n * p.C + c) * P + i]);
+
+    Tensor g = poisoned({p.N, p.C}), gdx = poisoned({p.N, p.C, p.H, p.W});
+    cpu::global_avgpool_forward(g.data<float>(), x.data<float>(), p.N * p.C, HW);
+    cpu::global_avgpool_backward(gdx.data<float>(), g.data<float>(), p.N * p.C, HW);
+    std::vector<float> gl = nan_vector(p.N * p.C), gdxl = nan_vector(x.numel());
+    cpu::global_avgpool_forward_nhwc(gl.data(), xl.data(), p.N, HW, p.C);
+    cpu::global_avgpool_backward_nhwc(gdxl.data(), gl.data(), p.N, HW, p.C);
+    EXPECT_EQ(gl, g.to_vector());
+    EXPECT_EQ(to_nchw(gdxl, p.N, p.C, HW), gdx.to_vector());
+  }
 }
 
 #ifdef HANDGRAD_WITH_CUDA

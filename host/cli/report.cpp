@@ -12,6 +12,7 @@
 #include "host/einsum_reference.h"
 #include "host/npy.h"
 #include "host/philox.h"
+#include "kernels/nn/conv2d.h"
 #include "kernels/random/random.h"
 #include "host/gradcheck.h"
 #include "host/plot.h"
@@ -388,7 +389,8 @@ int run_report(const ReportOptions& opt) {
   std::string md = "# handgrad report\n\n";
   md += cat("- commit: `", build_commit(), "`\n- device: ", device_name(opt.device));
   if (opt.device == Device::CUDA && !info.gpus.empty()) md += cat(" (", info.gpus[0].name, ")");
-  md += cat("\n- CPU threads: ", info.cpu_threads, ", CPU GEMM: ", info.cpu_gemm, "\n");
+  md += cat("\n- CPU threads: ", info.cpu_threads, ", CPU GEMM: ", info.cpu_gemm,
+            ", CPU convolutions: ", cpu::conv2d_nhwc_backend(), "\n");
   md += cat("- seed: ", opt.seed, opt.quick ? ", quick sizes" : "", "\n");
   md += fmt("- total time: %.1f s\n- all checks passed: %s\n\n", total, ok ? "yes" : "NO");
   if (summary.contains("q1")) {

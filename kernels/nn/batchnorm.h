@@ -26,6 +26,30 @@ void batchnorm_forward_eval(float* y, const float* x, const float* gamma, const 
 void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
                         const float* gamma, const float* save_mean, const float* save_invstd,
                         const BatchNormShape& s);
+
+// Channels-last forms for the CPU ResNet (x as [rows, C], rows = N*H*W; conv2d.h says why the
+// CPU runs NHWC), split so that the passes PyTorch runs one after another fold into one:
+//   batchnorm_stats_nhwc:     train-mode mean and invstd (saved for the backward pass), running
+//                             statistics updated, as batchnorm_forward_train
+//   batchnorm_scale_shift:    scale = gamma * invstd, shift = beta - mean * scale; from the batch's
+//                             statistics (train) or the running ones (eval: var -> invstd here)
+//   scale_shift_relu_nhwc:    y = max(x * scale + shift + (x2 * scale2 + shift2 | residual | 0), 0):
+//                             BN + ReLU, and the residual join BN + add + ReLU with the identity
+//                             or a second (downsample) BN, in one pass
+//   batchnorm_backward_nhwc:  batchnorm_backward with dy first masked by [relu_out > 0] when
+//                             relu_out is given (the ReLU after the BN), in the same two passes
+// Work is split over channels, so results do not depend on the thread count.
+void batchnorm_stats_nhwc(float* save_mean, float* save_invstd, float* running_mean, float* running_var,
+                          const float* x, int64_t rows, int64_t C, float eps, float momentum);
+void batchnorm_scale_shift(float* scale, float* shift, const float* gamma, const float* beta, const float* mean,
+                           const float* invstd, int64_t C);
+void batchnorm_eval_scale_shift(float* scale, float* shift, const float* gamma, const float* beta,
+                                const float* running_mean, const float* running_var, int64_t C, float eps);
+void scale_shift_relu_nhwc(float* y, const float* x, const float* scale, const float* shift, const float* x2,
+                           const float* scale2, const float* shift2, const float* residual, int64_t rows, int64_t C);
+void batchnorm_backward_nhwc(float* dx, float* dgamma, float* dbeta, const float* dy, const float* relu_out,
+                             const float* x, const float* gamma, const float* save_mean, const float* save_invstd,
+                             int64_t rows, int64_t C);
 }  // namespace cpu
 
 #ifdef HANDGRAD_WITH_CUDA

@@ -28,6 +28,27 @@ int64_t conv2d_workspace_floats(const Conv2dShape& s);
 void conv2d_forward(float* y, const float* x, const float* w, const Conv2dShape& s, float* workspace);
 void conv2d_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s, float* workspace);
 void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace);
+
+// Channels-last: activations NHWC (x [N, H, W, C], y [N, OH, OW, K]), weights [K, C, R, S] as the
+// state dict holds them. The CPU ResNet's layout: oneDNN's fast convolutions read and write it
+// directly (NCHW would cost a reorder of every activation, twice per layer). With oneDNN
+// (HANDGRAD_WITH_ONEDNN) the primitives are created once per shape and cached, like the cuDNN
+// plans; without it, the NCHW im2col twin above runs between two transposes.
+// Weights are read in oneDNN's blocked layout: conv2d_nhwc_pack_weights() writes them into
+// `packed` (conv2d_nhwc_packed_floats() floats, the caller's), and must run again whenever w
+// changes. Scratch: conv2d_nhwc_workspace_floats() floats (64-byte aligned), which depends on N.
+std::string conv2d_nhwc_backend();  // "oneDNN 2.6.3" or the fallback, for `info` and logs
+int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s);
+int64_t conv2d_nhwc_packed_floats(const Conv2dShape& s);
+void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& s);
+void conv2d_forward_nhwc(float* y, const float* x, const float* w, const float* packed, const Conv2dShape& s,
+                         float* workspace);
+void conv2d_backward_data_nhwc(float* dx, const float* dy, const float* w, const float* packed,
+                               const Conv2dShape& s, float* workspace);
+void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace);
+// [N, C, HW] <-> [N, HW, C]
+void nchw_to_nhwc(float* dst, const float* src, int64_t N, int64_t C, int64_t HW);
+void nhwc_to_nchw(float* dst, const float* src, int64_t N, int64_t C, int64_t HW);
 }  // namespace cpu
 
 #ifdef HANDGRAD_WITH_CUDA

@@ -23,6 +23,13 @@ void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dSh
 void maxpool2d_backward(float* dx, const float* dy, const int32_t* argmax, const Pool2dShape& s);
 void global_avgpool_forward(float* y, const float* x, int64_t NC, int64_t HW);
 void global_avgpool_backward(float* dx, const float* dy, int64_t NC, int64_t HW);
+
+// Channels-last forms (x [N, H, W, C]) for the CPU ResNet. argmax still indexes the image plane
+// (iy * W + ix, as PyTorch's return_indices), per channel. A window holding NaN yields its first NaN.
+void maxpool2d_forward_nhwc(float* y, int32_t* argmax, const float* x, const Pool2dShape& s);
+void maxpool2d_backward_nhwc(float* dx, const float* dy, const int32_t* argmax, const Pool2dShape& s);
+void global_avgpool_forward_nhwc(float* y, const float* x, int64_t N, int64_t HW, int64_t C);
+void global_avgpool_backward_nhwc(float* dx, const float* dy, int64_t N, int64_t HW, int64_t C);
 }  // namespace cpu
 
 #ifdef HANDGRAD_WITH_CUDA

@@ -15,6 +15,8 @@ void relu_backward_from_output(float* dx, const float* dy, const float* y, int64
 void add_relu(float* y, const float* a, const float* b, int64_t n);
 // y = a + b.
 void add(float* y, const float* a, const float* b, int64_t n);
+// The CPU ResNet's residual join backward, in one pass: dx += dy * [y > 0].
+void add_relu_backward(float* dx, const float* dy, const float* y, int64_t n);
 }  // namespace cpu
 
 #ifdef HANDGRAD_WITH_CUDA
