@@ -1,6 +1,7 @@
 #include "models/resnet18.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -41,12 +42,16 @@ struct Array {
   const float* get() const { return t.data<float>(); }
 };
 
-// conv -> BN, with the activations the backward pass needs.
+// conv -> BN, with the activations the backward pass needs. On the CPU the BN's output is never
+// stored: scale and shift are applied on the way into the ReLU that follows (channels-last).
 struct ConvBN {
   Conv2dShape conv;
   int64_t w = 0, gamma = 0, beta = 0, running_mean = 0, running_var = 0, counter = 0;
   bool train_conv = true, train_bn = true;
   Array conv_out, bn_out, save_mean, save_invstd;
+  Array scale, shift;   // CPU: the BN as y = x * scale + shift
+  Array packed;         // CPU: the weights in oneDNN's layout (conv2d_nhwc_pack_weights)
+  bool packed_stale = true;
   const float* input = nullptr;
 };
 
@@ -55,6 +60,12 @@ struct Block {
   bool has_down = false;
   Array mid, out;  // relu(bn1(conv1(x))), relu(bn2(conv2(mid)) + identity)
 };
+
+// The layer families a step's time is split into (set_profiling), in the order a step meets them.
+enum Family { kConvFwd, kBnFwd, kResidualAdd, kPool, kFcLoss, kBnBwd, kConvBwdData, kConvBwdFilter, kSgd, kFamilies };
+const char* const kFamilyNames[kFamilies] = {
+    "conv forward",       "batchnorm+relu forward", "residual add",         "pooling", "fc + loss",
+    "batchnorm+relu backward", "conv backward data",     "conv backward filter", "sgd"};
 
 }  // namespace
 
@@ -97,6 +108,29 @@ struct ResNet18::Impl {
 #endif
   Array g[6];          // backward scratch, each as large as the largest activation
   bool have_forward = false;
+  int64_t workspace_batch = 0;  // the batch size cpu_workspace was last checked for
+  bool profiling = false;
+  double family_seconds[kFamilies] = {};
+
+  // Adds the wall time of its scope to a family's total while profiling (on the GPU the device
+  // is synchronised at both ends, so the time is the layer's own).
+  struct Span {
+    Impl* m;
+    Family f;
+    std::chrono::steady_clock::time_point t0;
+    Span(Impl* impl, Family family) : m(impl->profiling ? impl : nullptr), f(family) {
+      if (!m) return;
+      synchronize(m->dev);
+      t0 = std::chrono::steady_clock::now();
+    }
+    ~Span() noexcept(false) {
+      if (!m || std::uncaught_exceptions() > 0) return;
+      synchronize(m->dev);
+      m->family_seconds[f] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    Span(const Span&) = delete;
+    Span& operator=(const Span&) = delete;
+  };
 
   int64_t add(Entry::Kind kind, const std::string& name, const Shape& shape) {
     int64_t& end = kind == Entry::Param ? param_end : kind == Entry::Buffer ? buffer_end : counter_end;
@@ -117,9 +151,15 @@ struct ResNet18::Impl {
     u.counter = add(Entry::Counter, bn_name + ".num_batches_tracked", {});
     const int64_t out = batch * K * u.conv.OH() * u.conv.OW();
     u.conv_out.alloc(out, dev);
-    u.bn_out.alloc(out, dev);
     u.save_mean.alloc(K, dev);
     u.save_invstd.alloc(K, dev);
+    if (dev == Device::CPU) {
+      u.scale.alloc(K, dev);
+      u.shift.alloc(K, dev);
+      u.packed.alloc(cpu::conv2d_nhwc_packed_floats(u.conv), dev);
+    } else {
+      u.bn_out.alloc(out, dev);
+    }
     return u;
   }
 
@@ -167,7 +207,7 @@ struct ResNet18::Impl {
     zero_sums();
     int64_t ws = 0, bn_ws = 1, act = stem.conv_out.t.numel();
     auto need = [&](const ConvBN& u) {
-      if (dev == Device::CPU) ws = std::max(ws, cpu::conv2d_workspace_floats(u.conv));
+      if (dev == Device::CPU) ws = std::max(ws, cpu::conv2d_nhwc_workspace_floats(u.conv));
 #ifdef HANDGRAD_WITH_CUDA
       // The BN split grows with the batch: the full batch needs the most.
       if (dev == Device::CUDA)
@@ -238,29 +278,60 @@ struct ResNet18::Impl {
   float* B(int64_t off) { return buffers.get() + off; }
 
   // ---------------------------------------------------------------------------------------
-  void conv_forward(float* y, const float* x, const float* w, const Conv2dShape& s) {
-    if (dev == Device::CPU) return cpu::conv2d_forward(y, x, w, s, cpu_workspace.get());
+  // The layers. The CPU runs channels-last (NHWC) on oneDNN's convolutions, with BN, ReLU and
+  // the residual add fused; the GPU runs NCHW on cuDNN with one kernel per operation.
+  bool nhwc() const { return dev == Device::CPU; }
+
+  // The convolution's weights in oneDNN's layout, re-packed after each change of the weights.
+  const float* packed_weights(ConvBN& u) {
+    if (u.packed_stale) cpu::conv2d_nhwc_pack_weights(u.packed.get(), P(u.w), u.conv);
+    u.packed_stale = false;
+    return u.packed.get();
+  }
+  void weights_changed(bool only_trainable) {
+    for_each_convbn([&](ConvBN& u) { u.packed_stale = u.packed_stale || !only_trainable || u.train_conv; });
+  }
+  template <class F>
+  void for_each_convbn(F f) {
+    f(stem);
+    for (Block& bl : blocks) {
+      f(bl.c1);
+      f(bl.c2);
+      if (bl.has_down) f(bl.down);
+    }
+  }
+
+  // A batch of n images (the last of an epoch may be short): oneDNN's scratch depends on it.
+  void resize_batch(int64_t count) {
+    n = count;
+    for_each_convbn([&](ConvBN& u) { u.conv.N = n; });
+    pool.N = n;
+    if (!nhwc() || count == workspace_batch) return;
+    int64_t need = 0;
+    for_each_convbn([&](ConvBN& u) { need = std::max(need, cpu::conv2d_nhwc_workspace_floats(u.conv)); });
+    if (need > cpu_workspace.t.numel()) cpu_workspace.alloc(need, dev);  // grows at most once per new size
+    workspace_batch = count;
+  }
+
+  void conv_forward(ConvBN& u, const float* x) {
+    const Span span(this, kConvFwd);
+    if (nhwc()) return cpu::conv2d_forward_nhwc(u.conv_out.get(), x, P(u.w), packed_weights(u), u.conv, cpu_workspace.get());
 #ifdef HANDGRAD_WITH_CUDA
-    cuda::conv2d_forward(y, x, w, s, tf32);
+    cuda::conv2d_forward(u.conv_out.get(), x, P(u.w), u.conv, tf32);
 #endif
   }
-  void conv_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s) {
-    if (dev == Device::CPU) return cpu::conv2d_backward_data(dx, dy, w, s, cpu_workspace.get());
+  void conv_backward_data(float* dx, const float* dy, ConvBN& u) {
+    const Span span(this, kConvBwdData);
+    if (nhwc()) return cpu::conv2d_backward_data_nhwc(dx, dy, P(u.w), packed_weights(u), u.conv, cpu_workspace.get());
 #ifdef HANDGRAD_WITH_CUDA
-    cuda::conv2d_backward_data(dx, dy, w, s, tf32);
+    cuda::conv2d_backward_data(dx, dy, P(u.w), u.conv, tf32);
 #endif
   }
-  void conv_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s) {
-    if (dev == Device::CPU) return cpu::conv2d_backward_filter(dw, dy, x, s, cpu_workspace.get());
+  void conv_backward_filter(const float* dy, ConvBN& u) {
+    const Span span(this, kConvBwdFilter);
+    if (nhwc()) return cpu::conv2d_backward_filter_nhwc(G(u.w), dy, u.input, u.conv, cpu_workspace.get());
 #ifdef HANDGRAD_WITH_CUDA
-    cuda::conv2d_backward_filter(dw, dy, x, s, tf32);
-#endif
-  }
-  void bn_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x, const float* gamma,
-                   const float* mean, const float* invstd, const BatchNormShape& s) {
-    if (dev == Device::CPU) return cpu::batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, mean, invstd, s);
-#ifdef HANDGRAD_WITH_CUDA
-    cuda::batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, mean, invstd, s, bn_workspace.get());
+    cuda::conv2d_backward_filter(G(u.w), dy, u.input, u.conv, tf32);
 #endif
   }
   void gemm(float* C, const float* A, const float* Bm, const GemmShape& s) {
@@ -270,35 +341,74 @@ struct ResNet18::Impl {
 #endif
   }
 
+  int64_t rows(const ConvBN& u) const { return n * u.conv.OH() * u.conv.OW(); }  // NHWC rows
+
+  // conv, then the BN's statistics (train) and, on the GPU, its output.
   void convbn_forward(ConvBN& u, const float* x, bool train) {
     u.input = x;
-    u.conv.N = n;
-    conv_forward(u.conv_out.get(), x, P(u.w), u.conv);
-    const BatchNormShape bs{n, u.conv.K, u.conv.OH() * u.conv.OW()};
-    if (train) {
-      if (dev == Device::CPU) {
-        cpu::batchnorm_forward_train(u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),
-                                     B(u.running_var), u.save_mean.get(), u.save_invstd.get(), bs);
+    conv_forward(u, x);
+    const Span span(this, kBnFwd);
+    const int64_t K = u.conv.K;
+    if (nhwc()) {
+      if (train) {
+        cpu::batchnorm_stats_nhwc(u.save_mean.get(), u.save_invstd.get(), B(u.running_mean), B(u.running_var),
+                                  u.conv_out.get(), rows(u), K, BatchNormShape().eps, BatchNormShape().momentum);
+        cpu::batchnorm_scale_shift(u.scale.get(), u.shift.get(), P(u.gamma), P(u.beta), u.save_mean.get(),
+                                   u.save_invstd.get(), K);
       } else {
+        cpu::batchnorm_eval_scale_shift(u.scale.get(), u.shift.get(), P(u.gamma), P(u.beta), B(u.running_mean),
+                                        B(u.running_var), K, BatchNormShape().eps);
+      }
+    } else {
 #ifdef HANDGRAD_WITH_CUDA
+      const BatchNormShape bs{n, K, u.conv.OH() * u.conv.OW()};
+      if (train)
         cuda::batchnorm_forward_train(u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),
                                       B(u.running_var), u.save_mean.get(), u.save_invstd.get(), bs, bn_workspace.get());
+      else
+        cuda::batchnorm_forward_eval(u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),
+                                     B(u.running_var), bs);
 #endif
-      }
-      ++counters[u.counter];
-    } else {
-      HG_NN(batchnorm_forward_eval, u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),
-            B(u.running_var), bs);
     }
+    if (train) ++counters[u.counter];
   }
 
-  // dy (w.r.t. bn_out) -> weight grads (if trainable) and, when dx is not null, the input grad.
-  void convbn_backward(ConvBN& u, const float* dy, float* dconv, float* dx) {
-    const BatchNormShape bs{n, u.conv.K, u.conv.OH() * u.conv.OW()};
-    bn_backward(dconv, u.train_bn ? G(u.gamma) : nullptr, u.train_bn ? G(u.beta) : nullptr, dy, u.conv_out.get(),
-                P(u.gamma), u.save_mean.get(), u.save_invstd.get(), bs);
-    if (u.train_conv) conv_backward_filter(G(u.w), dconv, u.input, u.conv);
-    if (dx) conv_backward_data(dx, dconv, P(u.w), u.conv);
+  // y = relu(bn(u) [+ bn(second) | + residual]): the ReLU after a BN, or a block's residual join.
+  void bn_relu(float* y, const ConvBN& u, const ConvBN* second, const float* residual) {
+    const Span span(this, kBnFwd);
+    if (nhwc())
+      return cpu::scale_shift_relu_nhwc(y, u.conv_out.get(), u.scale.get(), u.shift.get(),
+                                        second ? second->conv_out.get() : nullptr, second ? second->scale.get() : nullptr,
+                                        second ? second->shift.get() : nullptr, residual, rows(u), u.conv.K);
+#ifdef HANDGRAD_WITH_CUDA
+    const int64_t count = rows(u) * u.conv.K;
+    if (second || residual) cuda::add_relu(y, u.bn_out.get(), second ? second->bn_out.get() : residual, count);
+    else cuda::relu_forward(y, u.bn_out.get(), count);
+#endif
+  }
+
+  // dy reaches the ReLU (whose output is relu_out) after u's BN: the BN's gradients (when they
+  // train), the conv's weight gradient (when it trains) and, when dx is not null, the input's.
+  void convbn_backward(ConvBN& u, const float* dy, const float* relu_out, float* dx) {
+    float* dconv = g[4].get();
+    {
+      const Span span(this, kBnBwd);
+      float* dgamma = u.train_bn ? G(u.gamma) : nullptr;
+      float* dbeta = u.train_bn ? G(u.beta) : nullptr;
+      if (nhwc()) {
+        cpu::batchnorm_backward_nhwc(dconv, dgamma, dbeta, dy, relu_out, u.conv_out.get(), P(u.gamma),
+                                     u.save_mean.get(), u.save_invstd.get(), rows(u), u.conv.K);
+      } else {
+#ifdef HANDGRAD_WITH_CUDA
+        const int64_t count = rows(u) * u.conv.K;
+        cuda::relu_backward_from_output(g[5].get(), dy, relu_out, count);
+        cuda::batchnorm_backward(dconv, dgamma, dbeta, g[5].get(), u.conv_out.get(), P(u.gamma), u.save_mean.get(),
+                                 u.save_invstd.get(), {n, u.conv.K, u.conv.OH() * u.conv.OW()}, bn_workspace.get());
+#endif
+      }
+    }
+    if (u.train_conv) conv_backward_filter(dconv, u);
+    if (dx) conv_backward_data(dx, dconv, u);
   }
 
   void zero_sums() {
@@ -330,27 +440,28 @@ struct ResNet18::Impl {
 
   void forward(const float* images, const int32_t* labels, int64_t count, bool train) {
     HG_REQUIRE(count > 0 && count <= batch, "ResNet18: ", count, " images for a network sized for ", batch);
-    n = count;
+    resize_batch(count);  // (one input channel: NCHW and NHWC images are the same bytes)
     convbn_forward(stem, images, train);
-    HG_NN(relu_forward, stem_relu.get(), stem.bn_out.get(), n * 64 * stem.conv.OH() * stem.conv.OW());
-    pool.N = n;
-    HG_NN(maxpool2d_forward, pool_out.get(), static_cast<int32_t*>(pool_argmax.get()), stem_relu.get(), pool);
+    bn_relu(stem_relu.get(), stem, nullptr, nullptr);
+    {
+      const Span span(this, kPool);
+      int32_t* at = static_cast<int32_t*>(pool_argmax.get());
+      if (nhwc()) cpu::maxpool2d_forward_nhwc(pool_out.get(), at, stem_relu.get(), pool);
+      else HG_NN(maxpool2d_forward, pool_out.get(), at, stem_relu.get(), pool);
+    }
     const float* cur = pool_out.get();
     for (Block& bl : blocks) {
-      const int64_t mid_n = n * bl.c1.conv.K * bl.c1.conv.OH() * bl.c1.conv.OW();
       convbn_forward(bl.c1, cur, train);
-      HG_NN(relu_forward, bl.mid.get(), bl.c1.bn_out.get(), mid_n);
+      bn_relu(bl.mid.get(), bl.c1, nullptr, nullptr);
       convbn_forward(bl.c2, bl.mid.get(), train);
-      const float* identity = cur;
-      if (bl.has_down) {
-        convbn_forward(bl.down, cur, train);
-        identity = bl.down.bn_out.get();
-      }
-      HG_NN(add_relu, bl.out.get(), bl.c2.bn_out.get(), identity, mid_n);
+      if (bl.has_down) convbn_forward(bl.down, cur, train);
+      bn_relu(bl.out.get(), bl.c2, bl.has_down ? &bl.down : nullptr, bl.has_down ? nullptr : cur);
       cur = bl.out.get();
     }
-    const Block& last = blocks[7];
-    HG_NN(global_avgpool_forward, feat.get(), cur, n * features, last.c2.conv.OH() * last.c2.conv.OW());
+    const Span span(this, kFcLoss);  // with the global average pool
+    const int64_t last_hw = blocks[7].c2.conv.OH() * blocks[7].c2.conv.OW();
+    if (nhwc()) cpu::global_avgpool_forward_nhwc(feat.get(), cur, n, last_hw, features);
+    else HG_NN(global_avgpool_forward, feat.get(), cur, n * features, last_hw);
     GemmShape gs;  // logits = feat fc.weight^T + fc.bias
     gs.M = n, gs.N = classes, gs.K = features, gs.trans_b = true, gs.lda = features, gs.ldb = features;
     gemm(logits.get(), feat.get(), P(fc_w), gs);
@@ -422,11 +533,49 @@ struct ResNet18::Impl {
 #endif
 
   void sgd(float lr, float mu) {
+    const Span span(this, kSgd);
     HG_NN(sgd_momentum_step, params.get(), grads.get(), velocity.get(), train_ranges, lr, mu);
+    weights_changed(true);
   }
 
   void backward() {
     HG_ASSERT(have_forward, "backward() needs a train-mode forward()");
+    float* flow = g[1].get();   // the gradient flowing down: w.r.t. a block's output
+    float* below = g[2].get();  // w.r.t. its input
+    fc_backward(flow);
+    for (int b = 7; b >= 0; --b) {
+      Block& bl = blocks[b];
+      float* dmid = g[3].get();
+      convbn_backward(bl.c2, flow, bl.out.get(), dmid);
+      convbn_backward(bl.c1, dmid, bl.mid.get(), below);
+      const int64_t in_n = n * bl.c1.conv.C * bl.c1.conv.H * bl.c1.conv.W;
+      if (bl.has_down) {
+        convbn_backward(bl.down, flow, bl.out.get(), g[3].get());
+        const Span span(this, kResidualAdd);
+        HG_NN(add, below, below, g[3].get(), in_n);
+      } else {  // the identity path: the gradient through the join's ReLU
+        const Span span(this, kResidualAdd);
+        if (nhwc()) {
+          cpu::add_relu_backward(below, flow, bl.out.get(), in_n);
+        } else {
+          HG_NN(relu_backward_from_output, g[3].get(), flow, bl.out.get(), in_n);
+          HG_NN(add, below, below, g[3].get(), in_n);
+        }
+      }
+      std::swap(flow, below);
+    }
+    {
+      const Span span(this, kPool);
+      const int32_t* at = static_cast<const int32_t*>(pool_argmax.get());
+      if (nhwc()) cpu::maxpool2d_backward_nhwc(below, flow, at, pool);
+      else HG_NN(maxpool2d_backward, below, flow, at, pool);
+    }
+    convbn_backward(stem, below, stem_relu.get(), nullptr);  // nothing below the first conv
+  }
+
+  // dlogits -> the fc layer's gradients and, in dout, the gradient of the last block's output.
+  void fc_backward(float* dout) {
+    const Span span(this, kFcLoss);
     // fc: dW = dlogits^T feat, db = column sums of dlogits, dfeat = dlogits W.
     float* dfeat = g[0].get();
     // fc trains in every freeze mode (it is always fresh).
@@ -445,31 +594,9 @@ struct ResNet18::Impl {
     GemmShape gx;
     gx.M = n, gx.N = features, gx.K = classes, gx.lda = classes, gx.ldb = features;
     gemm(dfeat, dlogits.get(), P(fc_w), gx);
-    const Block& last = blocks[7];
-    HG_NN(global_avgpool_backward, g[1].get(), dfeat, n * features, last.c2.conv.OH() * last.c2.conv.OW());
-    // The blocks in reverse; g[1] holds the gradient flowing down.
-    for (int b = 7; b >= 0; --b) {
-      Block& bl = blocks[b];
-      const int64_t out_n = n * bl.c2.conv.K * bl.c2.conv.OH() * bl.c2.conv.OW();
-      float* dsum = g[2].get();
-      HG_NN(relu_backward_from_output, dsum, g[1].get(), bl.out.get(), out_n);
-      float* dmid = g[3].get();
-      convbn_backward(bl.c2, dsum, g[4].get(), dmid);
-      HG_NN(relu_backward_from_output, dmid, dmid, bl.mid.get(), out_n);
-      float* dx = g[1].get();  // the block's input gradient replaces the flowing gradient
-      convbn_backward(bl.c1, dmid, g[4].get(), dx);
-      const int64_t in_n = n * bl.c1.conv.C * bl.c1.conv.H * bl.c1.conv.W;
-      if (bl.has_down) {
-        convbn_backward(bl.down, dsum, g[4].get(), g[5].get());
-        HG_NN(add, dx, dx, g[5].get(), in_n);
-      } else {
-        HG_NN(add, dx, dx, dsum, in_n);
-      }
-    }
-    pool.N = n;
-    HG_NN(maxpool2d_backward, g[2].get(), g[1].get(), static_cast<const int32_t*>(pool_argmax.get()), pool);
-    HG_NN(relu_backward_from_output, g[2].get(), g[2].get(), stem_relu.get(), n * 64 * stem.conv.OH() * stem.conv.OW());
-    convbn_backward(stem, g[2].get(), g[3].get(), nullptr);  // nothing below the first conv
+    const int64_t last_hw = blocks[7].c2.conv.OH() * blocks[7].c2.conv.OW();
+    if (nhwc()) cpu::global_avgpool_backward_nhwc(dout, dfeat, n, last_hw, features);
+    else HG_NN(global_avgpool_backward, dout, dfeat, n * features, last_hw);
   }
 };
 
@@ -511,6 +638,7 @@ void ResNet18::init_random(uint64_t seed) {
   copy_bytes(m.params.get(), m.dev, params.data(), Device::CPU, sizeof(float) * params.size());
   copy_bytes(m.buffers.get(), m.dev, buffers.data(), Device::CPU, sizeof(float) * buffers.size());
   m.velocity.t = Tensor::zeros(m.velocity.t.shape(), m.dev);
+  m.weights_changed(false);
 }
 
 void ResNet18::load(const StateDict& sd, bool strict) {
@@ -532,6 +660,7 @@ void ResNet18::load(const StateDict& sd, bool strict) {
       copy_bytes(dst, m.dev, t.data<float>(), Device::CPU, sizeof(float) * e->numel());
     }
   }
+  m.weights_changed(false);
   if (strict)
     for (const Entry& e : m.entries) HG_REQUIRE(sd.find(e.name) != nullptr, "checkpoint lacks key '", e.name, "'");
 }
@@ -593,7 +722,8 @@ StateDict ResNet18::branches() const {
   StateDict sd;
   auto add_relu = [&](const std::string& name, const Array& a, const Conv2dShape& c) {
     Tensor t = Tensor::empty({m.n, c.K, c.OH(), c.OW()});
-    copy_bytes(t.raw(), Device::CPU, a.get(), m.dev, t.nbytes());
+    if (m.nhwc()) cpu::nhwc_to_nchw(t.data<float>(), a.get(), m.n, c.K, c.OH() * c.OW());
+    else copy_bytes(t.raw(), Device::CPU, a.get(), m.dev, t.nbytes());
     sd.add(name, std::move(t));
   };
   add_relu("relu", m.stem_relu, m.stem.conv);
@@ -601,7 +731,11 @@ StateDict ResNet18::branches() const {
   std::vector<int32_t> at(shape_numel(pooled));
   copy_bytes(at.data(), Device::CPU, m.pool_argmax.get(), m.dev, sizeof(int32_t) * at.size());
   Tensor idx = Tensor::empty(pooled, Device::CPU, DType::I64);
-  std::copy(at.begin(), at.end(), idx.data<int64_t>());
+  const int64_t plane = m.pool.OH() * m.pool.OW();
+  for (int64_t i = 0; i < static_cast<int64_t>(at.size()); ++i) {  // NCHW order, from NHWC on the CPU
+    const int64_t nn = i / (64 * plane), c = i / plane % 64, p = i % plane;
+    idx.data<int64_t>()[i] = at[m.nhwc() ? (nn * plane + p) * 64 + c : i];
+  }
   sd.add("maxpool.indices", std::move(idx));
   for (int b = 0; b < 8; ++b) {
     const std::string p = "layer" + std::to_string(b / 2 + 1) + "." + std::to_string(b % 2) + ".";
@@ -618,7 +752,7 @@ void ResNet18::sgd_step(float lr, float momentum) { impl_->sgd(lr, momentum); }
 bool ResNet18::train_step_graphed(const float* images, const int32_t* labels, float lr, float momentum) {
   Impl& m = *impl_;
 #ifdef HANDGRAD_WITH_CUDA
-  if (m.dev == Device::CUDA && m.graph_disabled.empty()) {
+  if (m.dev == Device::CUDA && m.graph_disabled.empty() && !m.profiling) {
     const bool same = m.graph_exec && m.graph_inputs[0] == images && m.graph_inputs[1] == labels &&
                       m.graph_lr == lr && m.graph_mu == momentum;
     if (same || m.capture_train_step(images, labels, lr, momentum)) {
@@ -635,6 +769,14 @@ bool ResNet18::train_step_graphed(const float* images, const int32_t* labels, fl
   m.backward();
   m.sgd(lr, momentum);
   return false;
+}
+
+void ResNet18::set_profiling(bool on) { impl_->profiling = on; }
+
+std::vector<std::pair<std::string, double>> ResNet18::profile_seconds() const {
+  std::vector<std::pair<std::string, double>> out;
+  for (int f = 0; f < kFamilies; ++f) out.emplace_back(kFamilyNames[f], impl_->family_seconds[f]);
+  return out;
 }
 
 std::string ResNet18::graph_disabled_reason() const {

@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "host/checkpoint.h"
@@ -70,6 +71,12 @@ class ResNet18 {
   // eagerly (the CPU, or a capture that failed: graph_disabled_reason() says why).
   bool train_step_graphed(const float* images, const int32_t* labels, float lr, float momentum);
   std::string graph_disabled_reason() const;
+
+  // Where a step's time goes: while profiling is on, each layer call's wall time is added to its
+  // family's total ("conv forward", "batchnorm backward", "sgd", ...). On the GPU the device is
+  // synchronised around every call (which slows the step down) and graph replay is off.
+  void set_profiling(bool on);
+  std::vector<std::pair<std::string, double>> profile_seconds() const;  // in the order of a step
 
   struct Impl;
 

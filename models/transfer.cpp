@@ -185,7 +185,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
     copy_bytes(order_dev.raw(), dev, order.data(), Device::CPU, sizeof(int64_t) * train.count);
     for (int64_t b = 0; b < train.count && step < total_steps; b += cfg.batch_size, ++step) {
       const int64_t n = std::min(cfg.batch_size, train.count - b);
-      if (step >= kWarmupSteps) timed_stretch(true), ++steady_steps;
+      if (step >= kWarmupSteps) timed_stretch(true), ++steady_steps, model.set_profiling(cfg.profile);
       // Gather the batch where the data lives (on the GPU the dataset was uploaded once).
       const int64_t* idx = order_dev.data<int64_t>() + b;
       int32_t* labels = static_cast<int32_t*>(batch_labels.get());
@@ -239,6 +239,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
     }
     if (tty) std::fprintf(stderr, "\n");
     timed_stretch(false);
+    model.set_profiling(false);  // evaluations are not training steps
     if (cfg.eval) {
       const auto [l, a] = evaluate(model, test, cfg.batch_size, nullptr);  // the model is sized for one batch
       out.epoch_eval.push_back({int(epoch + 1), {l, a}});
@@ -253,6 +254,9 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   out.result.steps = step;
   out.result.images_per_second = seen / std::max(out.result.seconds, 1e-9);
   out.result.steady_ms_per_step = steady_steps > 0 ? 1e3 * steady_seconds / steady_steps : NAN;
+  if (cfg.profile && steady_steps > 0)
+    for (const auto& [family, seconds] : model.profile_seconds())
+      out.result.profile_ms_per_step.emplace_back(family, 1e3 * seconds / steady_steps);
   const size_t k = std::min<size_t>(5, out.result.loss_curve.size());
   for (size_t i = out.result.loss_curve.size() - k; i < out.result.loss_curve.size(); ++i)
     out.result.final_train_loss += out.result.loss_curve[i].second / k;
@@ -300,6 +304,17 @@ void write_curves(const std::string& path, const std::vector<std::pair<std::stri
   for (const auto& [label, r] : runs)
     for (const auto& [s, l] : r.result.loss_curve) csv += label + "," + std::to_string(s) + "," + std::to_string(l) + "\n";
   write_file_atomic(path, csv);
+}
+
+// --profile: where the steady steps' time went, one line per layer family, on stdout.
+void print_profile(const std::string& label, const TransferResult& r) {
+  double total = 0;
+  for (const auto& [family, ms] : r.profile_ms_per_step) total += ms;
+  std::printf("[%s] profile, ms per step (mean over the steps after the first 5; %.1f ms per step in all):\n",
+              label.c_str(), r.steady_ms_per_step);
+  for (const auto& [family, ms] : r.profile_ms_per_step)
+    std::printf("  %-22s %8.2f  %5.1f%%\n", family.c_str(), ms, total > 0 ? 100 * ms / total : 0.0);
+  std::printf("  %-22s %8.2f\n", "(layers in all)", total);
 }
 
 }  // namespace
@@ -364,6 +379,12 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
                          {"test_accuracy", r.test_accuracy}, {"seconds", r.seconds},
                          {"images_per_second", r.images_per_second},
                          {"ms_per_step_after_warmup", std::isfinite(r.steady_ms_per_step) ? json(r.steady_ms_per_step) : json(nullptr)}});
+    if (!r.profile_ms_per_step.empty()) {
+      json prof = json::object();
+      for (const auto& [family, ms] : r.profile_ms_per_step) prof[family] = ms;
+      j["runs"].back()["profile_ms_per_step"] = prof;
+      print_profile(runs[i].first, r);
+    }
     if (r.test_accuracy > runs[best].second.result.test_accuracy) best = i;
   }
   j["best"] = runs[best].first;

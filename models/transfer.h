@@ -32,6 +32,7 @@ struct TransferConfig {
   bool tf32 = false;  // GPU: TF32 tensor-core convolutions (PyTorch's default); FP32 otherwise
   bool cudnn_find = false;  // GPU: choose convolution algorithms by timing them (cudnnFind), not by heuristics
   bool cuda_graph = false;  // GPU: replay each full-batch training step from a CUDA graph
+  bool profile = false;     // time each layer family over the steady steps (ResNet18::set_profiling)
   std::string pdf_name = "question3_result.pdf";
   std::string label;  // shown in titles and summaries, e.g. "reduced grid: 150 steps per configuration"
 };
@@ -46,6 +47,7 @@ struct TransferResult {
   double steady_ms_per_step = 0;  // training steps after the first 5, without evaluations (NaN: too few)
   int64_t steps = 0;
   std::vector<std::pair<int64_t, double>> loss_curve;  // (samples seen, loss)
+  std::vector<std::pair<std::string, double>> profile_ms_per_step;  // --profile: (layer family, ms)
 };
 
 // The torchvision ImageNet checkpoint in the torch hub caches, or "" when there is none.

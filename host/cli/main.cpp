@@ -13,6 +13,7 @@
 #include "host/gradcheck.h"
 #include "host/npy.h"
 #include "host/cli/report.h"
+#include "kernels/nn/conv2d.h"
 #include "models/autodiff.h"
 #include "models/mlp.h"
 #include "models/transfer.h"
@@ -24,7 +25,8 @@ namespace {
 int cmd_info(const std::string& device_flag) {
   const SystemInfo s = system_info();
   std::printf("handgrad %s (commit %s)\n", HANDGRAD_VERSION, build_commit());
-  std::printf("CPU: %d OpenMP threads, GEMM: %s\n", s.cpu_threads, s.cpu_gemm.c_str());
+  std::printf("CPU: %d OpenMP threads, GEMM: %s, convolutions: %s\n", s.cpu_threads, s.cpu_gemm.c_str(),
+              cpu::conv2d_nhwc_backend().c_str());
   if (!s.built_with_cuda) {
     std::printf("CUDA: not built (CPU-only build)\n");
   } else {
@@ -246,6 +248,8 @@ int main(int argc, char** argv) {
   ttrain->add_flag("--tf32", tc.tf32, "GPU: allow TF32 tensor-core convolutions (PyTorch's default)");
   ttrain->add_flag("--cudnn-find", tc.cudnn_find, "GPU: choose convolution algorithms by timing them; list the choices");
   ttrain->add_flag("--cuda-graph", tc.cuda_graph, "GPU: replay each full-batch training step from a CUDA graph");
+  ttrain->add_flag("--profile", tc.profile, "print where each step's time goes, per layer family (GPU: synchronises per layer)")
+      ->excludes("--cuda-graph");
   ttrain->add_flag("--no-plot", tr_no_plot, "skip question3_result.pdf");
   TransferEvalConfig te;
   std::string te_device = "auto";
