@@ -145,13 +145,14 @@ step "bench: einsum vs torch.einsum" 120 compare.log $PY bench/compare_pytorch.p
     --min-time 0.1 --json "$OUTDIR/compare_$DEV.json"
 step "bench: Q2 MLP vs torch eager" 120 compare_mlp.log $PY bench/compare_mlp.py --handgrad "$HG" --device $DEV \
     --json "$OUTDIR/compare_mlp_$DEV.json"
+# (one round each: every row is two fresh processes, and device time is short)
 step "bench: Q3 step FP32 vs torch" 120 compare_transfer.log $PY bench/compare_transfer.py --handgrad "$HG" \
-    --device $DEV --json "$OUTDIR/compare_transfer_$DEV.json"
+    --device $DEV --rounds 1 --json "$OUTDIR/compare_transfer_$DEV.json"
 if [ "$DEV" = cuda ]; then
   step "bench: Q3 step FP32, CUDA graph" 120 compare_transfer_graph.log $PY bench/compare_transfer.py --handgrad "$HG" \
-      --device cuda --cuda-graph --json "$OUTDIR/compare_transfer_cuda_graph.json"
+      --device cuda --cuda-graph --rounds 1 --json "$OUTDIR/compare_transfer_cuda_graph.json"
   step "bench: Q3 step TF32 vs torch" 120 compare_transfer_tf32.log $PY bench/compare_transfer.py --handgrad "$HG" \
-      --device cuda --tf32 --json "$OUTDIR/compare_transfer_cuda_tf32.json"
+      --device cuda --tf32 --rounds 1 --json "$OUTDIR/compare_transfer_cuda_tf32.json"
   # 4. A timed 2-epoch run, with the cuDNN algorithms chosen by timing (listed in its log).
   t_start=$(date +%s.%N)
   step "Q3: 2 epochs, batch 64" 180 q3_train.log "$HG" transfer train --weights none --device cuda --epochs 2 \
