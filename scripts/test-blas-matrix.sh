@@ -3,7 +3,10 @@
 # PyTorch oracles) under each OpenBLAS kernel this CPU can run, with 1 and 2 threads. OpenBLAS
 # picks its kernel by CPU (Haswell on AVX2, SkylakeX/Cooperlake on AVX-512), and each rounds
 # differently: a tolerance that holds for one kernel only fails here, on the machine that
-# wrote it, not later on someone else's. Needs a build in build/ (scripts/build.sh).
+# wrote it, not later on someone else's. oneDNN (the CPU convolutions) does the same, so each
+# pass caps its instruction set to the same machine's (ONEDNN_MAX_CPU_ISA: AVX2 with Haswell,
+# AVX512_CORE with SkylakeX, everything with Cooperlake): the Haswell passes are, for both
+# libraries, an AVX2 machine. Needs a build in build/ (scripts/build.sh).
 #   scripts/test-blas-matrix.sh [extra ctest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +14,7 @@ cd "$(dirname "$0")/.."
 flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
 has() { for f in "$@"; do [[ " $flags " == *" $f "* ]] || return 1; done; }
 kernels=()
+declare -A onednn_isa=([Haswell]=AVX2 [SkylakeX]=AVX512_CORE [Cooperlake]=ALL)
 has avx2 fma && kernels+=(Haswell)
 has avx512f avx512bw avx512dq avx512vl avx512cd && kernels+=(SkylakeX)
 has avx512f avx512bw avx512dq avx512vl avx512cd avx512_bf16 && kernels+=(Cooperlake)
@@ -22,9 +26,9 @@ fi
 failed=()
 for kernel in "${kernels[@]}"; do
   for threads in 1 2; do
-    echo "[blas-matrix] OPENBLAS_CORETYPE=$kernel OMP_NUM_THREADS=$threads"
+    echo "[blas-matrix] OPENBLAS_CORETYPE=$kernel ONEDNN_MAX_CPU_ISA=${onednn_isa[$kernel]} OMP_NUM_THREADS=$threads"
     log=$(mktemp)
-    if OPENBLAS_CORETYPE=$kernel OMP_NUM_THREADS=$threads \
+    if OPENBLAS_CORETYPE=$kernel ONEDNN_MAX_CPU_ISA=${onednn_isa[$kernel]} OMP_NUM_THREADS=$threads \
         ctest --test-dir build -L numerics --output-on-failure -j "$(nproc)" "$@" >"$log" 2>&1; then
       grep -E 'tests passed|tests failed' "$log"
     else
