@@ -4,42 +4,66 @@
 #include <algorithm>
 #include <cmath>
 
+#include "host/error.h"
+#include "kernels/cpu_parallel.h"
 #include "kernels/nn/batchnorm.h"
 
 namespace handgrad::cpu {
 
 namespace {
-// Channels per work item: one cache line of a row. Splitting the work over channels (not rows)
-// keeps every sum in one order whatever the thread count, and needs no per-thread scratch.
-constexpr int64_t kBlock = 16;
-int64_t channel_blocks(int64_t C) { return (C + kBlock - 1) / kBlock; }
+
+// Per-channel values live on the stack (kernels never allocate): at most this many channels.
+constexpr int64_t kMaxChannels = 8192;
+// The rows are cut into a fixed number of chunks, each streamed (contiguous, full vectors over
+// C) by one thread into its own partial sums; the partials are added in chunk order, so every
+// result is the same whatever the thread count.
+constexpr int64_t kPartialDoubles = 16384;
+constexpr int64_t kMaxChunks = 16;
+
+void check_channels(int64_t C) {
+  HG_REQUIRE(C > 0 && C <= kMaxChannels, "channels-last BatchNorm takes 1..", kMaxChannels, " channels, got ", C);
+}
+
+// sums[t * C + c] = sum over rows of the T terms that add_row(acc, r) adds for row r into
+// acc[t * C + c] (acc starts at zero for each chunk).
+template <int T, class AddRow>
+void channel_sums(double* sums, int64_t rows, int64_t C, AddRow add_row) {
+  const int64_t chunks = std::clamp<int64_t>(std::min(kPartialDoubles / (T * C), rows / 32), 1, kMaxChunks);
+  double partial[kPartialDoubles];
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < chunks; ++k) {
+    double* acc = partial + k * T * C;
+    std::fill(acc, acc + T * C, 0.0);
+    for (int64_t r = rows * k / chunks; r < rows * (k + 1) / chunks; ++r) add_row(acc, r);
+  }
+  std::fill(sums, sums + T * C, 0.0);
+  for (int64_t k = 0; k < chunks; ++k)
+    for (int64_t i = 0; i < T * C; ++i) sums[i] += partial[k * T * C + i];
+}
+
 }  // namespace
 
 void batchnorm_stats_nhwc(float* save_mean, float* save_invstd, float* running_mean, float* running_var,
                           const float* x, int64_t rows, int64_t C, float eps, float momentum) {
-#pragma omp parallel for schedule(static)
-  for (int64_t blk = 0; blk < channel_blocks(C); ++blk) {
-    const int64_t c0 = blk * kBlock, w = std::min(kBlock, C - c0);
-    // Two passes in double: the mean, then the squared deviations (no cancellation).
-    double sum[kBlock] = {}, sq[kBlock] = {}, mean[kBlock];
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* p = x + r * C + c0;
-      for (int64_t j = 0; j < w; ++j) sum[j] += p[j];
-    }
-    for (int64_t j = 0; j < w; ++j) mean[j] = sum[j] / rows;
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* p = x + r * C + c0;
-      for (int64_t j = 0; j < w; ++j) sq[j] += (p[j] - mean[j]) * (p[j] - mean[j]);
-    }
-    for (int64_t j = 0; j < w; ++j) {
-      const int64_t c = c0 + j;
-      const double var = sq[j] / rows;
-      save_mean[c] = static_cast<float>(mean[j]);
-      save_invstd[c] = static_cast<float>(1.0 / std::sqrt(var + eps));
-      running_mean[c] = (1 - momentum) * running_mean[c] + momentum * save_mean[c];
-      const double unbiased = rows > 1 ? var * rows / (rows - 1) : var;
-      running_var[c] = (1 - momentum) * running_var[c] + momentum * static_cast<float>(unbiased);
-    }
+  check_channels(C);
+  // Two passes in double: the mean, then the squared deviations (no cancellation).
+  double mean[kMaxChannels], sq[kMaxChannels];
+  channel_sums<1>(mean, rows, C, [&](double* acc, int64_t r) {
+    const float* p = x + r * C;
+    for (int64_t c = 0; c < C; ++c) acc[c] += p[c];
+  });
+  for (int64_t c = 0; c < C; ++c) mean[c] /= rows;
+  channel_sums<1>(sq, rows, C, [&](double* acc, int64_t r) {
+    const float* p = x + r * C;
+    for (int64_t c = 0; c < C; ++c) acc[c] += (p[c] - mean[c]) * (p[c] - mean[c]);
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    const double var = sq[c] / rows;
+    save_mean[c] = static_cast<float>(mean[c]);
+    save_invstd[c] = static_cast<float>(1.0 / std::sqrt(var + eps));
+    running_mean[c] = (1 - momentum) * running_mean[c] + momentum * save_mean[c];
+    const double unbiased = rows > 1 ? var * rows / (rows - 1) : var;
+    running_var[c] = (1 - momentum) * running_var[c] + momentum * static_cast<float>(unbiased);
   }
 }
 
@@ -77,59 +101,43 @@ void scale_shift_relu_nhwc(float* y, const float* x, const float* scale, const f
   }
 }
 
-namespace {
-
-// One block of channels [c0, c0 + w) of batchnorm_backward_nhwc. Masked and w are template
-// arguments so that the common case (w = kBlock) compiles to straight vector code.
-template <bool Masked, int64_t W>
-void bn_backward_block(float* dx, float* dgamma, float* dbeta, const float* dy, const float* relu_out, const float* x,
-                       const float* gamma, const float* save_mean, const float* save_invstd, int64_t rows, int64_t C,
-                       int64_t c0, int64_t w) {
-  if constexpr (W > 0) w = W;
-  const float* m = save_mean + c0;
-  const float* invstd = save_invstd + c0;
-  // The gradient reaching the BN: dy where the ReLU after it passed its input on (a select,
-  // so the loops vectorise).
-  const auto grad = [&](int64_t i) {
-    const float d = dy[i];  // loaded either way: a conditional load would keep the loop scalar
-    return Masked ? (relu_out[i] > 0.f ? d : 0.f) : d;
-  };
-  double sdy[kBlock] = {}, sdyx[kBlock] = {};
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t o = r * C + c0;
-    float d[kBlock];  // the select and the widening to double in separate loops: both vectorise
-    for (int64_t j = 0; j < w; ++j) d[j] = grad(o + j);
-    for (int64_t j = 0; j < w; ++j) {
-      sdy[j] += d[j];
-      sdyx[j] += d[j] * ((x[o + j] - m[j]) * invstd[j]);
-    }
-  }
-  float k[kBlock], a[kBlock], bq[kBlock];
-  for (int64_t j = 0; j < w; ++j) {
-    if (dgamma) dgamma[c0 + j] = static_cast<float>(sdyx[j]);
-    if (dbeta) dbeta[c0 + j] = static_cast<float>(sdy[j]);
-    k[j] = gamma[c0 + j] * invstd[j] / rows;
-    a[j] = static_cast<float>(sdy[j]);
-    bq[j] = static_cast<float>(sdyx[j]);
-  }
-  const float n = static_cast<float>(rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t o = r * C + c0;
-    for (int64_t j = 0; j < w; ++j) dx[o + j] = k[j] * (n * grad(o + j) - a[j] - (x[o + j] - m[j]) * invstd[j] * bq[j]);
-  }
-}
-
-}  // namespace
-
 void batchnorm_backward_nhwc(float* dx, float* dgamma, float* dbeta, const float* dy, const float* relu_out,
                              const float* x, const float* gamma, const float* save_mean, const float* save_invstd,
                              int64_t rows, int64_t C) {
+  check_channels(C);
+  const float* m = save_mean;
+  const float* invstd = save_invstd;
+  // The gradient reaching the BN, row r: dy where the ReLU after it passed its input on.
+  const auto masked = [&](float* g, int64_t r) {
+    const float* d = dy + r * C;
+    if (!relu_out) return std::copy(d, d + C, g), void();
+    const float* y = relu_out + r * C;
+    for (int64_t c = 0; c < C; ++c) g[c] = keep_if(y[c] > 0.f, d[c]);
+  };
+  double sums[2 * kMaxChannels];  // sum dy, then sum dy * xhat
+  channel_sums<2>(sums, rows, C, [&](double* acc, int64_t r) {
+    float g[kMaxChannels], gx[kMaxChannels];  // float terms first, widened to double after
+    masked(g, r);
+    const float* p = x + r * C;
+    for (int64_t c = 0; c < C; ++c) gx[c] = g[c] * ((p[c] - m[c]) * invstd[c]);
+    for (int64_t c = 0; c < C; ++c) acc[c] += g[c], acc[C + c] += gx[c];
+  });
+  float k[kMaxChannels], a[kMaxChannels], bq[kMaxChannels];
+  for (int64_t c = 0; c < C; ++c) {
+    if (dgamma) dgamma[c] = static_cast<float>(sums[C + c]);
+    if (dbeta) dbeta[c] = static_cast<float>(sums[c]);
+    k[c] = gamma[c] * invstd[c] / rows;
+    a[c] = static_cast<float>(sums[c]);
+    bq[c] = static_cast<float>(sums[C + c]);
+  }
+  const float n = static_cast<float>(rows);
 #pragma omp parallel for schedule(static)
-  for (int64_t blk = 0; blk < channel_blocks(C); ++blk) {
-    const int64_t c0 = blk * kBlock, w = std::min(kBlock, C - c0);
-    const auto run = [&](auto block) { block(dx, dgamma, dbeta, dy, relu_out, x, gamma, save_mean, save_invstd, rows, C, c0, w); };
-    if (w == kBlock) relu_out ? run(bn_backward_block<true, kBlock>) : run(bn_backward_block<false, kBlock>);
-    else relu_out ? run(bn_backward_block<true, 0>) : run(bn_backward_block<false, 0>);
+  for (int64_t r = 0; r < rows; ++r) {
+    float g[kMaxChannels];
+    masked(g, r);
+    const float* p = x + r * C;
+    float* q = dx + r * C;
+    for (int64_t c = 0; c < C; ++c) q[c] = k[c] * (n * g[c] - a[c] - (p[c] - m[c]) * invstd[c] * bq[c]);
   }
 }
 

@@ -64,7 +64,7 @@ void global_avgpool_backward(float* dx, const float* dy, int64_t NC, int64_t HW)
 
 void maxpool2d_forward_nhwc(float* y, int32_t* argmax, const float* x, const Pool2dShape& s) {
   const int64_t OH = s.OH(), OW = s.OW(), C = s.C;
-  constexpr int64_t kChunk = 64;  // channels whose running maxima live in registers / the stack
+  constexpr int64_t kChunk = 64;  // channels whose running maxima stay in registers / L1
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < s.N; ++n)
     for (int64_t oy = 0; oy < OH; ++oy)
@@ -73,8 +73,7 @@ void maxpool2d_forward_nhwc(float* y, int32_t* argmax, const float* x, const Poo
           const int64_t w = std::min(kChunk, C - c0);
           float best[kChunk];
           int32_t at[kChunk];
-          std::fill(best, best + w, -std::numeric_limits<float>::infinity());
-          std::fill(at, at + w, -1);
+          bool first = true;  // the window's first element in scan order starts the maxima
           for (int64_t r = 0; r < s.R; ++r) {
             const int64_t iy = oy * s.stride - s.pad + r;
             if (iy < 0 || iy >= s.H) continue;
@@ -83,8 +82,19 @@ void maxpool2d_forward_nhwc(float* y, int32_t* argmax, const float* x, const Poo
               if (ix < 0 || ix >= s.W) continue;
               const float* in = x + ((n * s.H + iy) * s.W + ix) * C + c0;
               const int32_t where = static_cast<int32_t>(iy * s.W + ix);
-              for (int64_t j = 0; j < w; ++j)
-                if (in[j] > best[j] || at[j] < 0 || (in[j] != in[j] && best[j] == best[j])) best[j] = in[j], at[j] = where;
+              if (first) {
+                std::copy(in, in + w, best);
+                std::fill(at, at + w, where);
+                first = false;
+                continue;
+              }
+              // Selects, not branches: the winner of a window is anyone's guess.
+              for (int64_t j = 0; j < w; ++j) {
+                const float v = in[j], b = best[j];
+                const bool take = (v > b) | ((v != v) & (b == b));  // first max wins; the first NaN sticks
+                best[j] = take ? v : b;
+                at[j] = take ? where : at[j];
+              }
             }
           }
           const int64_t o = ((n * OH + oy) * OW + ox) * C + c0;

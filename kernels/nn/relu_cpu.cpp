@@ -15,14 +15,14 @@ void relu_forward(float* y, const float* x, int64_t n) {
 void relu_backward(float* dx, const float* dy, const float* x, int64_t n) {
   parallel_ranges(n, 1 << 15, [&](int64_t b, int64_t e) {
 #pragma omp simd
-    for (int64_t i = b; i < e; ++i) dx[i] = x[i] >= 0.f ? dy[i] : 0.f;
+    for (int64_t i = b; i < e; ++i) dx[i] = keep_if(x[i] >= 0.f, dy[i]);
   });
 }
 
 void relu_backward_from_output(float* dx, const float* dy, const float* y, int64_t n) {
   parallel_ranges(n, 1 << 15, [&](int64_t b, int64_t e) {
 #pragma omp simd
-    for (int64_t i = b; i < e; ++i) dx[i] = y[i] > 0.f ? dy[i] : 0.f;
+    for (int64_t i = b; i < e; ++i) dx[i] = keep_if(y[i] > 0.f, dy[i]);
   });
 }
 
@@ -43,7 +43,7 @@ void add(float* y, const float* a, const float* b, int64_t n) {
 void add_relu_backward(float* dx, const float* dy, const float* y, int64_t n) {
   parallel_ranges(n, 1 << 15, [&](int64_t lo, int64_t hi) {
 #pragma omp simd
-    for (int64_t i = lo; i < hi; ++i) dx[i] += y[i] > 0.f ? dy[i] : 0.f;
+    for (int64_t i = lo; i < hi; ++i) dx[i] += keep_if(y[i] > 0.f, dy[i]);
   });
 }
 
