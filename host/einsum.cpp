@@ -1,6 +1,7 @@
 #include "host/einsum.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 
 #include "kernels/einsum/ops.h"
@@ -18,6 +19,13 @@ std::string label_name(int id) {
 }
 
 using Labels = std::vector<int>;
+
+// 3.4e+07 (FLOP counts and sizes, which overflow int64 in the worst orders).
+std::string sci(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, v < 1e5 ? "%.0f" : "%.3g", v);
+  return buf;
+}
 
 bool contains(const Labels& ls, int l) { return std::find(ls.begin(), ls.end(), l) != ls.end(); }
 int position(const Labels& ls, int l) {
@@ -298,7 +306,7 @@ class Planner {
 }  // namespace
 
 Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& operands,
-              EinsumPlanLog* log) {
+              EinsumPlanLog* log, EinsumOrder order) {
   const EinsumEquation eq = parse_einsum(equation);
   const size_t n_ops = operands.size();
   HG_REQUIRE(n_ops > 0, "einsum(): must provide at least one operand");
@@ -394,13 +402,31 @@ Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& ope
     plan.sum_unneeded(ops[i], keep);
   }
 
-  Operand result = std::move(ops[0]);
-  for (size_t i = 1; i < n_ops; ++i) {
-    Labels keep = out_labels;
-    for (size_t j = i + 1; j < n_ops; ++j)
-      keep.insert(keep.end(), ops[j].labels.begin(), ops[j].labels.end());
-    result = plan.contract(result, ops[i], keep, i + 1 == n_ops ? out_labels : Labels{});
+  // Pairwise contractions in the planned order; each result joins the operands.
+  std::vector<Labels> input_labels;
+  for (const Operand& op : ops) input_labels.push_back(op.labels);
+  const EinsumOrderPlan steps = plan_einsum_order(input_labels, out_labels, plan.size, order);
+  if (log && !steps.steps.empty()) {
+    const EinsumOrderPlan l2r = plan_einsum_order(input_labels, out_labels, plan.size, EinsumOrder::LeftToRight);
+    std::vector<std::string> names;
+    for (const Labels& ls : input_labels) names.push_back(labels_str(ls));
+    for (size_t k = 0; k < steps.steps.size(); ++k) {
+      const EinsumStep& st = steps.steps[k];
+      names.push_back(labels_str(st.result));
+      log->order.push_back(cat("step ", k + 1, ": ", names[st.a], ",", names[st.b], " -> ", names.back(), "  ",
+                               sci(st.flops), " FLOPs, result ", sci(st.size), " elements"));
+    }
+    log->order.push_back(cat(steps.method, ": ", sci(steps.flops), " FLOPs, largest intermediate ", sci(steps.largest),
+                             " elements; left to right: ", sci(l2r.flops), " FLOPs, largest ", sci(l2r.largest)));
   }
+  for (size_t k = 0; k < steps.steps.size(); ++k) {
+    const EinsumStep& st = steps.steps[k];
+    const bool last = k + 1 == steps.steps.size();
+    Operand next = plan.contract(ops[st.a], ops[st.b], st.result, last ? out_labels : Labels{});
+    ops[st.a] = Operand(), ops[st.b] = Operand();  // consumed: their intermediates can go
+    ops.push_back(std::move(next));
+  }
+  Operand result = std::move(ops.back());
   plan.sum_unneeded(result, out_labels);
   plan.expand(result, plan.size);
   plan.arrange(result, out_labels);

@@ -3,10 +3,12 @@
 // diagonal, broadcast) and batched GEMM with either operand transposed.
 //
 // Supported: explicit ('ij,jk->ik') and implicit ('ij,jk') output, '...' ellipsis, 1..N
-// operands (contracted pairwise, left to right, as torch does without opt_einsum), repeated
-// indices (diagonals, traces), size-1 broadcasting, spaces anywhere. Labels are [a-zA-Z].
+// operands (contracted pairwise in the cheapest order, as torch does with opt_einsum; or left to
+// right, as torch does without it), repeated indices (diagonals, traces), size-1 broadcasting,
+// spaces anywhere. Labels are [a-zA-Z].
 // Invalid equations and shape mismatches throw UserError naming the offending index.
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,14 +32,42 @@ struct EinsumEquation {
 // Syntax only (no shapes): throws UserError on a malformed equation.
 EinsumEquation parse_einsum(const std::string& equation);
 
-// How an equation was lowered: one line per kernel call, for tests, the CLI's --plan and docs.
+// The order of the pairwise contractions. Auto: the fewest FLOPs (opt_einsum's count: the
+// product of the sizes of every label the two operands hold, twice that when one is summed),
+// found exactly by dynamic programming over subsets for up to kEinsumOptimalMaxOperands
+// operands, greedily beyond (the cheapest pair whose result is no larger than the largest input
+// or the output). LeftToRight: ((A B) C) ..., torch.einsum's order without opt_einsum.
+enum class EinsumOrder { Auto, LeftToRight };
+constexpr int kEinsumOptimalMaxOperands = 10;
+
+// One pairwise contraction. Operand ids: the inputs 0..n-1, then step k's result is n + k.
+struct EinsumStep {
+  int a = 0, b = 0;
+  std::vector<int> result;  // its labels (sorted ids): those the output or a later operand needs
+  double flops = 0, size = 0;
+};
+struct EinsumOrderPlan {
+  std::vector<EinsumStep> steps;
+  double flops = 0, largest = 0;  // in all; the largest intermediate (elements)
+  std::string method;
+};
+// Labels are ids as in EinsumTerm (ellipsis dims from 52 on, below 128); sizes are the
+// broadcast sizes. Operands here hold each label once (diagonals are taken before); a label
+// that only one operand holds and the output lacks is taken as summed beforehand (free).
+EinsumOrderPlan plan_einsum_order(const std::vector<std::vector<int>>& inputs, const std::vector<int>& output,
+                                  const std::map<int, int64_t>& sizes, EinsumOrder order);
+
+// How an equation was lowered, for tests, the CLI's --plan and docs: the contraction order
+// (with each step's FLOPs and result size, and the totals against left to right), then one
+// line per kernel call.
 struct EinsumPlanLog {
+  std::vector<std::string> order;
   std::vector<std::string> steps;
 };
 
 // All operands on one device; the result is on that device.
 Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& operands,
-              EinsumPlanLog* log = nullptr);
+              EinsumPlanLog* log = nullptr, EinsumOrder order = EinsumOrder::Auto);
 
 // The three course operations, with exactly torch.einsum's semantics for these equations.
 Tensor einsum_mul_abcd(const Tensor& a, const Tensor& b);        // 'abcd,abcd->abcd'

@@ -1,4 +1,4 @@
-// Tensor: a contiguous, row-major N-D array (rank 0..8) of float32 or int64, on the CPU or a
+// Tensor: a contiguous, row-major N-D array (rank 0..64) of float32 or int64, on the CPU or a
 // CUDA device. Ownership is move-only RAII: copying a tensor by accident is a compile error;
 // copies are explicit (clone(), to(device)).
 #pragma once
@@ -12,7 +12,9 @@
 
 namespace handgrad {
 
-constexpr int kMaxDims = 8;
+// Einsum gives a tensor one dim per label: up to 52 letters, and an ellipsis adds more; 64
+// covers that. The strided kernels' parameter structs hold this many dims (einsum/strided.h).
+constexpr int kMaxDims = 64;
 using Shape = std::vector<int64_t>;
 
 enum class DType { F32, I64 };

@@ -98,4 +98,30 @@ inline EinsumCase random_einsum_case(uint64_t seed) {
   return c;
 }
 
+// Beyond the 8 dims tensors used to be capped at: NumPy's singleton broadcasting over an 11-dim
+// ellipsis, a 7-operand equation whose left-to-right intermediate has 9 labels, all 52 letters,
+// a 64-dim operand, and a permute whose strided view keeps 20 dims (nothing merges).
+inline std::vector<EinsumCase> many_dims_einsum_cases() {
+  std::vector<EinsumCase> c;
+  c.push_back({"...ij,...jk->...ik", {{2, 1, 3, 1, 2, 1, 1, 2, 1, 3, 4}, {1, 2, 1, 1, 1, 2, 1, 1, 1, 4, 2}}});
+  // a=2 b=3 c=2 d=2 e=2 f=3 g=2 h=2 i=2 j=2; implicit output "de"
+  c.push_back({"acdf,jbje,gihb,hfac,gfac,gifabc,hfac",
+               {{2, 2, 2, 3}, {2, 3, 2, 2}, {2, 2, 2, 3}, {2, 3, 2, 2}, {2, 3, 2, 2}, {2, 2, 3, 2, 3, 2}, {2, 3, 2, 2}}});
+  std::string letters, reversed;
+  Shape all;
+  for (int l = 0; l < 52; ++l) {
+    letters += static_cast<char>(l < 26 ? 'a' + l : 'A' + l - 26);
+    all.push_back(l % 9 == 0 ? 2 : 1);  // 6 dims of 2, the rest 1
+  }
+  reversed.assign(letters.rbegin(), letters.rend());
+  c.push_back({letters + "->" + reversed, {all}});
+  c.push_back({letters + "," + letters.substr(0, 10) + "->" + letters.substr(5, 30), {all, Shape(all.begin(), all.begin() + 10)}});
+  Shape wide(kMaxDims, 1);
+  wide.front() = 2, wide.back() = 3;
+  c.push_back({"...i,i->...", {wide, {3}}});
+  const std::string twenty = letters.substr(0, 20);
+  c.push_back({twenty + "->" + std::string(twenty.rbegin(), twenty.rend()), {Shape(20, 2)}});
+  return c;
+}
+
 }  // namespace handgrad::test

@@ -157,6 +157,26 @@ TEST(CudaKernels, EinsumMatchesCpuOnEveryCase) {
   }
 }
 
+// Tensors beyond the old 8-dim cap, up to kMaxDims, and strided views of 20 dims: the kernels'
+// parameter structs are sized for them.
+TEST(CudaKernels, EinsumBeyondEightDims) {
+  HG_SKIP_WITHOUT_GPU();
+  uint64_t seed = 900;
+  for (const test::EinsumCase& c : test::many_dims_einsum_cases()) {
+    std::vector<Tensor> host, dev;
+    for (const Shape& s : c.shapes) {
+      host.push_back(random_tensor(s, ++seed));
+      dev.push_back(host.back().to(Device::CUDA));
+    }
+    std::vector<const Tensor*> hp, dp;
+    for (size_t i = 0; i < host.size(); ++i) hp.push_back(&host[i]), dp.push_back(&dev[i]);
+    Tensor want = einsum(c.equation, hp);
+    Tensor got = einsum(c.equation, dp);
+    ASSERT_EQ(got.shape(), want.shape()) << c.equation;
+    EXPECT_LT(rel_err(got.to_vector(), want.to_vector()), 1e-5) << c.equation;
+  }
+}
+
 // Grid dimensions past 65535 in y and z: the launchers cap the grid and the kernels stride.
 TEST(CudaKernels, GridStridesPast65535InYAndZ) {
   HG_SKIP_WITHOUT_GPU();

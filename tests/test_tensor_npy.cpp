@@ -31,7 +31,8 @@ TEST(Tensor, ShapesAndMoves) {
 }
 
 TEST(Tensor, RejectsBadShapes) {
-  EXPECT_THROW(Tensor::empty({1, 1, 1, 1, 1, 1, 1, 1, 1}), UserError);
+  EXPECT_NO_THROW(Tensor::empty(Shape(kMaxDims, 1)));
+  EXPECT_THROW(Tensor::empty(Shape(kMaxDims + 1, 1)), UserError);
   EXPECT_THROW(Tensor::empty({-1}), UserError);
   EXPECT_THROW(Tensor::empty({int64_t(1) << 40, int64_t(1) << 40}), UserError);
   Tensor t = Tensor::zeros({2, 3});
@@ -48,6 +49,12 @@ class NpyTest : public ::testing::Test {
     const std::string p = (dir / name).string();
     std::ofstream(p, std::ios::binary) << bytes;
     return p;
+  }
+  // "1,1,...,1" (n ones): a shape with n dims.
+  static std::string ones(int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) s += i ? ",1" : "1";
+    return s;
   }
   // A .npy file with the given header dict (padded like numpy) and payload.
   std::string npy_bytes(const std::string& dict, const std::string& payload, int version = 1) {
@@ -117,7 +124,8 @@ TEST_F(NpyTest, RejectsMalformedFiles) {
       {"negative_dim", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (-2, 2), }", payload)},
       {"huge_dims", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999), }", payload)},
       {"overflowing_dim", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (999999999999999999999999,), }", payload)},
-      {"nine_dims", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1,1,1,1,1,1,1,1,1), }", std::string(4, '\0'))},
+      {"too_many_dims", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (" + ones(kMaxDims + 1) + "), }",
+                                  std::string(4, '\0'))},
       {"missing_shape", npy_bytes("{'descr': '<f4', 'fortran_order': False, }", payload)},
       {"unknown_key", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), 'x': 1}", payload)},
       {"unterminated", npy_bytes("{'descr': '<f4", payload)},

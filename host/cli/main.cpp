@@ -51,6 +51,7 @@ struct EinsumArgs {
   std::vector<std::string> inputs;
   std::string output;
   std::string device = "auto";
+  std::string order = "auto";
   bool plan = false;
 };
 
@@ -64,13 +65,16 @@ int cmd_einsum(const EinsumArgs& a) {
   }
   for (Tensor& t : dev_tensors) args.push_back(&t);
   EinsumPlanLog log;
+  const EinsumOrder order = a.order == "left-to-right" ? EinsumOrder::LeftToRight : EinsumOrder::Auto;
   const auto t0 = std::chrono::steady_clock::now();
-  Tensor out = einsum(a.equation, args, &log);
+  Tensor out = einsum(a.equation, args, &log, order);
   synchronize(dev);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   write_npy(a.output, out);
-  if (a.plan)
+  if (a.plan) {
+    for (const std::string& s : log.order) std::printf("  order: %s\n", s.c_str());
     for (const std::string& s : log.steps) std::printf("  plan: %s\n", s.c_str());
+  }
   std::printf("%s -> %s %s on %s in %.3f ms (first call, includes setup)\n", a.equation.c_str(),
               a.output.c_str(), shape_str(out.shape()).c_str(), device_name(dev), ms);
   return 0;
@@ -174,7 +178,12 @@ int main(int argc, char** argv) {
   ein->add_option("inputs", ea.inputs, "input .npy files (float32 or float64)")->required();
   ein->add_option("-o,--output", ea.output, "output .npy (float32)")->required();
   ein->add_option("--device", ea.device, "auto|cpu|cuda")->capture_default_str();
-  ein->add_flag("--plan", ea.plan, "print how the equation was lowered onto kernels (ellipsis dims print as digits)");
+  ein->add_flag("--plan", ea.plan,
+                "print the contraction order (FLOPs, intermediate sizes, against left to right) and how each step was "
+                "lowered onto kernels (ellipsis dims print as digits)");
+  ein->add_option("--order", ea.order, "auto (fewest FLOPs, as torch with opt_einsum) | left-to-right (as torch without)")
+      ->check(CLI::IsMember({"auto", "left-to-right"}))
+      ->capture_default_str();
 
   ReportOptions ro;
   std::string report_device = "auto", only;

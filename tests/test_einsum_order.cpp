@@ -1,0 +1,245 @@
+// The einsum contraction-order planner: its orders against brute force over every order, its FLOP
+// counts by hand, its tie-breaking, and einsum's results in planned orders of many operands.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <functional>
+#include <set>
+
+#include "einsum_cases.h"
+#include "host/einsum.h"
+#include "host/einsum_reference.h"
+#include "host/philox.h"
+#include "test_util.h"
+
+using namespace handgrad;
+
+namespace {
+
+using LabelSet = std::set<int>;
+
+// opt_einsum's cost of one pairwise contraction, written independently of the planner.
+double pair_flops(const LabelSet& a, const LabelSet& b, const LabelSet& keep, const std::map<int, int64_t>& size) {
+  LabelSet all = a;
+  all.insert(b.begin(), b.end());
+  double p = 1;
+  bool summed = false;
+  for (int l : all) {
+    p *= static_cast<double>(size.at(l));
+    summed = summed || !keep.count(l);
+  }
+  return summed ? 2 * p : p;
+}
+
+// The cheapest order by trying every sequence of pairs.
+double brute_force(std::vector<LabelSet> live, const LabelSet& output, const std::map<int, int64_t>& size) {
+  if (live.size() < 2) return 0;
+  double best = INFINITY;
+  for (size_t i = 0; i < live.size(); ++i)
+    for (size_t j = i + 1; j < live.size(); ++j) {
+      LabelSet keep;
+      for (int l : live[i])
+        if (output.count(l)) keep.insert(l);
+      for (int l : live[j])
+        if (output.count(l)) keep.insert(l);
+      std::vector<LabelSet> rest;
+      for (size_t k = 0; k < live.size(); ++k)
+        if (k != i && k != j) rest.push_back(live[k]);
+      for (const LabelSet& r : rest)
+        for (int l : r)
+          if (live[i].count(l) || live[j].count(l)) keep.insert(l);
+      const double f = pair_flops(live[i], live[j], keep, size);
+      rest.push_back(keep);
+      best = std::min(best, f + brute_force(rest, output, size));
+    }
+  return best;
+}
+
+// What the planner is given after einsum's own first pass: labels that one operand alone holds
+// and the output lacks are summed before any pair.
+std::vector<std::vector<int>> presummed(const std::vector<std::vector<int>>& inputs, const std::vector<int>& output) {
+  std::vector<std::vector<int>> out;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    std::vector<int> keep;
+    for (int l : inputs[i]) {
+      bool needed = std::count(output.begin(), output.end(), l) > 0;
+      for (size_t j = 0; j < inputs.size() && !needed; ++j)
+        needed = j != i && std::count(inputs[j].begin(), inputs[j].end(), l) > 0;
+      if (needed) keep.push_back(l);
+    }
+    out.push_back(keep);
+  }
+  return out;
+}
+
+// Checks that a plan is a valid contraction (each operand consumed once, the result holds the
+// output's labels) and that its stated costs are what its steps cost.
+void check_plan(const EinsumOrderPlan& plan, const std::vector<std::vector<int>>& inputs, const std::vector<int>& output,
+                const std::map<int, int64_t>& size) {
+  std::vector<LabelSet> live;
+  for (const auto& in : presummed(inputs, output)) live.emplace_back(in.begin(), in.end());
+  std::vector<bool> used(inputs.size(), false);
+  double flops = 0;
+  ASSERT_EQ(plan.steps.size(), inputs.size() - 1);
+  for (const EinsumStep& s : plan.steps) {
+    ASSERT_TRUE(s.a >= 0 && s.b >= 0 && s.a < static_cast<int>(live.size()) && s.b < static_cast<int>(live.size()));
+    ASSERT_FALSE(used[s.a] || used[s.b]) << "an operand contracted twice";
+    used[s.a] = used[s.b] = true;
+    const LabelSet keep(s.result.begin(), s.result.end());
+    EXPECT_DOUBLE_EQ(s.flops, pair_flops(live[s.a], live[s.b], keep, size));
+    flops += s.flops;
+    live.push_back(keep);
+    used.push_back(false);
+  }
+  EXPECT_DOUBLE_EQ(plan.flops, flops);
+  EXPECT_EQ(live.back(), LabelSet(output.begin(), output.end()));
+}
+
+// A random problem: n operands over up to 8 labels of sizes 1..9, each operand 1..4 labels.
+void random_problem(uint64_t seed, int n, std::vector<std::vector<int>>* inputs, std::vector<int>* output,
+                    std::map<int, int64_t>* size) {
+  const Philox rng(seed, 77);
+  uint64_t draw = 0;
+  const int labels = 2 + static_cast<int>(rng.uniform_int(draw++, 7));
+  for (int l = 0; l < labels; ++l) (*size)[l] = 1 + static_cast<int64_t>(rng.uniform_int(draw++, 9));
+  std::map<int, int> count;
+  for (int i = 0; i < n; ++i) {
+    std::set<int> in;
+    const int k = 1 + static_cast<int>(rng.uniform_int(draw++, 4));
+    for (int j = 0; j < k; ++j) in.insert(static_cast<int>(rng.uniform_int(draw++, labels)));
+    inputs->emplace_back(in.begin(), in.end());
+    for (int l : in) ++count[l];
+  }
+  for (auto [l, c] : count)  // labels of one operand go to the output or are summed, at random
+    if (c == 1 && rng.uniform_int(draw++, 2)) output->push_back(l);
+}
+
+}  // namespace
+
+TEST(EinsumOrder, OptimalEqualsBruteForceOnRandomProblems) {
+  for (uint64_t seed = 0; seed < 300; ++seed) {
+    const int n = 2 + static_cast<int>(seed % 4);  // 2..5 operands
+    std::vector<std::vector<int>> inputs;
+    std::vector<int> output;
+    std::map<int, int64_t> size;
+    random_problem(seed, n, &inputs, &output, &size);
+    const EinsumOrderPlan plan = plan_einsum_order(inputs, output, size, EinsumOrder::Auto);
+    check_plan(plan, inputs, output, size);
+    std::vector<LabelSet> sets;
+    for (const auto& in : presummed(inputs, output)) sets.emplace_back(in.begin(), in.end());
+    EXPECT_DOUBLE_EQ(plan.flops, brute_force(sets, LabelSet(output.begin(), output.end()), size)) << "seed " << seed;
+    // Never worse than left to right, which is one of the orders searched.
+    const EinsumOrderPlan l2r = plan_einsum_order(inputs, output, size, EinsumOrder::LeftToRight);
+    check_plan(l2r, inputs, output, size);
+    EXPECT_LE(plan.flops, l2r.flops);
+  }
+}
+
+TEST(EinsumOrder, GreedyIsValidAndNoWorseThanLeftToRightOnChains) {
+  // 11..14 operands: past the exact search.
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    const int n = kEinsumOptimalMaxOperands + 1 + static_cast<int>(seed % 4);
+    std::vector<std::vector<int>> inputs;
+    std::vector<int> output;
+    std::map<int, int64_t> size;
+    random_problem(seed + 1000, n, &inputs, &output, &size);
+    const EinsumOrderPlan plan = plan_einsum_order(inputs, output, size, EinsumOrder::Auto);
+    EXPECT_NE(plan.method.find("greedy"), std::string::npos);
+    check_plan(plan, inputs, output, size);
+  }
+  // A matrix chain A0 A1 ... A11 with alternating sizes 64 and 2: greedy contracts through the
+  // small dims and beats left to right by orders of magnitude.
+  std::vector<std::vector<int>> chain;
+  std::map<int, int64_t> size;
+  for (int i = 0; i < 12; ++i) chain.push_back({i, i + 1});
+  for (int l = 0; l <= 12; ++l) size[l] = l % 2 ? 2 : 64;
+  const EinsumOrderPlan g = plan_einsum_order(chain, {0, 12}, size, EinsumOrder::Auto);
+  const EinsumOrderPlan l2r = plan_einsum_order(chain, {0, 12}, size, EinsumOrder::LeftToRight);
+  check_plan(g, chain, {0, 12}, size);
+  EXPECT_LT(g.flops, l2r.flops);
+}
+
+TEST(EinsumOrder, FlopCountsByHand) {
+  // ab,cd,bc->ad, every size 256. Left to right: the outer product ab x cd (256^4 products, no
+  // sum: b and c are still needed), then abcd x bc -> ad (2 x 256^4). Optimal: ab x bc -> ac,
+  // then ac x cd -> ad, 2 x 256^3 each.
+  const std::map<int, int64_t> size{{0, 256}, {1, 256}, {2, 256}, {3, 256}};
+  const std::vector<std::vector<int>> in{{0, 1}, {2, 3}, {1, 2}};
+  const EinsumOrderPlan l2r = plan_einsum_order(in, {0, 3}, size, EinsumOrder::LeftToRight);
+  EXPECT_DOUBLE_EQ(l2r.steps[0].flops, std::pow(256.0, 4));
+  EXPECT_DOUBLE_EQ(l2r.steps[1].flops, 2 * std::pow(256.0, 4));
+  EXPECT_DOUBLE_EQ(l2r.largest, std::pow(256.0, 4));
+  const EinsumOrderPlan best = plan_einsum_order(in, {0, 3}, size, EinsumOrder::Auto);
+  EXPECT_DOUBLE_EQ(best.flops, 4 * std::pow(256.0, 3));
+  EXPECT_DOUBLE_EQ(best.largest, 256.0 * 256);
+  ASSERT_EQ(best.steps.size(), 2u);
+  EXPECT_EQ(std::set<int>({best.steps[0].a, best.steps[0].b}), std::set<int>({0, 2}));
+  // A pure product (nothing summed) counts one FLOP per term.
+  EXPECT_DOUBLE_EQ(plan_einsum_order({{0}, {1}}, {0, 1}, size, EinsumOrder::Auto).flops, 256.0 * 256);
+}
+
+TEST(EinsumOrder, TiesAreBrokenTheSameWayEveryTime) {
+  // ab,bc,cd->ad with equal sizes: (ab bc) cd and ab (bc cd) both cost 2 x 4^3 twice. The first
+  // split found wins: operands 0 and 1 first.
+  const std::map<int, int64_t> size{{0, 4}, {1, 4}, {2, 4}, {3, 4}};
+  const std::vector<std::vector<int>> in{{0, 1}, {1, 2}, {2, 3}};
+  const EinsumOrderPlan p = plan_einsum_order(in, {0, 3}, size, EinsumOrder::Auto);
+  ASSERT_EQ(p.steps.size(), 2u);
+  EXPECT_EQ(p.steps[0].a, 0);
+  EXPECT_EQ(p.steps[0].b, 1);
+  EXPECT_DOUBLE_EQ(p.flops, 256);
+  for (int i = 0; i < 5; ++i) {
+    const EinsumOrderPlan q = plan_einsum_order(in, {0, 3}, size, EinsumOrder::Auto);
+    ASSERT_EQ(q.steps.size(), p.steps.size());
+    for (size_t k = 0; k < q.steps.size(); ++k) EXPECT_EQ(q.steps[k].a * 100 + q.steps[k].b, p.steps[k].a * 100 + p.steps[k].b);
+  }
+}
+
+TEST(EinsumOrder, ManyOperandsAgreeWithTheReference) {
+  // 4..12 operands over small sizes, in the planned order (exact and greedy) and left to right.
+  for (uint64_t seed = 0; seed < 60; ++seed) {
+    const Philox rng(seed, 91);
+    uint64_t draw = 0;
+    const int n = 4 + static_cast<int>(seed % 9);
+    const int labels = 3 + static_cast<int>(rng.uniform_int(draw++, 6));
+    std::vector<int64_t> size(labels);
+    for (int64_t& s : size) s = 1 + static_cast<int64_t>(rng.uniform_int(draw++, 3));
+    std::string eq;
+    std::vector<Tensor> ts;
+    for (int i = 0; i < n; ++i) {
+      std::set<int> in;
+      const int k = 1 + static_cast<int>(rng.uniform_int(draw++, 3));
+      for (int j = 0; j < k; ++j) in.insert(static_cast<int>(rng.uniform_int(draw++, labels)));
+      Shape shape;
+      if (i) eq += ",";
+      for (int l : in) eq += char('a' + l), shape.push_back(size[l]);
+      ts.push_back(test::random_tensor(shape, seed * 100 + i));
+    }
+    std::vector<const Tensor*> ps;
+    for (Tensor& t : ts) ps.push_back(&t);
+    const ReferenceResult ref = einsum_reference(eq, ps);
+    for (EinsumOrder order : {EinsumOrder::Auto, EinsumOrder::LeftToRight}) {
+      EinsumPlanLog log;
+      Tensor out = einsum(eq, ps, &log, order);
+      ASSERT_EQ(out.shape(), ref.shape) << eq;
+      EXPECT_LT(test::rel_err(out.to_vector(), ref.values), 1e-5) << eq;
+      EXPECT_EQ(log.order.size(), static_cast<size_t>(n)) << eq;  // n - 1 steps and the summary
+    }
+  }
+}
+
+TEST(EinsumOrder, MoreThanEightDims) {
+  uint64_t seed = 500;
+  for (const test::EinsumCase& c : test::many_dims_einsum_cases()) {
+    std::vector<Tensor> ts;
+    for (const Shape& shape : c.shapes) ts.push_back(test::random_tensor(shape, ++seed));
+    std::vector<const Tensor*> ps;
+    for (Tensor& t : ts) ps.push_back(&t);
+    const ReferenceResult ref = einsum_reference(c.equation, ps);
+    for (EinsumOrder order : {EinsumOrder::Auto, EinsumOrder::LeftToRight}) {
+      Tensor out = einsum(c.equation, ps, nullptr, order);
+      ASSERT_EQ(out.shape(), ref.shape) << c.equation;
+      EXPECT_LT(test::rel_err(out.to_vector(), ref.values), 1e-5) << c.equation;
+    }
+  }
+}
