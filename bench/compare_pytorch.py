@@ -3,7 +3,9 @@
 
 Runs bench_einsum (Google Benchmark, JSON out) for the chosen device, then times torch.einsum
 on exactly the same shapes, and prints one table with a speedup column (torch time / handgrad
-time: > 1 means handgrad is faster).
+time: > 1 means handgrad is faster). With --repeats N both sides are measured N times,
+alternating, and each row shows the medians (a shared machine's bandwidth drifts by tens of
+percent between runs).
 
   bench/compare_pytorch.py --bench build/bench/bench_einsum --device cpu
   bench/compare_pytorch.py --bench stage/bin/bench_einsum --device cuda --json out.json
@@ -17,7 +19,7 @@ import subprocess
 import sys
 import time
 
-EQUATIONS = {"mul": "abcd,abcd->abcd", "sum": "abcd->abd", "gemm": "abcd,ed->abce"}
+EQUATIONS = {"mul": "abcd,abcd->abcd", "sum": "abcd->abd", "gemm": "abcd,ed->abce", "chain": "ij,jk,kl,lm,mn->in"}
 
 
 def run_bench(binary, device, min_time, extra_filter):
@@ -40,6 +42,9 @@ def parse_name(name):
 
 def torch_inputs(torch, op, args, device):
     g = torch.Generator(device="cpu").manual_seed(0)
+    if op == "chain":
+        n, s = args["n"], args["s"]
+        return [torch.randn(shape, generator=g).to(device) for shape in ((n, s), (s, n), (n, n), (n, s), (s, n))]
     shape = (args["a"], args["b"], args["c"], args["d"])
     a = torch.randn(shape, generator=g).to(device)
     if op == "mul":
@@ -79,6 +84,7 @@ def main():
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--min-time", type=float, default=0.2)
     ap.add_argument("--filter", default="", help="extra benchmark filter after BM_<device>_")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating runs of both sides; medians are shown")
     ap.add_argument("--json", help="write the rows here")
     opt = ap.parse_args()
     try:
@@ -90,6 +96,23 @@ def main():
     if opt.device == "cpu":
         torch.set_num_threads(os.cpu_count())  # the same threads handgrad's OpenMP uses
 
+    if opt.repeats < 1:
+        sys.exit("compare_pytorch: --repeats must be positive")
+    rounds = [measure(torch, opt) for _ in range(opt.repeats)]
+    rows = []
+    for i, row in enumerate(rounds[0]):
+        for key in ("handgrad_ms", "torch_ms", "torch_opt_einsum_ms", "GB/s", "TFLOP/s", "pct_of_copy", "pct_of_cublas"):
+            if row.get(key) is not None:
+                row[key] = statistics.median(r[i][key] for r in rounds)
+        row["speedup"] = row["torch_ms"] / row["handgrad_ms"]
+        if row.get("torch_opt_einsum_ms"):
+            row["speedup_vs_opt_einsum"] = row["torch_opt_einsum_ms"] / row["handgrad_ms"]
+        rows.append(row)
+    print_table(torch, opt, rows)
+
+
+def measure(torch, opt):
+    """One run of bench_einsum, then torch on every shape it ran: the rows."""
     bench = run_bench(opt.bench, opt.device, opt.min_time, opt.filter)
     rows = []
     for b in bench["benchmarks"]:
@@ -100,31 +123,53 @@ def main():
         unit = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
         ours_ms = b["real_time"] * unit
         inputs = torch_inputs(torch, op, args, opt.device)
-        torch_ms = time_torch(torch, EQUATIONS[op], inputs, opt.device, opt.min_time)
+        torch_opt_ms = None
+        oe = getattr(torch.backends, "opt_einsum", None)  # torch >= 1.13; None: always left to right
+        if op == "chain" and oe is not None:
+            # torch's order without opt_einsum (left to right), and with it when it is installed
+            oe.enabled = False
+            torch_ms = time_torch(torch, EQUATIONS[op], inputs, opt.device, opt.min_time)
+            oe.enabled = True
+            if oe.is_available():
+                torch_opt_ms = time_torch(torch, EQUATIONS[op], inputs, opt.device, opt.min_time)
+        else:
+            torch_ms = time_torch(torch, EQUATIONS[op], inputs, opt.device, opt.min_time)
         del inputs
         if opt.device == "cuda":
             torch.cuda.empty_cache()
         row = {"op": op, "equation": EQUATIONS[op], "shape": args, "handgrad_ms": ours_ms,
                "torch_ms": torch_ms, "speedup": torch_ms / ours_ms}
+        if op == "chain":
+            row["torch_opt_einsum_ms"] = torch_opt_ms
+            row["speedup_vs_opt_einsum"] = torch_opt_ms / ours_ms if torch_opt_ms else None
         for k in ("GB/s", "TFLOP/s", "pct_of_copy", "pct_of_cublas"):
             if k in b:
                 row[k] = b[k]
         rows.append(row)
+    return rows
 
+
+def print_table(torch, opt, rows):
     dev_name = torch.cuda.get_device_name() if opt.device == "cuda" else f"CPU x{os.cpu_count()}"
-    print(f"\nhandgrad vs torch {torch.__version__} einsum on {dev_name}")
+    print(f"\nhandgrad vs torch {torch.__version__} einsum on {dev_name} (medians of {opt.repeats} alternating runs)")
     print(f"{'equation':17} {'shape':28} {'handgrad ms':>11} {'rate':>14} {'of ceiling':>10}"
           f" {'torch ms':>10} {'speedup':>8}")
     for r in rows:
         shape = "x".join(str(v) for v in r["shape"].values())
         if "TFLOP/s" in r:
             rate = f"{r['TFLOP/s']:.2f} TFLOP/s"
-        else:
+        elif "GB/s" in r:
             rate = f"{r['GB/s']:.1f} GB/s"
+        else:
+            rate = "-"
         ceil = r.get("pct_of_copy", r.get("pct_of_cublas"))
         ceil = f"{ceil:.0f}%" if ceil is not None else "-"
         print(f"{r['equation']:17} {shape:28} {r['handgrad_ms']:11.4f} {rate:>14} {ceil:>10}"
               f" {r['torch_ms']:10.4f} {r['speedup']:7.2f}x")
+        if r["op"] == "chain":
+            oe = r["torch_opt_einsum_ms"]
+            print(f"{'':17} {'(torch with opt_einsum)':28} {'':11} {'':>14} {'':>10} "
+                  + (f"{oe:10.4f} {r['speedup_vs_opt_einsum']:7.2f}x" if oe else "  opt_einsum not installed"))
     if opt.json:
         with open(opt.json + ".tmp", "w") as f:
             json.dump({"device": dev_name, "torch": torch.__version__, "rows": rows}, f, indent=1)

@@ -141,7 +141,7 @@ else
 fi
 
 # 3. Benchmarks next to PyTorch on the same device.
-step "bench: einsum vs torch.einsum" 120 compare.log $PY bench/compare_pytorch.py --bench "$BENCH" --device $DEV \
+step "bench: einsum vs torch.einsum" 120 compare.log $PY bench/compare_pytorch.py --bench "$BENCH" --device $DEV --repeats 1 \
     --min-time 0.1 --json "$OUTDIR/compare_$DEV.json"
 step "bench: Q2 MLP vs torch eager" 120 compare_mlp.log $PY bench/compare_mlp.py --handgrad "$HG" --device $DEV \
     --json "$OUTDIR/compare_mlp_$DEV.json"
@@ -183,10 +183,12 @@ if c:
     print("\n| equation | shape | handgrad ms | rate | % of ceiling | torch ms | speedup |\n|---|---|---|---|---|---|---|")
     for r in c["rows"]:
         shape = "x".join(str(v) for v in r["shape"].values())
-        rate = f"{r['TFLOP/s']:.2f} TFLOP/s" if "TFLOP/s" in r else f"{r['GB/s']:.0f} GB/s"
+        rate = f"{r['TFLOP/s']:.2f} TFLOP/s" if "TFLOP/s" in r else f"{r['GB/s']:.0f} GB/s" if "GB/s" in r else "-"
         ceil = r.get("pct_of_copy", r.get("pct_of_cublas"))
         ceil = f"{ceil:.0f}%" if ceil is not None else "-"
         print(f"| `{r['equation']}` | {shape} | {r['handgrad_ms']:.4f} | {rate} | {ceil} | {r['torch_ms']:.4f} | {r['speedup']:.2f}x |")
+        if r.get("torch_opt_einsum_ms"):
+            print(f"| `{r['equation']}` | {shape}, torch with opt_einsum | | | | {r['torch_opt_einsum_ms']:.4f} | {r['speedup_vs_opt_einsum']:.2f}x |")
 m = load("compare_mlp_cuda.json") or load("compare_mlp_cpu.json")
 if m:
     print("\n| Q2 implementation | us/iteration | vs torch eager | 5-lr sweep / 1 lr |\n|---|---|---|---|")
