@@ -38,7 +38,7 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
 //                             or a second (downsample) BN, in one pass
 //   batchnorm_backward_nhwc:  batchnorm_backward with dy first masked by [relu_out > 0] when
 //                             relu_out is given (the ReLU after the BN), in the same two passes
-// Work is split over channels, so results do not depend on the thread count.
+// Sums run over a fixed number of row chunks, so results do not depend on the thread count.
 void batchnorm_stats_nhwc(float* save_mean, float* save_invstd, float* running_mean, float* running_var,
                           const float* x, int64_t rows, int64_t C, float eps, float momentum);
 void batchnorm_scale_shift(float* scale, float* shift, const float* gamma, const float* beta, const float* mean,
