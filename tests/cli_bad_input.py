@@ -82,6 +82,7 @@ with tempfile.TemporaryDirectory() as d:
     run(["einsum", "abcd->abd", good])  # missing -o
     run(["einsum", "abcd->abd", good, "-o", out, "--device", "tpu"])
     run(["einsum", "abcd->abd", good, "-o", out, "--bogus"])
+    run(["einsum", "abcd->abd", good, "-o", out, "--order", "sideways"])
     run(["frobnicate"])
     run([])
     run(["report", "--only", "q9", "--out-dir", path("r")])
@@ -120,7 +121,8 @@ with tempfile.TemporaryDirectory() as d:
     # Q3: bad flags, missing data, checkpoints that do not fit the model.
     q3 = ["transfer", "train", "--no-plot", "--out-dir", path("q3"), "--max-steps", "1", "--no-eval"]
     for extra in (["--freeze", "everything"], ["--batch-size", "0"], ["--lr", "-0.1"], ["--momentum", "1.5"],
-                  ["--epochs", "0"], ["--conv1-init", "blue"], ["--data-dir", path("no_such_dir")]):
+                  ["--epochs", "0"], ["--conv1-init", "blue"], ["--data-dir", path("no_such_dir")],
+                  ["--profile", "--cuda-graph"]):
         run(q3 + ["--weights", "none"] + extra)
     for extra in (["--weights", path("missing.pth")], ["--weights", good], ["--checkpoint", path("q3bad.st")]):
         run(q3 + extra)
