@@ -405,23 +405,23 @@ Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& ope
   // Pairwise contractions in the planned order; each result joins the operands.
   std::vector<Labels> input_labels;
   for (const Operand& op : ops) input_labels.push_back(op.labels);
-  const EinsumOrderPlan steps = plan_einsum_order(input_labels, out_labels, plan.size, order);
-  if (log && !steps.steps.empty()) {
+  const EinsumOrderPlan order_plan = plan_einsum_order(input_labels, out_labels, plan.size, order);
+  if (log && !order_plan.steps.empty()) {
     const EinsumOrderPlan l2r = plan_einsum_order(input_labels, out_labels, plan.size, EinsumOrder::LeftToRight);
     std::vector<std::string> names;
     for (const Labels& ls : input_labels) names.push_back(labels_str(ls));
-    for (size_t k = 0; k < steps.steps.size(); ++k) {
-      const EinsumStep& st = steps.steps[k];
+    for (size_t k = 0; k < order_plan.steps.size(); ++k) {
+      const EinsumStep& st = order_plan.steps[k];
       names.push_back(labels_str(st.result));
       log->order.push_back(cat("step ", k + 1, ": ", names[st.a], ",", names[st.b], " -> ", names.back(), "  ",
                                sci(st.flops), " FLOPs, result ", sci(st.size), " elements"));
     }
-    log->order.push_back(cat(steps.method, ": ", sci(steps.flops), " FLOPs, largest intermediate ", sci(steps.largest),
+    log->order.push_back(cat(order_plan.method, ": ", sci(order_plan.flops), " FLOPs, largest intermediate ", sci(order_plan.largest),
                              " elements; left to right: ", sci(l2r.flops), " FLOPs, largest ", sci(l2r.largest)));
   }
-  for (size_t k = 0; k < steps.steps.size(); ++k) {
-    const EinsumStep& st = steps.steps[k];
-    const bool last = k + 1 == steps.steps.size();
+  for (size_t k = 0; k < order_plan.steps.size(); ++k) {
+    const EinsumStep& st = order_plan.steps[k];
+    const bool last = k + 1 == order_plan.steps.size();
     Operand next = plan.contract(ops[st.a], ops[st.b], st.result, last ? out_labels : Labels{});
     ops[st.a] = Operand(), ops[st.b] = Operand();  // consumed: their intermediates can go
     ops.push_back(std::move(next));
