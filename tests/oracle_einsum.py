@@ -40,6 +40,16 @@ FIXED = [
     ("ij,jk->ik", [(2, 0), (0, 3)]),
     ("Ab,bC->AC", [(2, 3), (3, 4)]),
     ("i j , j k -> i k", [(2, 3), (3, 4)]),
+    # Many operands, contracted in the planned order (torch: left to right, or opt_einsum's).
+    ("ab,cd,bc->ad", [(6, 7), (8, 9), (7, 8)]),
+    ("ij,jk,kl,lm,mn->in", [(40, 2), (2, 40), (40, 40), (40, 2), (2, 40)]),
+    ("abc,bcd,cde,def,efg->ag", [(3, 4, 5), (4, 5, 3), (5, 3, 2), (3, 2, 4), (2, 4, 3)]),
+    # Beyond the old 8-dim cap: an 11-dim broadcast ellipsis, a 7-operand equation whose
+    # left-to-right intermediate has 9 labels, a 20-dim permute.
+    ("...ij,...jk->...ik", [(2, 1, 3, 1, 2, 1, 1, 2, 1, 3, 4), (1, 2, 1, 1, 1, 2, 1, 1, 1, 4, 2)]),
+    ("acdf,jbje,gihb,hfac,gfac,gifabc,hfac",
+     [(2, 2, 2, 3), (2, 3, 2, 2), (2, 2, 2, 3), (2, 3, 2, 2), (2, 3, 2, 2), (2, 2, 3, 2, 3, 2), (2, 3, 2, 2)]),
+    ("abcdefghijklmnopqrst->tsrqponmlkjihgfedcba", [(2,) * 20]),
 ]
 
 
