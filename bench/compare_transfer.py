@@ -64,11 +64,24 @@ def torch_run(device, batch, freeze, steps, tf32):
     return json.loads(p.stdout.strip().splitlines()[-1])["ms_per_step"], wall
 
 
+def torch_model(device, freeze):
+    """The adapted ResNet18 (1-channel conv1, 10 classes) in train mode and its SGD-momentum
+    optimizer over what trains: conv1 and fc with the backbone frozen, everything otherwise."""
+    import torch
+    import torchvision
+    m = torchvision.models.resnet18(num_classes=10)
+    m.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    m = m.to(device).train()
+    if freeze == "backbone":
+        for name, p in m.named_parameters():
+            p.requires_grad = name.startswith("conv1.") or name.startswith("fc.")
+    return m, torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+
+
 def torch_worker(device, batch, freeze, steps, tf32):
     """What a PyTorch user writes for Q3, with the data held in memory as handgrad holds it."""
     import numpy as np
     import torch
-    import torchvision
     if device == "cpu":
         torch.set_num_threads(os.cpu_count())
     torch.backends.cudnn.allow_tf32 = tf32        # convolutions, as handgrad's --tf32
@@ -80,13 +93,7 @@ def torch_worker(device, batch, freeze, steps, tf32):
         labels = np.frombuffer(f.read(), np.uint8, offset=8)
     images = torch.from_numpy(images.astype(np.float32) / 255).to(device)
     labels = torch.from_numpy(labels.astype(np.int64)).to(device)
-    m = torchvision.models.resnet18(num_classes=10)
-    m.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
-    m = m.to(device).train()
-    if freeze == "backbone":
-        for name, p in m.named_parameters():
-            p.requires_grad = name.startswith("conv1.") or name.startswith("fc.")
-    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    m, opt = torch_model(device, freeze)
     order = torch.randperm(images.shape[0], device=device)
 
     def step(i):

@@ -43,16 +43,11 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     opt = ap.parse_args()
     import torch
-    import torchvision
     from torch.profiler import ProfilerActivity, profile
+
+    from compare_transfer import torch_model  # beside this script
     torch.set_num_threads(os.cpu_count())
-    m = torchvision.models.resnet18(num_classes=10)
-    m.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
-    m.train()
-    if opt.freeze == "backbone":
-        for name, p in m.named_parameters():
-            p.requires_grad = name.startswith("conv1.") or name.startswith("fc.")
-    sgd = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    m, sgd = torch_model("cpu", opt.freeze)  # the same model and optimizer compare_transfer.py times
     x = torch.rand(opt.batch, 1, 28, 28)
     y = torch.randint(0, 10, (opt.batch,))
 

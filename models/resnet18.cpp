@@ -206,7 +206,7 @@ struct ResNet18::Impl {
     loss_sums = Buffer(2 * sizeof(double), dev);
     zero_sums();
     int64_t ws = 0, bn_ws = 1, act = stem.conv_out.t.numel();
-    auto need = [&](const ConvBN& u) {
+    for_each_convbn([&](const ConvBN& u) {
       if (dev == Device::CPU) ws = std::max(ws, cpu::conv2d_nhwc_workspace_floats(u.conv));
 #ifdef HANDGRAD_WITH_CUDA
       // The BN split grows with the batch: the full batch needs the most.
@@ -214,13 +214,7 @@ struct ResNet18::Impl {
         bn_ws = std::max(bn_ws, cuda::batchnorm_workspace_floats({batch, u.conv.K, u.conv.OH() * u.conv.OW()}));
 #endif
       act = std::max(act, u.conv_out.t.numel());
-    };
-    need(stem);
-    for (const Block& bl : blocks) {
-      need(bl.c1);
-      need(bl.c2);
-      if (bl.has_down) need(bl.down);
-    }
+    });
     act = std::max(act, pool_out.t.numel());
     cpu_workspace.alloc(ws, dev);
     bn_workspace.alloc(bn_ws, dev);
@@ -261,16 +255,10 @@ struct ResNet18::Impl {
       HG_ASSERT(r.count < ParamRanges::kMax, "more than ", ParamRanges::kMax, " trainable ranges");
       r.begin[r.count] = b, r.end[r.count] = e, ++r.count;
     }
-    auto flags = [&](ConvBN& u) {
+    for_each_convbn([&](ConvBN& u) {
       u.train_conv = mode == "none" || &u == &stem;
       u.train_bn = mode == "none";
-    };
-    flags(stem);
-    for (Block& bl : blocks) {
-      flags(bl.c1);
-      flags(bl.c2);
-      if (bl.has_down) flags(bl.down);
-    }
+    });
   }
 
   float* P(int64_t off) { return params.get() + off; }

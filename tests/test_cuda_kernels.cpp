@@ -133,14 +133,9 @@ TEST(CudaKernels, GemmAgainstCpuTwinAndCublas) {
   }
 }
 
-TEST(CudaKernels, EinsumMatchesCpuOnEveryCase) {
-  HG_SKIP_WITHOUT_GPU();
-  std::vector<test::EinsumCase> cases = test::fixed_einsum_cases();
-  for (uint64_t seed = 0; seed < 200; ++seed) cases.push_back(test::random_einsum_case(seed));
-  cases.push_back({"abcd,abcd->abcd", {{8, 16, 64, 129}, {8, 16, 64, 129}}});
-  cases.push_back({"abcd,ed->abce", {{4, 8, 64, 96}, {300, 96}}});
-  cases.push_back({"abcd->abd", {{4, 8, 4096, 3}}});
-  uint64_t seed = 0;
+namespace {
+// Each case on the GPU against the CPU, inputs drawn from seeds after `seed`.
+void expect_gpu_einsum_matches_cpu(const std::vector<test::EinsumCase>& cases, uint64_t seed) {
   for (const test::EinsumCase& c : cases) {
     std::vector<Tensor> host, dev;
     for (const Shape& s : c.shapes) {
@@ -156,25 +151,23 @@ TEST(CudaKernels, EinsumMatchesCpuOnEveryCase) {
     EXPECT_LT(rel_err(got.to_vector(), want.to_vector()), 1e-5) << c.equation;
   }
 }
+}  // namespace
+
+TEST(CudaKernels, EinsumMatchesCpuOnEveryCase) {
+  HG_SKIP_WITHOUT_GPU();
+  std::vector<test::EinsumCase> cases = test::fixed_einsum_cases();
+  for (uint64_t seed = 0; seed < 200; ++seed) cases.push_back(test::random_einsum_case(seed));
+  cases.push_back({"abcd,abcd->abcd", {{8, 16, 64, 129}, {8, 16, 64, 129}}});
+  cases.push_back({"abcd,ed->abce", {{4, 8, 64, 96}, {300, 96}}});
+  cases.push_back({"abcd->abd", {{4, 8, 4096, 3}}});
+  expect_gpu_einsum_matches_cpu(cases, 0);
+}
 
 // Tensors beyond the old 8-dim cap, up to kMaxDims, and strided views of 20 dims: the kernels'
 // parameter structs are sized for them.
 TEST(CudaKernels, EinsumBeyondEightDims) {
   HG_SKIP_WITHOUT_GPU();
-  uint64_t seed = 900;
-  for (const test::EinsumCase& c : test::many_dims_einsum_cases()) {
-    std::vector<Tensor> host, dev;
-    for (const Shape& s : c.shapes) {
-      host.push_back(random_tensor(s, ++seed));
-      dev.push_back(host.back().to(Device::CUDA));
-    }
-    std::vector<const Tensor*> hp, dp;
-    for (size_t i = 0; i < host.size(); ++i) hp.push_back(&host[i]), dp.push_back(&dev[i]);
-    Tensor want = einsum(c.equation, hp);
-    Tensor got = einsum(c.equation, dp);
-    ASSERT_EQ(got.shape(), want.shape()) << c.equation;
-    EXPECT_LT(rel_err(got.to_vector(), want.to_vector()), 1e-5) << c.equation;
-  }
+  expect_gpu_einsum_matches_cpu(test::many_dims_einsum_cases(), 900);
 }
 
 // Grid dimensions past 65535 in y and z: the launchers cap the grid and the kernels stride.

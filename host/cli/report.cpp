@@ -358,28 +358,20 @@ int run_report(const ReportOptions& opt) {
   bool ok = true;
   json summary = {{"commit", build_commit()}, {"device", device_name(opt.device)}, {"quick", opt.quick},
                   {"seed", opt.seed}};
-  if (wanted("q1")) {
-    std::printf("[report] Q1 einsum ...\n");
+  struct Exercise {
+    const char* key;
+    const char* title;
+    json (*run)(const ReportOptions&, bool&);
+  };
+  for (const Exercise& e : {Exercise{"q1", "Q1 einsum", report_q1}, Exercise{"q2", "Q2 MLP", report_q2},
+                            Exercise{"q3", "Q3 ResNet18 transfer learning", report_q3},
+                            Exercise{"q4", "Q4 autodiff", report_q4}, Exercise{"q5", "Q5 FC gradient", report_q5}}) {
+    if (!wanted(e.key)) continue;
+    std::printf("[report] %s ...\n", e.title);
     std::fflush(stdout);
     const double t = now_s();
-    summary["q1"] = report_q1(opt, ok);
-    std::printf("[report] Q1 done in %.1f s\n", now_s() - t);
-  }
-  if (wanted("q2")) {
-    std::printf("[report] Q2 MLP ...\n");
-    std::fflush(stdout);
-    const double t = now_s();
-    summary["q2"] = report_q2(opt, ok);
-    std::printf("[report] Q2 done in %.1f s\n", now_s() - t);
-  }
-  for (const auto& [q, fn] : std::vector<std::pair<std::string, json (*)(const ReportOptions&, bool&)>>{
-           {"q3", report_q3}, {"q4", report_q4}, {"q5", report_q5}}) {
-    if (!wanted(q)) continue;
-    std::printf("[report] %s ...\n", q == "q3" ? "Q3 ResNet18 transfer learning" : q == "q4" ? "Q4 autodiff" : "Q5 FC gradient");
-    std::fflush(stdout);
-    const double t = now_s();
-    summary[q] = fn(opt, ok);
-    std::printf("[report] %s done in %.1f s\n", q.c_str(), now_s() - t);
+    summary[e.key] = e.run(opt, ok);
+    std::printf("[report] %.2s done in %.1f s\n", e.title, now_s() - t);  // "Q1 done in ..."
   }
   const double total = now_s() - t0;
   summary["seconds"] = total;

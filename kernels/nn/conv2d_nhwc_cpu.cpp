@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "host/error.h"
+#include "kernels/einsum/strided_copy.h"
 #include "kernels/nn/conv2d.h"
 
 #ifdef HANDGRAD_WITH_ONEDNN
@@ -16,29 +17,17 @@ namespace handgrad::cpu {
 
 namespace {
 
-// [A, B, P] -> [A, P, B]: for each a, a B x P matrix transposed (in tiles, so both sides stream).
-void transpose_inner(float* dst, const float* src, int64_t A, int64_t B, int64_t P) {
-  constexpr int64_t T = 32;
-#pragma omp parallel for collapse(2) schedule(static) if (A * B * P > (1 << 14))
-  for (int64_t a = 0; a < A; ++a)
-    for (int64_t b0 = 0; b0 < B; b0 += T) {
-      const float* s = src + a * B * P;
-      float* d = dst + a * B * P;
-      const int64_t b1 = std::min(B, b0 + T);
-      for (int64_t p0 = 0; p0 < P; p0 += T) {
-        const int64_t p1 = std::min(P, p0 + T);
-        for (int64_t b = b0; b < b1; ++b)
-          for (int64_t p = p0; p < p1; ++p) d[p * B + b] = s[b * P + p];
-      }
-    }
-}
-
 int64_t round_up16(int64_t n) { return (n + 15) / 16 * 16; }  // keeps what follows 64-byte aligned
 
 }  // namespace
 
-void nchw_to_nhwc(float* dst, const float* src, int64_t N, int64_t C, int64_t HW) { transpose_inner(dst, src, N, C, HW); }
-void nhwc_to_nchw(float* dst, const float* src, int64_t N, int64_t C, int64_t HW) { transpose_inner(dst, src, N, HW, C); }
+// Both are permutes: the einsum family's strided copy, over the output's [N, HW, C] or [N, C, HW].
+void nchw_to_nhwc(float* dst, const float* src, int64_t N, int64_t C, int64_t HW) {
+  strided_copy(dst, src, make_strided_view<1>({N, HW, C}, {Shape{C * HW, 1, HW}}));
+}
+void nhwc_to_nchw(float* dst, const float* src, int64_t N, int64_t C, int64_t HW) {
+  strided_copy(dst, src, make_strided_view<1>({N, C, HW}, {Shape{HW * C, 1, C}}));
+}
 
 #ifdef HANDGRAD_WITH_ONEDNN
 
