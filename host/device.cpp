@@ -9,11 +9,9 @@
 #endif
 
 #include "host/error.h"
+#include "kernels/einsum/gemm.h"
 #ifdef HANDGRAD_WITH_CUDA
 #include "host/cuda_check.h"
-#endif
-#ifdef HANDGRAD_WITH_OPENBLAS
-#include <cblas.h>
 #endif
 
 namespace handgrad {
@@ -85,11 +83,7 @@ SystemInfo system_info() {
   s.built_with_cuda = built_with_cuda();
   s.unavailable_reason = cuda_unavailable_reason();
   s.cpu_threads = omp_get_max_threads();
-#ifdef HANDGRAD_WITH_OPENBLAS
-  s.cpu_gemm = cat("OpenBLAS (", openblas_get_config(), ")");
-#else
-  s.cpu_gemm = "built-in blocked GEMM";
-#endif
+  s.cpu_gemm = cpu::gemm_backend();
 #ifdef HANDGRAD_WITH_CUDA
   cudaRuntimeGetVersion(&s.cuda_runtime_version);
   if (cudaDriverGetVersion(&s.cuda_driver_version) != cudaSuccess) s.cuda_driver_version = 0;

@@ -40,7 +40,7 @@ struct SystemInfo {
   std::vector<GpuInfo> gpus;
   std::string unavailable_reason;
   int cpu_threads = 0;
-  std::string cpu_gemm;          // "OpenBLAS x.y" or "built-in"
+  std::string cpu_gemm;          // cpu::gemm_backend()
 };
 
 SystemInfo system_info();

@@ -3,7 +3,7 @@
 # PyTorch oracles) under each OpenBLAS kernel this CPU can run, with 1 and 2 threads. OpenBLAS
 # picks its kernel by CPU (Haswell on AVX2, SkylakeX/Cooperlake on AVX-512), and each rounds
 # differently: a tolerance that holds for one kernel only fails here, on the machine that
-# wrote it, not later on someone else's. oneDNN (the CPU convolutions) does the same, so each
+# wrote it, not later on someone else's. oneDNN (the CPU convolutions and GEMMs) does the same, so each
 # pass caps its instruction set to the same machine's (ONEDNN_MAX_CPU_ISA: AVX2 with Haswell,
 # AVX512_CORE with SkylakeX, everything with Cooperlake): the Haswell passes are, for both
 # libraries, an AVX2 machine. Needs a build in build/ (scripts/build.sh).

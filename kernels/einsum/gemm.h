@@ -5,7 +5,9 @@
 //   C[b]     is M x N, contiguous: C + b*M*N, leading dimension N.
 // stride_a / stride_b may be 0 (one matrix shared by every batch entry). K = 0 gives zeros.
 #pragma once
+
 #include <cstdint>
+#include <string>
 
 namespace handgrad {
 
@@ -21,6 +23,9 @@ void check_gemm_shape(const GemmShape& s);
 
 namespace cpu {
 void gemm_batched(float* C, const float* A, const float* B, const GemmShape& s);
+// Which library runs it, for `info` and the report: "oneDNN 2.6.3 sgemm, OpenBLAS (...) below
+// 4096 multiply-adds", "OpenBLAS (...)" or the built-in GEMM.
+std::string gemm_backend();
 }  // namespace cpu
 
 #ifdef HANDGRAD_WITH_CUDA
