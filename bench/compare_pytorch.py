@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """handgrad vs torch.einsum, side by side, in one run on one device.
 
-Runs bench_einsum (Google Benchmark, JSON out) for the chosen device, then times torch.einsum
-on exactly the same shapes, and prints one table with a speedup column (torch time / handgrad
-time: > 1 means handgrad is faster). With --repeats N both sides are measured N times,
-alternating, and each row shows the medians (a shared machine's bandwidth drifts by tens of
-percent between runs).
+Runs bench_einsum (Google Benchmark, JSON out) for the chosen device and times torch.einsum on
+exactly the same shapes, row by row: each row is one bench_einsum process for that benchmark
+alone and then torch on its shape (the other way round every second round), so the two sides of
+a row are measured seconds apart, on the same machine state. On a shared VM that matters: the
+bandwidth on offer drifts by tens of percent over minutes, and a working set near the L3's size
+(the 33.5 MB 'abcd->abd' row) is cache-hot in some minutes and not in others. It prints one
+table with a speedup column (torch time / handgrad time: > 1 means handgrad is faster). With
+--repeats N every row is measured N times; times are medians, the speedup is the median of the
+N paired ratios.
 
   bench/compare_pytorch.py --bench build/bench/bench_einsum --device cpu
   bench/compare_pytorch.py --bench stage/bin/bench_einsum --device cuda --json out.json
@@ -22,14 +26,25 @@ import time
 EQUATIONS = {"mul": "abcd,abcd->abcd", "sum": "abcd->abd", "gemm": "abcd,ed->abce", "chain": "ij,jk,kl,lm,mn->in"}
 
 
-def run_bench(binary, device, min_time, extra_filter):
-    filt = f"BM_{device}_" + (extra_filter or "")
-    cmd = [binary, f"--benchmark_filter={filt}", "--benchmark_format=json",
+def list_benchmarks(binary, device, extra_filter):
+    cmd = [binary, f"--benchmark_filter=BM_{device}_" + (extra_filter or ""), "--benchmark_list_tests=true"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"compare_pytorch: {' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
+    names = [line.strip() for line in p.stdout.splitlines() if line.strip()]
+    if not names:
+        sys.exit(f"compare_pytorch: no benchmark matches BM_{device}_{extra_filter or ''}")
+    return names
+
+
+def run_bench(binary, name, min_time):
+    """One benchmark, alone in its own process: its Google Benchmark JSON record."""
+    cmd = [binary, f"--benchmark_filter=^{re.escape(name)}$", "--benchmark_format=json",
            f"--benchmark_min_time={min_time}"]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"compare_pytorch: {' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
-    return json.loads(p.stdout)
+    return json.loads(p.stdout)["benchmarks"][0]
 
 
 def parse_name(name):
@@ -87,7 +102,7 @@ def main():
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--min-time", type=float, default=0.2)
     ap.add_argument("--filter", default="", help="extra benchmark filter after BM_<device>_")
-    ap.add_argument("--repeats", type=int, default=3, help="alternating runs of both sides; medians are shown")
+    ap.add_argument("--repeats", type=int, default=3, help="paired runs of both sides per row; medians are shown")
     ap.add_argument("--json", help="write the rows here")
     opt = ap.parse_args()
     try:
@@ -101,60 +116,74 @@ def main():
 
     if opt.repeats < 1:
         sys.exit("compare_pytorch: --repeats must be positive")
-    rounds = [measure(torch, opt) for _ in range(opt.repeats)]
+    names = list_benchmarks(opt.bench, opt.device, opt.filter)
+    samples = {name: [] for name in names}
+    for rnd in range(opt.repeats):
+        for name in names:
+            if samples[name] is None:
+                continue  # the benchmark refused this shape in an earlier round
+            row = measure_row(torch, opt, name, torch_first=rnd % 2 == 1)
+            samples[name] = None if row is None else samples[name] + [row]
     rows = []
-    for i, row in enumerate(rounds[0]):
+    for name in names:
+        runs = samples[name]
+        if not runs:
+            continue
+        row = dict(runs[0])
         for key in ("handgrad_ms", "torch_ms", "torch_opt_einsum_ms", "GB/s", "TFLOP/s", "pct_of_copy", "pct_of_cublas"):
             if row.get(key) is not None:
-                row[key] = statistics.median(r[i][key] for r in rounds)
-        row["speedup"] = row["torch_ms"] / row["handgrad_ms"]
+                row[key] = statistics.median(r[key] for r in runs)
+        row["speedup"] = statistics.median(r["torch_ms"] / r["handgrad_ms"] for r in runs)
         if row.get("torch_opt_einsum_ms"):
-            row["speedup_vs_opt_einsum"] = row["torch_opt_einsum_ms"] / row["handgrad_ms"]
+            row["speedup_vs_opt_einsum"] = statistics.median(r["torch_opt_einsum_ms"] / r["handgrad_ms"] for r in runs)
         rows.append(row)
     print_table(torch, opt, rows)
 
 
-def measure(torch, opt):
-    """One run of bench_einsum, then torch on every shape it ran: the rows."""
-    bench = run_bench(opt.bench, opt.device, opt.min_time, opt.filter)
-    rows = []
-    for b in bench["benchmarks"]:
-        if b.get("error_occurred"):
-            print(f"skip {b['name']}: {b.get('error_message')}")
-            continue
-        dev, op, args = parse_name(b["name"])
-        unit = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
-        ours_ms = b["real_time"] * unit
-        inputs = torch_inputs(torch, op, args, opt.device)
-        torch_opt_ms = None
-        oe = getattr(torch.backends, "opt_einsum", None)  # torch >= 1.13; None: always left to right
+def measure_row(torch, opt, name, torch_first):
+    """One benchmark and torch on its shape, back to back: the row, or None if the benchmark
+    refused the shape (too large for this device)."""
+    dev, op, args = parse_name(name)
+    inputs = torch_inputs(torch, op, args, opt.device)
+    oe = getattr(torch.backends, "opt_einsum", None)  # torch >= 1.13; None: always left to right
+
+    def torch_side():
         if op == "chain" and oe is not None:
             # torch's order without opt_einsum (left to right), and with it when it is installed
             oe.enabled = False
-            torch_ms = time_torch(torch, EQUATIONS[op], inputs, opt.device, opt.min_time)
+            plain = time_torch(torch, EQUATIONS[op], inputs, opt.device, opt.min_time)
             oe.enabled = True
-            if oe.is_available():
-                torch_opt_ms = time_torch(torch, EQUATIONS[op], inputs, opt.device, opt.min_time)
-        else:
-            torch_ms = time_torch(torch, EQUATIONS[op], inputs, opt.device, opt.min_time)
-        del inputs
-        if opt.device == "cuda":
-            torch.cuda.empty_cache()
-        row = {"op": op, "equation": EQUATIONS[op], "shape": args, "handgrad_ms": ours_ms,
-               "torch_ms": torch_ms, "speedup": torch_ms / ours_ms}
-        if op == "chain":
-            row["torch_opt_einsum_ms"] = torch_opt_ms
-            row["speedup_vs_opt_einsum"] = torch_opt_ms / ours_ms if torch_opt_ms else None
-        for k in ("GB/s", "TFLOP/s", "pct_of_copy", "pct_of_cublas"):
-            if k in b:
-                row[k] = b[k]
-        rows.append(row)
-    return rows
+            with_oe = time_torch(torch, EQUATIONS[op], inputs, opt.device, opt.min_time) if oe.is_available() else None
+            return plain, with_oe
+        return time_torch(torch, EQUATIONS[op], inputs, opt.device, opt.min_time), None
+
+    if torch_first:  # (from the second round on, when the benchmark has run this shape once)
+        torch_ms, torch_opt_ms = torch_side()
+    b = run_bench(opt.bench, name, opt.min_time)
+    if b.get("error_occurred"):
+        print(f"skip {name}: {b.get('error_message')}")
+        return None
+    if not torch_first:
+        torch_ms, torch_opt_ms = torch_side()
+    del inputs
+    if opt.device == "cuda":
+        torch.cuda.empty_cache()
+    unit = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
+    ours_ms = b["real_time"] * unit
+    row = {"op": op, "equation": EQUATIONS[op], "shape": args, "handgrad_ms": ours_ms,
+           "torch_ms": torch_ms, "speedup": torch_ms / ours_ms}
+    if op == "chain":
+        row["torch_opt_einsum_ms"] = torch_opt_ms
+        row["speedup_vs_opt_einsum"] = torch_opt_ms / ours_ms if torch_opt_ms else None
+    for k in ("GB/s", "TFLOP/s", "pct_of_copy", "pct_of_cublas"):
+        if k in b:
+            row[k] = b[k]
+    return row
 
 
 def print_table(torch, opt, rows):
     dev_name = torch.cuda.get_device_name() if opt.device == "cuda" else f"CPU x{os.cpu_count()}"
-    print(f"\nhandgrad vs torch {torch.__version__} einsum on {dev_name} (medians of {opt.repeats} alternating runs)")
+    print(f"\nhandgrad vs torch {torch.__version__} einsum on {dev_name} (medians of {opt.repeats} paired runs per row)")
     print(f"{'equation':17} {'shape':28} {'handgrad ms':>11} {'rate':>14} {'of ceiling':>10}"
           f" {'torch ms':>10} {'speedup':>8}")
     for r in rows:
