@@ -27,6 +27,9 @@
 #include "kernels/einsum/ops.h"
 #include "kernels/einsum/reduce.h"
 #include "kernels/random/random.h"
+#ifdef HANDGRAD_WITH_OPENBLAS
+#include <cblas.h>
+#endif
 #ifdef HANDGRAD_WITH_CUDA
 #include <cuda_runtime.h>
 
@@ -218,6 +221,21 @@ void BM_cpu_gemm(benchmark::State& st) {
   Tensor A = randn({s.M, s.K}, 1), B = randn({s.N, s.K}, 2), C = Tensor::empty({1, s.M, s.N});
   const double secs = time_cpu(st, [&] { ops::gemm_batched_into(C, A, B, s); });
   st.counters["TFLOP/s"] = 2e-12 * s.M * s.N * s.K * st.iterations() / secs;
+#ifdef HANDGRAD_WITH_OPENBLAS
+  // A peer, not a ceiling: OpenBLAS's own threaded call on the same buffers (the library below
+  // 4096 multiply-adds; above, oneDNN's sgemm when built with it). vs_openblas > 1: faster.
+  const auto openblas = [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(s.M), static_cast<blasint>(s.N),
+                static_cast<blasint>(s.K), 1.0f, A.data<float>(), static_cast<blasint>(s.lda), B.data<float>(),
+                static_cast<blasint>(s.ldb), 0.0f, C.data<float>(), static_cast<blasint>(s.N));
+  };
+  openblas();
+  const int reps = static_cast<int>(std::max<int64_t>(1, st.iterations() / 4));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; ++r) openblas();
+  const double openblas_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+  st.counters["vs_openblas"] = openblas_secs / (secs / st.iterations());
+#endif
 }
 BENCHMARK(BM_cpu_gemm)->Apply(gemm_sizes)->UseRealTime();
 

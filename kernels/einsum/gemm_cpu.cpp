@@ -129,7 +129,8 @@ void gemm_batched(float* C, const float* A, const float* B, const GemmShape& s) 
   const int64_t blocks_wanted = std::max<int64_t>(1, (threads + s.batch - 1) / s.batch);
   const int64_t block = std::max(min_block, (extent + blocks_wanted - 1) / blocks_wanted);
   const int64_t per_batch = (extent + block - 1) / block;
-#pragma omp parallel for schedule(static) if (s.batch * per_batch > 1)
+  if (s.batch * per_batch == 1) return gemm_serial(C, A, B, s.M, s.N, s);  // no team for one task
+#pragma omp parallel for schedule(static)
   for (int64_t task = 0; task < s.batch * per_batch; ++task) {
     const int64_t bt = task / per_batch, i0 = (task % per_batch) * block;
     const int64_t len = std::min(block, extent - i0);
