@@ -14,6 +14,13 @@
 #else
 #define HG_VECTOR_CLONES
 #endif
+// The same with an AVX-512 clone, for loops whose order of additions does not depend on the
+// vector width (so every clone gives the same bits) and that measurably gain from it.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HG_VECTOR_CLONES_AVX512 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define HG_VECTOR_CLONES_AVX512
+#endif
 
 namespace handgrad::cpu {
 

@@ -45,8 +45,14 @@ TEST(CpuKernels, MulBroadcast) {
 }
 
 TEST(CpuKernels, SumMiddle) {
-  for (auto [O, R, I] : {std::tuple{1, 1, 1}, {3, 5, 7}, {2, 1000, 1}, {1, 3, 2049}, {4, 0, 3},
-                         {0, 3, 3}, {64, 33, 3}, {1, 100000, 1}, {262144, 3, 1}, {100000, 2, 2}, {9, 1, 16}}) {
+  std::vector<std::tuple<int, int, int>> shapes = {{1, 1, 1},      {3, 5, 7},         {2, 1000, 1},   {1, 3, 2049},
+                                                   {4, 0, 3},      {0, 3, 3},         {64, 33, 3},    {1, 100000, 1},
+                                                   {262144, 3, 1}, {100000, 2, 2},    {9, 1, 16},     {3, 1000, 5},
+                                                   {5, 77, 32},    {4096, 1024, 1}};
+  // Every slice shape the tiny path compiles separately (R x inner <= 16), ragged outer counts.
+  for (int I = 1; I <= 16; ++I)
+    for (int R = 1; R * I <= 16; ++R) shapes.emplace_back(4099 + R, R, I);
+  for (auto [O, R, I] : shapes) {
     Tensor in = random_tensor({O, R, I}, 5), out = poisoned({O, I});
     cpu::sum_middle(out.data<float>(), in.data<float>(), O, R, I);
     std::vector<double> want(size_t(O) * I, 0.0);
