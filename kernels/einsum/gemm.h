@@ -23,7 +23,7 @@ void check_gemm_shape(const GemmShape& s);
 
 namespace cpu {
 void gemm_batched(float* C, const float* A, const float* B, const GemmShape& s);
-// Which library runs it, for `info` and the report: "oneDNN 2.6.3 sgemm, OpenBLAS (...) below
+// Which library runs it, for `info` and the report: "oneDNN 2.6.3 sgemm; OpenBLAS (...) below
 // 4096 multiply-adds", "OpenBLAS (...)" or the built-in GEMM.
 std::string gemm_backend();
 }  // namespace cpu

@@ -92,8 +92,8 @@ template <int... I>
 }
 
 // out[o * inner + i] = sum over r < R of x[(o * R + r) * inner + i], for o < count.
-HG_VECTOR_CLONES_AVX512 void sum_rows(float* __restrict out, const float* __restrict x, int64_t count, int64_t R,
-                               int64_t inner) {
+HG_VECTOR_CLONES_AVX512 void sum_rows(float* __restrict out, const float* __restrict x, int64_t count,
+                                      int64_t R, int64_t inner) {
   if (dispatch_short_rows(out, x, count, R, inner, std::make_integer_sequence<int, 32>{})) return;
   for (int64_t o = 0; o < count; ++o) sum_long_rows(out + o * inner, x + o * R * inner, R, inner);
 }
