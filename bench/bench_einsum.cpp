@@ -87,23 +87,18 @@ GemmShape course_gemm(const benchmark::State& st) {
 // ------------------------------------------------------------------------------------------
 // CPU
 // ------------------------------------------------------------------------------------------
-// The ceiling of a memory-bound CPU kernel: `bytes` moved by the best of many runs of stream()
-// (the simplest loop with the kernel's access pattern, on the kernel's own buffers, on all OpenMP
-// threads as the kernels use), run back to back as the kernel is. Warm-up and timed runs each last
-// at least 25 ms: a working set at the L3's size (the 33.5 MB sums) reaches its steady share of
-// the cache only after some passes, and a ceiling timed before that put the kernel at 101%.
+// The best GB/s (`bytes` per run) of at least `runs` back-to-back runs of stream(), timed for
+// at least `at_least`. A ceiling's stream() is the simplest loop with the kernel's access
+// pattern, on the kernel's own buffers, on all OpenMP threads as the kernels use.
 template <typename Stream>
-double cpu_stream_gbps(double bytes, Stream&& stream) {
+double best_stream_gbps(double bytes, Stream&& stream, int runs, std::chrono::milliseconds at_least) {
   using clock = std::chrono::steady_clock;
-  const auto warm_until = clock::now() + std::chrono::milliseconds(25);
-  do stream(); while (clock::now() < warm_until);
   double best = 0;
-  const auto time_until = clock::now() + std::chrono::milliseconds(25);
-  for (int r = 0; r < 20 || clock::now() < time_until; ++r) {
+  const auto until = clock::now() + at_least;
+  for (int r = 0; r < runs || clock::now() < until; ++r) {
     const auto t0 = clock::now();
     stream();
-    const double s = std::chrono::duration<double>(clock::now() - t0).count();
-    best = std::max(best, gbps(bytes, s));
+    best = std::max(best, gbps(bytes, std::chrono::duration<double>(clock::now() - t0).count()));
   }
   return best;
 }
@@ -149,11 +144,37 @@ double time_cpu(benchmark::State& st, Fn&& fn) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// `ceiling` is measured before and after the kernel's own timing, and the larger kept: on a
-// shared machine the bandwidth on offer drifts within one benchmark.
-template <typename Ceiling>
-void report_cpu_bandwidth(benchmark::State& st, double bytes, double secs, double ceiling_before, Ceiling&& ceiling) {
-  const double best = std::max(ceiling_before, ceiling());
+// Runs the memory-bound fn in the benchmark loop and reports its GB/s (`bytes` per call) against
+// a ceiling: the best that ceiling(runs, at_least) (best_stream_gbps over the ceiling's loops)
+// finds before the kernel, after it, and in short samples every ~20 ms of the kernel's timing,
+// the clock paused. The bandwidth on offer on a shared VM drifts within one benchmark, and the
+// row sums run at the ceiling loop's own speed: against a ceiling taken only before and after,
+// they once measured 100.25%. Before and after, the ceiling warms for 25 ms and times for 25 ms:
+// a working set at the L3's size (the 33.5 MB sums) reaches its steady share of the cache only
+// after some passes.
+template <typename Fn, typename Ceiling>
+void time_against_ceiling(benchmark::State& st, double bytes, Fn&& fn, Ceiling&& ceiling) {
+  using clock = std::chrono::steady_clock;
+  using std::chrono::milliseconds;
+  const auto settled = [&] {
+    ceiling(1, milliseconds(25));
+    return ceiling(20, milliseconds(25));
+  };
+  double best = settled(), secs = 0;
+  int64_t calls = 0;
+  auto t0 = clock::now();
+  for (auto _ : st) {
+    fn();
+    if (++calls % 16 == 0 && clock::now() - t0 > milliseconds(20)) {
+      secs += std::chrono::duration<double>(clock::now() - t0).count();
+      st.PauseTiming();
+      best = std::max(best, ceiling(3, milliseconds(0)));
+      st.ResumeTiming();
+      t0 = clock::now();
+    }
+  }
+  secs += std::chrono::duration<double>(clock::now() - t0).count();
+  best = std::max(best, settled());
   st.counters["GB/s"] = gbps(bytes * st.iterations(), secs);
   st.counters["copy_GB/s"] = best;
   st.counters["pct_of_copy"] = 100.0 * st.counters["GB/s"] / best;
@@ -167,20 +188,18 @@ void BM_cpu_mul(benchmark::State& st) {
   const float* y = b.data<float>();
   // The faster of two ways to stream a + b into out: ordinary stores, and (x86) non-temporal
   // ones that skip reading the output into the cache first, as the kernel does for large outputs.
-  const auto ceiling = [&] {
-    double best = cpu_stream_gbps(12.0 * n, [&] {
+  const auto ceiling = [&](int runs, std::chrono::milliseconds at_least) {
+    double best = best_stream_gbps(12.0 * n, [&] {
       cpu::parallel_ranges(n, 1 << 15, [&](int64_t lo, int64_t hi) { add_range(o + lo, x + lo, y + lo, hi - lo); });
-    });
+    }, runs, at_least);
 #if defined(__x86_64__)
-    if (__builtin_cpu_supports("avx")) best = std::max(best, cpu_stream_gbps(12.0 * n, [&] {
+    if (__builtin_cpu_supports("avx")) best = std::max(best, best_stream_gbps(12.0 * n, [&] {
       cpu::parallel_ranges(n, 1 << 15, [&](int64_t lo, int64_t hi) { add_range_streaming(o + lo, x + lo, y + lo, hi - lo); });
-    }));
+    }, runs, at_least));
 #endif
     return best;
   };
-  const double before = ceiling();
-  const double secs = time_cpu(st, [&] { ops::mul_into(out, a, b); });
-  report_cpu_bandwidth(st, 12.0 * n, secs, before, ceiling);
+  time_against_ceiling(st, 12.0 * n, [&] { ops::mul_into(out, a, b); }, ceiling);
 }
 BENCHMARK(BM_cpu_mul)->Apply([](auto* b) { mul_sizes(b, false); })->UseRealTime();
 
@@ -190,28 +209,25 @@ void BM_cpu_sum(benchmark::State& st) {
   Tensor out = Tensor::empty({s[0], s[1], s[3]});
   const double bytes = 4.0 * (a.numel() + out.numel());
   float partial[256] = {};  // one per thread
-  const auto stream_with = [&](float (*sum_range)(const float*, int64_t)) {
-    return cpu_stream_gbps(bytes, [&] {
-      cpu::parallel_ranges(a.numel(), 1 << 15, [&](int64_t lo, int64_t hi) {
-        partial[omp_get_thread_num() % 256] += sum_range(a.data<float>() + lo, hi - lo);
-      });
-      benchmark::DoNotOptimize(partial);
-    });
-  };
-  const auto ceiling = [&] {
+  const auto ceiling = [&](int runs, std::chrono::milliseconds at_least) {
+    const auto stream_with = [&](float (*sum_range)(const float*, int64_t)) {
+      return best_stream_gbps(bytes, [&] {
+        cpu::parallel_ranges(a.numel(), 1 << 15, [&](int64_t lo, int64_t hi) {
+          partial[omp_get_thread_num() % 256] += sum_range(a.data<float>() + lo, hi - lo);
+        });
+        benchmark::DoNotOptimize(partial);
+      }, runs, at_least);
+    };
 #if defined(__x86_64__)
     double best = __builtin_cpu_supports("avx2") ? stream_with(sum_range_avx2) : 0.0;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq"))
       best = std::max(best, stream_with(sum_range_avx512));
-    return best > 0 ? best : stream_with([](const float* x, int64_t n) { return sum_range_body(x, n); });
-#else
-    return stream_with([](const float* x, int64_t n) { return sum_range_body(x, n); });
+    if (best > 0) return best;
 #endif
+    return stream_with([](const float* x, int64_t n) { return sum_range_body(x, n); });
   };
-  const double before = ceiling();
-  const double secs = time_cpu(st, [&] { ops::sum_middle_into(out, a, s[0] * s[1], s[2], s[3]); });
-  report_cpu_bandwidth(st, bytes, secs, before, ceiling);
+  time_against_ceiling(st, bytes, [&] { ops::sum_middle_into(out, a, s[0] * s[1], s[2], s[3]); }, ceiling);
 }
 BENCHMARK(BM_cpu_sum)->Apply([](auto* b) { sum_sizes(b, false); })->UseRealTime();
 
