@@ -36,9 +36,11 @@ inline float keep_if(bool cond, float v) {
 }
 
 // Calls fn(begin, end) over [0, n) split into at most omp_get_max_threads() contiguous ranges,
-// each at least `grain` long. Range boundaries are multiples of 16 so vector loops stay aligned.
+// each at least `grain` long. Range boundaries are multiples of `align`: 16 for ranges of floats,
+// so vector loops stay aligned; 1 for coarse units (slices, rows), where rounding up to 16 hands
+// a few units all to the first thread (4 slices of a [4, 1048576, 5] sum ran on one of 2).
 template <typename Fn>
-void parallel_ranges(int64_t n, int64_t grain, Fn&& fn) {
+void parallel_ranges(int64_t n, int64_t grain, Fn&& fn, int64_t align = 16) {
   const int64_t threads = std::min<int64_t>(omp_get_max_threads(), n / std::max<int64_t>(grain, 1));
   if (threads <= 1) {
     if (n > 0) fn(int64_t(0), n);
@@ -47,7 +49,7 @@ void parallel_ranges(int64_t n, int64_t grain, Fn&& fn) {
 #pragma omp parallel num_threads(static_cast<int>(threads))
   {
     const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t chunk = ((n + nt - 1) / nt + 15) / 16 * 16;
+    const int64_t chunk = ((n + nt - 1) / nt + align - 1) / align * align;
     const int64_t begin = std::min(n, t * chunk), end = std::min(n, begin + chunk);
     if (begin < end) fn(begin, end);
   }

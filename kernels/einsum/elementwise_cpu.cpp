@@ -84,7 +84,7 @@ void mul_broadcast(float* out, const float* a, const float* b, const StridedView
   const int64_t rows = v.numel() / inner;
   StridedView<2> outer_view = v;
   outer_view.ndim = last;
-  parallel_ranges(rows, std::max<int64_t>(1, (1 << 15) / inner), [&](int64_t r0, int64_t r1) {
+  const auto rows_of = [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       int64_t off[2];
       outer_view.offsets<int64_t>(r, off);
@@ -97,7 +97,8 @@ void mul_broadcast(float* out, const float* a, const float* b, const StridedView
         for (int64_t i = 0; i < inner; ++i) po[i] = pa[i * sa] * pb[i * sb];
       }
     }
-  });
+  };
+  parallel_ranges(rows, std::max<int64_t>(1, (1 << 15) / inner), rows_of, /*align=*/1);
 }
 
 }  // namespace handgrad::cpu

@@ -139,17 +139,17 @@ void sum_middle(float* out, const float* in, int64_t outer, int64_t R, int64_t i
   const int64_t threads = omp_get_max_threads();
   const int64_t work = outer * R * inner;
   if (R * inner <= kTinySlice && R < 32) {
-    parallel_ranges(outer, 4096, [&](int64_t o0, int64_t o1) {
-      sum_tiny_slices(out + o0 * inner, in + o0 * R * inner, o1 - o0, R, inner);
-    });
+    parallel_ranges(
+        outer, 4096, [&](int64_t o0, int64_t o1) { sum_tiny_slices(out + o0 * inner, in + o0 * R * inner, o1 - o0, R, inner); },
+        /*align=*/1);
     return;
   }
   if (outer >= threads || work < (1 << 16) || inner >= (1 << 16)) {
     // Enough outputs to share out (or too little work to split): one slice per task.
     const int64_t grain = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, R * inner));
-    parallel_ranges(outer, grain, [&](int64_t o0, int64_t o1) {
-      sum_rows(out + o0 * inner, in + o0 * R * inner, o1 - o0, R, inner);
-    });
+    parallel_ranges(
+        outer, grain, [&](int64_t o0, int64_t o1) { sum_rows(out + o0 * inner, in + o0 * R * inner, o1 - o0, R, inner); },
+        /*align=*/1);
     return;
   }
   // Few outputs, long R: each thread sums a contiguous run of rows into its own partial,
