@@ -1,8 +1,13 @@
 // Every CPU kernel against a naive float64 loop, on random shapes (odd sizes, size 1, empty).
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
+#include <algorithm>
+#include <mutex>
 #include <numeric>
 
+#include "kernels/cpu_parallel.h"
 #include "kernels/einsum/elementwise.h"
 #include "kernels/einsum/gemm.h"
 #include "kernels/einsum/ops.h"
@@ -14,6 +19,30 @@ using namespace handgrad;
 using test::poisoned;
 using test::random_tensor;
 using test::rel_err;
+
+TEST(CpuKernels, ParallelRangesCoverOnceAndBalance) {
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(2);
+  struct Case { int64_t n, grain, align; std::vector<std::pair<int64_t, int64_t>> want; };
+  const Case cases[] = {
+      {4, 1, 1, {{0, 2}, {2, 4}}},                    // 4 slices: 2 each (align 16 gave all 4 to one thread)
+      {5, 1, 1, {{0, 3}, {3, 5}}},
+      {100, 16, 16, {{0, 64}, {64, 100}}},            // floats: boundaries stay multiples of 16
+      {3, 4, 1, {{0, 3}}},                            // below the grain: one range, the caller's thread
+      {0, 1, 1, {}},
+  };
+  for (const Case& c : cases) {
+    std::mutex m;
+    std::vector<std::pair<int64_t, int64_t>> got;
+    cpu::parallel_ranges(c.n, c.grain, [&](int64_t b, int64_t e) {
+      std::lock_guard<std::mutex> lock(m);
+      got.emplace_back(b, e);
+    }, c.align);
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, c.want) << "n " << c.n << " grain " << c.grain << " align " << c.align;
+  }
+  omp_set_num_threads(saved);
+}
 
 TEST(CpuKernels, Mul) {
   // 2^23 + 3: a 96 MB working set, streamed past the cache on machines with a smaller last-level
