@@ -14,12 +14,9 @@ __global__ void maxpool_forward_kernel(float* __restrict__ y, int32_t* __restric
     const float* in = x + nc * s.H * s.W;
     float best = -INFINITY;
     int32_t at = -1;
-    for (int64_t r = 0; r < s.R; ++r) {
-      const int64_t iy = oy * s.stride - s.pad + r;
-      if (iy < 0 || iy >= s.H) continue;
-      for (int64_t c = 0; c < s.R; ++c) {
-        const int64_t ix = ox * s.stride - s.pad + c;
-        if (ix < 0 || ix >= s.W) continue;
+    const Pool2dShape::Span rows = s.window_rows(oy), cols = s.window_cols(ox);
+    for (int64_t iy = rows.begin; iy < rows.end; ++iy) {
+      for (int64_t ix = cols.begin; ix < cols.end; ++ix) {
         const float v = in[iy * s.W + ix];
         if (at < 0 || v > best || (v != v && best == best)) {
           best = v;

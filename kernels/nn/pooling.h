@@ -16,6 +16,18 @@ struct Pool2dShape {
   int64_t R = 3, stride = 2, pad = 1;
   HG_HD int64_t OH() const { return (H + 2 * pad - R) / stride + 1; }
   HG_HD int64_t OW() const { return (W + 2 * pad - R) / stride + 1; }
+  // The input rows [begin, end) of output row oy's window that lie inside the image, and the
+  // columns of output column ox's: padding never wins, so every max-pool scan walks just these.
+  struct Span {
+    int64_t begin, end;
+  };
+  HG_HD Span window_rows(int64_t oy) const { return clip(oy * stride - pad, H); }
+  HG_HD Span window_cols(int64_t ox) const { return clip(ox * stride - pad, W); }
+
+ private:
+  HG_HD Span clip(int64_t first, int64_t size) const {
+    return {first < 0 ? 0 : first, first + R < size ? first + R : size};
+  }
 };
 
 namespace cpu {

@@ -15,12 +15,9 @@ void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dSh
       for (int64_t ox = 0; ox < OW; ++ox) {
         float best = -std::numeric_limits<float>::infinity();
         int32_t at = -1;
-        for (int64_t r = 0; r < s.R; ++r) {
-          const int64_t iy = oy * s.stride - s.pad + r;
-          if (iy < 0 || iy >= s.H) continue;
-          for (int64_t c = 0; c < s.R; ++c) {
-            const int64_t ix = ox * s.stride - s.pad + c;
-            if (ix < 0 || ix >= s.W) continue;
+        const Pool2dShape::Span rows = s.window_rows(oy), cols = s.window_cols(ox);
+        for (int64_t iy = rows.begin; iy < rows.end; ++iy) {
+          for (int64_t ix = cols.begin; ix < cols.end; ++ix) {
             const float v = in[iy * s.W + ix];
             if (v > best || at < 0 || v != v) {  // first max wins; NaN propagates (as PyTorch)
               best = v;
@@ -74,12 +71,9 @@ void maxpool2d_forward_nhwc(float* y, int32_t* argmax, const float* x, const Poo
           float best[kChunk];
           int32_t at[kChunk];
           bool first = true;  // the window's first element in scan order starts the maxima
-          for (int64_t r = 0; r < s.R; ++r) {
-            const int64_t iy = oy * s.stride - s.pad + r;
-            if (iy < 0 || iy >= s.H) continue;
-            for (int64_t k = 0; k < s.R; ++k) {
-              const int64_t ix = ox * s.stride - s.pad + k;
-              if (ix < 0 || ix >= s.W) continue;
+          const Pool2dShape::Span rows = s.window_rows(oy), cols = s.window_cols(ox);
+          for (int64_t iy = rows.begin; iy < rows.end; ++iy) {
+            for (int64_t ix = cols.begin; ix < cols.end; ++ix) {
               const float* in = x + ((n * s.H + iy) * s.W + ix) * C + c0;
               const int32_t where = static_cast<int32_t>(iy * s.W + ix);
               if (first) {
