@@ -136,6 +136,7 @@ EinsumOrderPlan greedy(const Problem& p) {
   std::vector<std::pair<int, int>> pairs;
   while (alive.size() > 1) {
     int best_a = -1, best_b = -1;
+    LabelSet best_keep;
     double best_f = INFINITY, best_size = INFINITY;
     bool best_fits = false;
     for (size_t i = 0; i < alive.size(); ++i)
@@ -150,13 +151,11 @@ EinsumOrderPlan greedy(const Problem& p) {
         const bool better = fits != best_fits ? fits
                             : fits        ? (f < best_f || (f == best_f && size < best_size))
                                           : size < best_size;
-        if (better) best_a = alive[i], best_b = alive[j], best_f = f, best_size = size, best_fits = fits;
+        if (better)
+          best_a = alive[i], best_b = alive[j], best_keep = keep, best_f = f, best_size = size, best_fits = fits;
       }
     pairs.emplace_back(best_a, best_b);
-    LabelSet others;
-    for (int id : alive)
-      if (id != best_a && id != best_b) others = others | live[id];
-    live.push_back(needed(live[best_a] | live[best_b], p.output, others));
+    live.push_back(best_keep);
     alive.erase(std::remove_if(alive.begin(), alive.end(), [&](int id) { return id == best_a || id == best_b; }),
                 alive.end());
     alive.push_back(static_cast<int>(live.size()) - 1);
