@@ -205,9 +205,8 @@ struct ResNet18::Impl {
     row_correct = Buffer(sizeof(int32_t) * batch, dev);
     loss_sums = Buffer(2 * sizeof(double), dev);
     zero_sums();
-    int64_t ws = 0, bn_ws = 1, act = stem.conv_out.t.numel();
+    int64_t bn_ws = 1, act = stem.conv_out.t.numel();
     for_each_convbn([&](const ConvBN& u) {
-      if (dev == Device::CPU) ws = std::max(ws, cpu::conv2d_nhwc_workspace_floats(u.conv));
 #ifdef HANDGRAD_WITH_CUDA
       // The BN split grows with the batch: the full batch needs the most.
       if (dev == Device::CUDA)
@@ -216,7 +215,7 @@ struct ResNet18::Impl {
       act = std::max(act, u.conv_out.t.numel());
     });
     act = std::max(act, pool_out.t.numel());
-    cpu_workspace.alloc(ws, dev);
+    cpu_workspace.alloc(nhwc() ? conv_workspace_floats() : 0, dev);
     bn_workspace.alloc(bn_ws, dev);
 #ifdef HANDGRAD_WITH_CUDA
     if (dev == Device::CUDA) {
@@ -295,10 +294,15 @@ struct ResNet18::Impl {
     for_each_convbn([&](ConvBN& u) { u.conv.N = n; });
     pool.N = n;
     if (!nhwc() || count == workspace_batch) return;
-    int64_t need = 0;
-    for_each_convbn([&](ConvBN& u) { need = std::max(need, cpu::conv2d_nhwc_workspace_floats(u.conv)); });
+    const int64_t need = conv_workspace_floats();
     if (need > cpu_workspace.t.numel()) cpu_workspace.alloc(need, dev);  // grows at most once per new size
     workspace_batch = count;
+  }
+  // The CPU convolutions' scratch for the current batch: the most any layer needs.
+  int64_t conv_workspace_floats() {
+    int64_t need = 0;
+    for_each_convbn([&](const ConvBN& u) { need = std::max(need, cpu::conv2d_nhwc_workspace_floats(u.conv)); });
+    return need;
   }
 
   void conv_forward(ConvBN& u, const float* x) {
