@@ -13,6 +13,13 @@
 #include "kernels/random/random.h"
 #include "test_util.h"
 
+namespace handgrad {
+// Path names in assertion messages (gtest would print the enum's bytes).
+void PrintTo(StridedCopyKernel k, std::ostream* os) {
+  *os << (k == StridedCopyKernel::TiledTranspose ? "TiledTranspose" : k == StridedCopyKernel::Gather32 ? "Gather32" : "Gather64");
+}
+}  // namespace handgrad
+
 using namespace handgrad;
 using test::poisoned;
 using test::random_tensor;
@@ -75,19 +82,28 @@ TEST(CudaKernels, SumMiddleEveryShapeFamily) {
 }
 
 TEST(CudaKernels, StridedCopyPermutesDiagonalsBroadcasts) {
-  HG_SKIP_WITHOUT_GPU();
+  using K = StridedCopyKernel;
   struct Case {
     Shape in_shape, out_shape, strides;
+    K kernel;  // the path the case is there to cover
   };
   const std::vector<Case> cases = {
-      {{33, 65}, {65, 33}, {1, 65}},                        // 2-D transpose, odd sizes (tiled)
-      {{4, 40, 50}, {50, 4, 40}, {1, 2000, 50}},            // rank 3, tiled with a rest axis
-      {{3, 9, 10, 11}, {11, 10, 9, 3}, {1, 11, 110, 990}},  // full reversal
-      {{5, 6, 7}, {6, 5, 7}, {7, 42, 1}},                   // last axis stays (generic path)
-      {{16, 16}, {16}, {17}},                               // diagonal
-      {{7}, {5, 7}, {0, 1}},                                // broadcast
-      {{1000, 3}, {3, 1000}, {1, 3}},                       // thin transpose
+      {{33, 65}, {65, 33}, {1, 65}, K::TiledTranspose},                        // 2-D transpose, odd sizes
+      {{4, 40, 50}, {50, 4, 40}, {1, 2000, 50}, K::TiledTranspose},            // with a rest axis
+      {{3, 9, 10, 11}, {11, 10, 9, 3}, {1, 11, 110, 990}, K::Gather32},        // full reversal, last axis 3
+      {{3, 9, 10, 11}, {11, 10, 3, 9}, {1, 11, 990, 110}, K::TiledTranspose},  // reversal but 2 axes
+      {{5, 6, 7}, {6, 5, 7}, {7, 42, 1}, K::Gather32},                         // last axis stays
+      {{16, 16}, {16}, {17}, K::Gather32},                                     // diagonal
+      {{7}, {5, 7}, {0, 1}, K::Gather32},                                      // broadcast
+      {{1000, 3}, {3, 1000}, {1, 3}, K::Gather32},                             // thin transpose
+      {{1000, 8}, {8, 1000}, {1, 8}, K::TiledTranspose},                       // at the threshold
   };
+  // The path each shape takes is asserted before anything runs (on any machine): a change to
+  // the choice shows up here, not as a path that quietly stopped being tested.
+  for (const Case& c : cases)
+    EXPECT_EQ(strided_copy_path(make_strided_view<1>(c.out_shape, {c.strides})).kernel, c.kernel)
+        << shape_str(c.in_shape) << " -> " << shape_str(c.out_shape);
+  HG_SKIP_WITHOUT_GPU();
   for (const Case& c : cases) {
     Tensor in = random_tensor(c.in_shape, 11);
     Tensor want = ops::strided_copy(in, c.out_shape, c.strides);
@@ -172,6 +188,10 @@ TEST(CudaKernels, EinsumBeyondEightDims) {
 
 // Grid dimensions past 65535 in y and z: the launchers cap the grid and the kernels stride.
 TEST(CudaKernels, GridStridesPast65535InYAndZ) {
+  // A transpose of the last two axes (8 and 9 long: the tiled path) under a 70000-long rest axis,
+  // which the tiled kernel walks in gridDim.z. Pinned to that path before it runs.
+  const Shape t_shape = {70000, 9, 8}, t_strides = {72, 1, 9};
+  ASSERT_EQ(strided_copy_path(make_strided_view<1>(t_shape, {t_strides})).kernel, StridedCopyKernel::TiledTranspose);
   HG_SKIP_WITHOUT_GPU();
   GemmShape s;  // 70000 tiny products: the batch walks gridDim.z
   s.batch = 70000, s.M = 3, s.N = 2, s.K = 5, s.lda = 5, s.ldb = 2, s.stride_a = 15, s.stride_b = 10;
@@ -180,10 +200,9 @@ TEST(CudaKernels, GridStridesPast65535InYAndZ) {
   ops::gemm_batched_into(want, A, B, s);
   ops::gemm_batched_into(got, A.to(Device::CUDA), B.to(Device::CUDA), s);
   EXPECT_LT(rel_err(got.to_vector(), want.to_vector()), 1e-5);
-  // A transpose of the last two axes under a 70000-long rest axis (the tiled path's gridDim.z).
-  Tensor in = random_tensor({70000, 2, 33}, 5);
-  Tensor t_want = ops::strided_copy(in, {70000, 33, 2}, {66, 1, 33});
-  Tensor t_got = ops::strided_copy(in.to(Device::CUDA), {70000, 33, 2}, {66, 1, 33});
+  Tensor in = random_tensor({70000, 8, 9}, 5);
+  Tensor t_want = ops::strided_copy(in, t_shape, t_strides);
+  Tensor t_got = ops::strided_copy(in.to(Device::CUDA), t_shape, t_strides);
   EXPECT_EQ(t_got.to_vector(), t_want.to_vector());
 }
 

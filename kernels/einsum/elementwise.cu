@@ -24,7 +24,8 @@ __global__ void mul_scalar_kernel(float* __restrict__ out, const float* __restri
 
 template <typename Index>
 __global__ void mul_broadcast_kernel(float* __restrict__ out, const float* __restrict__ a,
-                                     const float* __restrict__ b, StridedView<2> view, Index n) {
+                                     const float* __restrict__ b,
+                                     const __grid_constant__ StridedView<2> view, Index n) {
   for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < n;
        i += Index(gridDim.x) * blockDim.x) {
     int64_t off[2];

@@ -10,6 +10,9 @@
 
 namespace handgrad {
 
+// Kernels take a view by value as `const __grid_constant__`: its 0.5-2 KB are read in place from
+// the parameter space. Indexed by a runtime axis, a plain by-value struct may be copied into a
+// stack frame per thread first; the build's ptxas report (cmake/ptxas_report.py) fails on that.
 template <int K>
 struct StridedView {
   int ndim = 0;

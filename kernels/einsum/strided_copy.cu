@@ -9,7 +9,7 @@ namespace {
 // the output's last axis is also contiguous in the input.
 template <typename Index>
 __global__ void strided_copy_kernel(float* __restrict__ out, const float* __restrict__ in,
-                                    StridedView<1> view, Index n) {
+                                    const __grid_constant__ StridedView<1> view, Index n) {
   for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < n;
        i += Index(gridDim.x) * blockDim.x) {
     int64_t off[1];
@@ -35,7 +35,7 @@ struct TransposePlan {
 };
 
 __global__ void transpose_tile_kernel(float* __restrict__ out, const float* __restrict__ in,
-                                      TransposePlan plan) {
+                                      const __grid_constant__ TransposePlan plan) {
   __shared__ float tile[kTile][kTile + 1];
   const int64_t tiles_p = (plan.P + kTile - 1) / kTile;
   for (int64_t rest = blockIdx.z; rest < plan.rest_count; rest += gridDim.z) {
@@ -62,11 +62,9 @@ __global__ void transpose_tile_kernel(float* __restrict__ out, const float* __re
 void strided_copy(float* out, const float* in, const StridedView<1>& view) {
   const int64_t n = view.numel();
   if (n == 0) return;
-  const int last = view.ndim - 1;
-  int p = -1;  // output axis that is contiguous in the input
-  for (int d = 0; d < view.ndim; ++d)
-    if (view.stride[0][d] == 1) p = d;
-  if (last >= 1 && p >= 0 && p != last && view.shape[last] >= 8 && view.shape[p] >= 8) {
+  const StridedCopyPath path = strided_copy_path(view);
+  if (path.kernel == StridedCopyKernel::TiledTranspose) {
+    const int p = path.p, last = view.ndim - 1;
     TransposePlan plan;
     plan.P = view.shape[p];
     plan.L = view.shape[last];
@@ -87,7 +85,7 @@ void strided_copy(float* out, const float* in, const StridedView<1>& view) {
               static_cast<unsigned>(std::min<int64_t>(plan.rest_count, 65535)));
     HG_ASSERT((plan.L + kTile - 1) / kTile <= INT32_MAX, "permute extent too large");
     transpose_tile_kernel<<<grid, dim3(kTile, kTileRows), 0, stream()>>>(out, in, plan);
-  } else if (n <= INT32_MAX) {
+  } else if (path.kernel == StridedCopyKernel::Gather32) {
     strided_copy_kernel<uint32_t><<<grid_for(n), kBlock, 0, stream()>>>(out, in, view,
                                                                          static_cast<uint32_t>(n));
   } else {

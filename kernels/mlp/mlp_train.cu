@@ -11,8 +11,11 @@ size_t fused_smem_bytes(int64_t d, int64_t h) { return sizeof(float) * (d * h + 
 // One block per model, thread j owns hidden unit j (column j of W1 and W2[j]): it computes
 // a_j, applies relu, and updates its own column, so only y' needs a block-wide reduction.
 // Reads of W1[k*h + j] by consecutive threads are consecutive: no bank conflicts.
-__global__ void mlp_fused_kernel(float* __restrict__ params, float* __restrict__ losses,
-                                 int64_t* __restrict__ diverged_at, MlpRun r) {
+// Launched with up to kMaxThreads threads: the bound holds ptxas to the 64 registers a thread
+// of so large a block can have (65536 per SM); given more, every 1024-thread launch would fail.
+constexpr int kMaxThreads = 1024;
+__global__ void __launch_bounds__(kMaxThreads)
+mlp_fused_kernel(float* __restrict__ params, float* __restrict__ losses, int64_t* __restrict__ diverged_at, MlpRun r) {
   extern __shared__ float smem[];
   const int64_t D = r.d, H = r.h;
   float* W1 = smem;
@@ -91,8 +94,8 @@ void mlp_train_fused(float* params, float* losses, int64_t* diverged_at, const M
   const size_t smem = fused_smem_bytes(r.d, r.h);
   CUDA_CHECK(cudaFuncSetAttribute(mlp_fused_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(smem)));
-  // One thread per hidden unit, in whole warps, at most 1024 (then each thread takes several).
-  const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (r.h + 31) / 32 * 32)));
+  // One thread per hidden unit, in whole warps, at most kMaxThreads (then each thread takes several).
+  const int threads = static_cast<int>(std::min<int64_t>(kMaxThreads, std::max<int64_t>(32, (r.h + 31) / 32 * 32)));
   mlp_fused_kernel<<<static_cast<unsigned>(r.models), threads, smem, stream()>>>(params, losses,
                                                                                  diverged_at, r);
   CUDA_CHECK_LAUNCH();
