@@ -590,6 +590,7 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
                            Mode{"none", false, true, 1e-3}, Mode{"none", true, false, 3e-2}}) {
     const std::string what = cat(mode.freeze, mode.tf32 ? " tf32" : "", mode.timed ? " cudnnFind" : "");
     cuda::set_conv_algo_search(mode.timed ? cuda::ConvAlgoSearch::Timed : cuda::ConvAlgoSearch::Heuristic);
+    const int64_t timed_plans_before = cuda::conv_plans_made(cuda::ConvAlgoSearch::Timed);
     ResNet18 cpu_model(N, 28, 28), gpu_model(N, 28, 28, Device::CUDA, mode.tf32);
     cpu_model.init_random(3);
     gpu_model.init_random(3);
@@ -614,6 +615,11 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
       }
       EXPECT_LT(rel_err(tb.to_vector(), ta.to_vector()), mode.tol) << what << " " << a.entries[i].first;
     }
+    // The timed mode searched (cudnnFind) for its own plans: it did not reuse the heuristics' plans
+    // of the same shapes from the modes before it. The others made no timed plan.
+    const int64_t timed_plans_made = cuda::conv_plans_made(cuda::ConvAlgoSearch::Timed) - timed_plans_before;
+    if (mode.timed) EXPECT_GT(timed_plans_made, 0) << what;
+    else EXPECT_EQ(timed_plans_made, 0) << what;
   }
   cuda::set_conv_algo_search(cuda::ConvAlgoSearch::Heuristic);
   for (const std::string& line : cuda::conv_plans_chosen()) std::printf("  %s\n", line.c_str());

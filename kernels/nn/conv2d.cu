@@ -78,11 +78,12 @@ struct Direction {
 struct ConvPlan {
   Conv2dShape shape;
   bool tf32;
+  ConvAlgoSearch search;
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   Direction fwd, bwd_data, bwd_filter;
 
-  ConvPlan(const Conv2dShape& s, bool tf) : shape(s), tf32(tf) {
+  ConvPlan(const Conv2dShape& s, bool tf, ConvAlgoSearch how) : shape(s), tf32(tf), search(how) {
     cudnnHandle_t h = cudnn_handle();
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
@@ -97,7 +98,7 @@ struct ConvPlan {
       // What the search may consider: FP32 FMA math only, or (--tf32) TF32 tensor cores too, as PyTorch.
       CUDNN_CHECK(cudnnSetConvolutionMathType(d->conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
     }
-    const bool timed = g_search == ConvAlgoSearch::Timed;
+    const bool timed = search == ConvAlgoSearch::Timed;
     {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
       int n = 0;
@@ -146,16 +147,18 @@ struct ConvPlan {
   }
 };
 
-using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+// Keyed by the search mode too: a plan chosen by the heuristics must not stand in for a timed one.
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
+                           ConvAlgoSearch>;
 std::map<PlanKey, std::unique_ptr<ConvPlan>>& plans() {
   static std::map<PlanKey, std::unique_ptr<ConvPlan>> cache;
   return cache;
 }
 
 ConvPlan& plan_for(const Conv2dShape& s, bool tf32) {
-  const PlanKey k{s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.stride, s.pad, tf32};
+  const PlanKey k{s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.stride, s.pad, tf32, g_search};
   auto it = plans().find(k);
-  if (it == plans().end()) it = plans().emplace(k, std::make_unique<ConvPlan>(s, tf32)).first;
+  if (it == plans().end()) it = plans().emplace(k, std::make_unique<ConvPlan>(s, tf32, g_search)).first;
   return *it->second;
 }
 
@@ -169,6 +172,12 @@ const char* math_name(cudnnMathType_t m) {
 
 void set_conv_algo_search(ConvAlgoSearch search) { g_search = search; }
 
+int64_t conv_plans_made(ConvAlgoSearch search) {
+  int64_t n = 0;
+  for (const auto& entry : plans()) n += entry.second->search == search;
+  return n;
+}
+
 std::vector<std::string> conv_plans_chosen() {
   std::vector<std::string> lines;
   for (const auto& [key, p] : plans()) {
@@ -178,7 +187,7 @@ std::vector<std::string> conv_plans_chosen() {
                  d.ms >= 0 ? cat(", ", d.ms, " ms") : std::string(), ")");
     };
     lines.push_back(cat("conv N", s.N, " C", s.C, " ", s.H, "x", s.W, " -> K", s.K, " ", s.R, "x", s.S, "/", s.stride,
-                        p->tf32 ? " tf32: " : ": ", dir("fwd", p->fwd), ", ", dir("bwd-data", p->bwd_data), ", ",
+                        p->tf32 ? " tf32" : "", p->search == ConvAlgoSearch::Timed ? " timed: " : ": ", dir("fwd", p->fwd), ", ", dir("bwd-data", p->bwd_data), ", ",
                         dir("bwd-filter", p->bwd_filter)));
   }
   lines.push_back(cat("shared cuDNN workspace: ", workspace().bytes() >> 10, " KiB for ", plans().size(), " plans"));

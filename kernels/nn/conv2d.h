@@ -59,7 +59,10 @@ namespace cuda {
 // workspace shared by every shape; `tf32` lets cuDNN use TF32 tensor cores (PyTorch's default
 // for convolutions), otherwise math is FP32 (FMA only).
 enum class ConvAlgoSearch { Heuristic, Timed };
-void set_conv_algo_search(ConvAlgoSearch search);  // for the shapes planned after the call
+void set_conv_algo_search(ConvAlgoSearch search);  // for the convolutions run after the call
+// How many plans (shape, precision) were made with that search so far: a test's proof that a
+// timed run really searched rather than reusing the heuristics' plans.
+int64_t conv_plans_made(ConvAlgoSearch search);
 // One line per shape planned so far (its three algorithms, math types, workspace, measured
 // times with Timed), then the shared workspace's size.
 std::vector<std::string> conv_plans_chosen();
