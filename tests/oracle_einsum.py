@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """PyTorch oracle: random einsum equations and shapes through `handgrad einsum`, compared with
 torch.einsum in float64. Relative error (max |ours - torch| / max |torch|) must be < 1e-5.
-Runs on the CPU, and on the GPU too when `handgrad info` finds one."""
+Runs on the CPU, and on the GPU too (a subset, below) when `handgrad info` finds one."""
+import concurrent.futures
 import os
 import random
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -78,37 +80,47 @@ def devices():
     return ["cpu", "cuda"] if "--device auto uses: cuda" in info else ["cpu"]
 
 
-failures, worst, count = [], 0.0, 0
+def check(dev, i, eq, shapes):
+    """One case through `handgrad einsum` against torch in float64: (error or None, relative error)."""
+    arrays = [np.random.default_rng(i * 7 + j).standard_normal(s) for j, s in enumerate(shapes)]
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for j, a in enumerate(arrays):
+            paths.append(os.path.join(d, f"in{j}.npy"))
+            np.save(paths[-1], a)  # float64: handgrad reads it as float32
+        out = os.path.join(d, "out.npy")
+        # "--" ends the options: an equation such as "->" must not be read as a flag.
+        p = subprocess.run([HANDGRAD, "einsum", "-o", out, "--device", dev, "--", eq, *paths],
+                           capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            return f"{dev} {eq} {shapes}: rc={p.returncode} {p.stderr.strip()}", 0.0
+        got = np.load(out)
+    want = torch.einsum(eq, *[torch.from_numpy(a) for a in arrays]).numpy()
+    if got.shape != want.shape:
+        return f"{dev} {eq} {shapes}: shape {got.shape} != torch {want.shape}", 0.0
+    scale = max(np.abs(want).max(initial=0.0), 1e-30)
+    err = np.abs(got.astype(np.float64) - want).max(initial=0.0) / scale
+    return (None if err < 1e-5 else f"{dev} {eq} {shapes}: relative error {err:.3e}"), err
+
+
+# Every case on the CPU. On the GPU, every fixed case (each kernel family: elementwise, GEMM,
+# reductions, permutes, diagonals, broadcasts, many operands, > 8 dims) and the first
+# $HG_ORACLE_CUDA_CASES random ones: each case is a process with a CUDA context of its own, and
+# the CUDA GoogleTests already compare 200 random equations with the CPU in one process.
+# Cases run in parallel, one process per core (at most 8).
 cases = FIXED + [random_case() for _ in range(N_RANDOM)]
-with tempfile.TemporaryDirectory() as d:
-    for dev in devices():
-        for i, (eq, shapes) in enumerate(cases):
-            arrays = [np.random.default_rng(i * 7 + j).standard_normal(s) for j, s in enumerate(shapes)]
-            paths = []
-            for j, a in enumerate(arrays):
-                paths.append(os.path.join(d, f"in{j}.npy"))
-                np.save(paths[-1], a)  # float64: handgrad reads it as float32
-            out = os.path.join(d, "out.npy")
-            # "--" ends the options: an equation such as "->" must not be read as a flag.
-            p = subprocess.run([HANDGRAD, "einsum", "-o", out, "--device", dev, "--", eq, *paths],
-                               capture_output=True, text=True, timeout=120)
-            if p.returncode != 0:
-                failures.append(f"{dev} {eq} {shapes}: rc={p.returncode} {p.stderr.strip()}")
-                continue
-            want = torch.einsum(eq, *[torch.from_numpy(a) for a in arrays]).numpy()
-            got = np.load(out)
-            count += 1
-            if got.shape != want.shape:
-                failures.append(f"{dev} {eq} {shapes}: shape {got.shape} != torch {want.shape}")
-                continue
-            scale = max(np.abs(want).max(initial=0.0), 1e-30)
-            err = np.abs(got.astype(np.float64) - want).max(initial=0.0) / scale
-            worst = max(worst, err)
-            if not err < 1e-5:
-                failures.append(f"{dev} {eq} {shapes}: relative error {err:.3e}")
+n_cuda = len(FIXED) + int(os.environ.get("HG_ORACLE_CUDA_CASES", "20"))
+jobs = [(dev, i, eq, shapes) for dev in devices()
+        for i, (eq, shapes) in enumerate(cases if dev == "cpu" else cases[:n_cuda])]
+start = time.monotonic()
+with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    results = list(pool.map(lambda job: check(*job), jobs))
+failures = [f for f, _ in results if f]
+worst = max((err for _, err in results), default=0.0)
+per_device = ", ".join(f"{sum(1 for j in jobs if j[0] == d)} on {d}" for d in dict.fromkeys(j[0] for j in jobs))
 
 for f in failures:
     print("FAIL", f)
-print(f"oracle_einsum: {count} cases compared with torch {torch.__version__}, "
-      f"worst relative error {worst:.2e}, {len(failures)} failure(s)")
+print(f"oracle_einsum: {len(jobs)} cases ({per_device}) compared with torch {torch.__version__} in "
+      f"{time.monotonic() - start:.1f} s, worst relative error {worst:.2e}, {len(failures)} failure(s)")
 sys.exit(1 if failures else 0)
