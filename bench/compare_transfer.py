@@ -13,7 +13,7 @@ times (who goes first alternates too), and the medians are reported twice:
 Both run FP32 convolutions unless --tf32 (GPU), which lets both use TF32 tensor cores.
 
   bench/compare_transfer.py --handgrad build/handgrad [--device cpu|cuda] [--steps 30] [--rounds 3]
-                            [--tf32] [--cuda-graph] [--json F]
+                            [--batch-sizes 16,64] [--tf32] [--cuda-graph] [--json F]
 """
 import argparse
 import gzip
@@ -120,6 +120,7 @@ def main():
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs of each; medians are reported")
+    ap.add_argument("--batch-sizes", default="16,64", help="comma-separated batch sizes (default 16,64)")
     ap.add_argument("--tf32", action="store_true", help="TF32 convolutions in both (GPU)")
     ap.add_argument("--cuda-graph", action="store_true", help="handgrad replays each step from a CUDA graph (GPU)")
     ap.add_argument("--json")
@@ -131,11 +132,17 @@ def main():
         return torch_worker(opt.device, opt.batch, opt.freeze, opt.steps, opt.tf32)
     if opt.steps < 1 or opt.rounds < 1:
         sys.exit("compare_transfer: --steps and --rounds must be positive")
+    try:
+        batch_sizes = [int(b) for b in opt.batch_sizes.split(",")]
+    except ValueError:
+        batch_sizes = []
+    if not batch_sizes or min(batch_sizes) < 1:
+        sys.exit(f"compare_transfer: --batch-sizes must be positive integers, got {opt.batch_sizes!r}")
     find_data()
     import torch
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for batch in (16, 64):
+        for batch in batch_sizes:
             for freeze in ("backbone", "none"):
                 ours, theirs = [], []
                 for r in range(opt.rounds):
