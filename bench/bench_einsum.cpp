@@ -21,10 +21,11 @@
 #include <map>
 
 #include "host/einsum.h"
+#include "host/einsum_ops.h"
+#include "host/random.h"
 #include "kernels/cpu_parallel.h"
 #include "kernels/einsum/elementwise.h"
 #include "kernels/einsum/gemm.h"
-#include "kernels/einsum/ops.h"
 #include "kernels/einsum/reduce.h"
 #include "kernels/random/random.h"
 #ifdef HANDGRAD_WITH_OPENBLAS
@@ -33,7 +34,7 @@
 #ifdef HANDGRAD_WITH_CUDA
 #include <cuda_runtime.h>
 
-#include "host/cuda_check.h"
+#include "kernels/cuda_check.h"
 #endif
 
 using namespace handgrad;

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "host/error.h"
+#include "kernels/error.h"
 
 namespace handgrad {
 

@@ -8,10 +8,10 @@
 #include <xmmintrin.h>
 #endif
 
-#include "host/error.h"
+#include "kernels/error.h"
 #include "kernels/einsum/gemm.h"
 #ifdef HANDGRAD_WITH_CUDA
-#include "host/cuda_check.h"
+#include "kernels/cuda_check.h"
 #endif
 
 namespace handgrad {

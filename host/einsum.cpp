@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <map>
 
-#include "kernels/einsum/ops.h"
+#include "host/einsum_ops.h"
 
 namespace handgrad {
 

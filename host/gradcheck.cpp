@@ -4,7 +4,7 @@
 #include <cmath>
 #include <functional>
 
-#include "host/philox.h"
+#include "host/random.h"
 #include "host/tensor.h"
 #include "kernels/einsum/gemm.h"
 #include "kernels/nn/conv2d.h"
@@ -12,6 +12,7 @@
 #include "kernels/nn/mse.h"
 #include "kernels/nn/relu.h"
 #include "kernels/nn/xent.h"
+#include "kernels/philox.h"
 #include "kernels/random/random.h"
 
 namespace handgrad {

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "host/error.h"
+#include "kernels/error.h"
 
 namespace handgrad {
 

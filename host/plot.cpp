@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "host/error.h"
+#include "kernels/error.h"
 
 namespace handgrad {
 

@@ -6,7 +6,7 @@
 #include <unordered_map>
 
 #ifdef HANDGRAD_WITH_CUDA
-#include "host/cuda_check.h"
+#include "kernels/cuda_check.h"
 #endif
 
 namespace handgrad {
@@ -25,16 +25,6 @@ int64_t shape_numel(const Shape& s) {
     n *= d;
   }
   return n;
-}
-
-Shape contiguous_strides(const Shape& s) {
-  Shape st(s.size());
-  int64_t acc = 1;
-  for (int i = static_cast<int>(s.size()) - 1; i >= 0; --i) {
-    st[i] = acc;
-    acc *= s[i];
-  }
-  return st;
 }
 
 std::string shape_str(const Shape& s) {

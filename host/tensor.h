@@ -8,14 +8,11 @@
 #include <vector>
 
 #include "host/device.h"
-#include "host/error.h"
+#include "kernels/common.h"
+#include "kernels/error.h"
 
 namespace handgrad {
 
-// Einsum gives a tensor one dim per label: up to 52 letters, and an ellipsis adds more; 64
-// covers that. The strided kernels' parameter structs hold this many dims (einsum/strided.h).
-constexpr int kMaxDims = 64;
-using Shape = std::vector<int64_t>;
 
 enum class DType { F32, I64 };
 size_t dtype_size(DType t);
@@ -25,7 +22,6 @@ template <> constexpr DType dtype_of<float>() { return DType::F32; }
 template <> constexpr DType dtype_of<int64_t>() { return DType::I64; }
 
 int64_t shape_numel(const Shape& s);          // checks for overflow and negative sizes
-Shape contiguous_strides(const Shape& s);     // in elements
 std::string shape_str(const Shape& s);        // "[2, 3, 4]"
 
 // Raw bytes on one device. Move-only; frees itself.

@@ -6,7 +6,7 @@
 #include <iterator>
 
 #include "host/atomic_file.h"
-#include "host/error.h"
+#include "kernels/error.h"
 
 namespace handgrad {
 

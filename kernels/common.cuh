@@ -5,8 +5,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
-#include "host/cuda_check.h"
+#include "kernels/cuda_check.h"
 
 namespace handgrad::cuda {
 
@@ -30,6 +31,33 @@ cublasHandle_t cublas_handle();
 // The stream every handgrad launch goes to: the legacy default stream, unless a StreamScope
 // redirects launches (CUDA graph capture needs a stream of its own).
 cudaStream_t stream();
+
+// Device memory a kernel family keeps in its own context (cuDNN's workspace): move-only, freed
+// with its owner. Tensors and the model's buffers come from the runtime's allocator (host/).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (bytes) CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+  }
+  ~DeviceBuffer() {
+    if (ptr_) cudaFree(ptr_);  // never throws: a destructor
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
 
 class StreamScope {
  public:

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "host/error.h"
+#include "kernels/error.h"
 
 namespace handgrad {
 

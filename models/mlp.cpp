@@ -12,14 +12,15 @@
 #include "host/atomic_file.h"
 #include "host/npy.h"
 #include "host/plot.h"
+#include "host/random.h"
 #include "host/tensor.h"
 #include "kernels/mlp/mlp_train.h"
 #include "kernels/random/random.h"
 #ifdef HANDGRAD_WITH_CUDA
 #include <cuda_runtime.h>
 
-#include "host/cuda_check.h"
 #include "kernels/common.cuh"
+#include "kernels/cuda_check.h"
 #include "kernels/nn/linear_row.h"
 #include "kernels/nn/mse.h"
 #include "kernels/nn/relu.h"

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "host/philox.h"
 #include "kernels/einsum/gemm.h"
 #include "kernels/einsum/reduce.h"
 #include "kernels/nn/batchnorm.h"
@@ -15,9 +14,10 @@
 #include "kernels/nn/rows.h"
 #include "kernels/nn/xent.h"
 #include "kernels/optim/sgd.h"
+#include "kernels/philox.h"
 #ifdef HANDGRAD_WITH_CUDA
-#include "host/cuda_check.h"
 #include "kernels/common.cuh"
+#include "kernels/cuda_check.h"
 #endif
 
 namespace handgrad {

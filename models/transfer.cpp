@@ -14,10 +14,10 @@
 #include "host/checkpoint.h"
 #include "host/idx.h"
 #include "host/npy.h"
-#include "host/philox.h"
 #include "host/plot.h"
 #include "kernels/nn/conv2d.h"
 #include "kernels/nn/rows.h"
+#include "kernels/philox.h"
 #include "models/resnet18.h"
 
 namespace handgrad {

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "host/einsum.h"
-#include "host/philox.h"
+#include "kernels/philox.h"
 #include "host/tensor.h"
 
 namespace handgrad::test {

@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "host/error.h"
+#include "kernels/error.h"
 #include "models/autodiff.h"
 
 using namespace handgrad;

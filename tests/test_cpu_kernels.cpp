@@ -7,11 +7,12 @@
 #include <mutex>
 #include <numeric>
 
+#include "host/einsum_ops.h"
 #include "kernels/cpu_parallel.h"
 #include "kernels/einsum/elementwise.h"
 #include "kernels/einsum/gemm.h"
-#include "kernels/einsum/ops.h"
 #include "kernels/einsum/reduce.h"
+#include "kernels/philox.h"
 #include "kernels/einsum/strided_copy.h"
 #include "test_util.h"
 

@@ -3,11 +3,12 @@
 #include <gtest/gtest.h>
 
 #include "einsum_cases.h"
-#include "host/cuda_check.h"
 #include "host/einsum.h"
+#include "host/einsum_ops.h"
+#include "host/random.h"
+#include "kernels/cuda_check.h"
 #include "kernels/einsum/elementwise.h"
 #include "kernels/einsum/gemm.h"
-#include "kernels/einsum/ops.h"
 #include "kernels/einsum/reduce.h"
 #include "kernels/einsum/strided_copy.h"
 #include "kernels/random/random.h"

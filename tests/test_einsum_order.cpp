@@ -9,7 +9,7 @@
 #include "einsum_cases.h"
 #include "host/einsum.h"
 #include "host/einsum_reference.h"
-#include "host/philox.h"
+#include "kernels/philox.h"
 #include "test_util.h"
 
 using namespace handgrad;

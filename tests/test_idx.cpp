@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "host/error.h"
+#include "kernels/error.h"
 #include "host/idx.h"
 
 using namespace handgrad;

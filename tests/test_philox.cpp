@@ -2,7 +2,8 @@
 
 #include <cmath>
 
-#include "host/philox.h"
+#include "host/random.h"
+#include "kernels/philox.h"
 #include "kernels/random/random.h"
 #include "test_util.h"
 

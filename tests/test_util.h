@@ -8,6 +8,7 @@
 
 #include "host/device.h"
 #include "host/tensor.h"
+#include "host/random.h"
 #include "kernels/random/random.h"
 
 namespace handgrad::test {

@@ -4,7 +4,7 @@
 // stores), so no size has to be a multiple of a tile.
 #include <cublas_v2.h>
 
-#include "host/error.h"
+#include "kernels/error.h"
 #include "kernels/common.cuh"
 #include "kernels/einsum/gemm.h"
 

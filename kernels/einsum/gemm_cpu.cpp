@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "host/error.h"
+#include "kernels/error.h"
 #include "kernels/einsum/gemm.h"
 #ifdef HANDGRAD_WITH_OPENBLAS
 #include <cblas.h>

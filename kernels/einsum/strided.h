@@ -3,10 +3,10 @@
 // operand k at offset sum_d idx_d * stride[k][d]; a stride of 0 broadcasts.
 #pragma once
 #include <array>
+#include <cstddef>
 #include <cstdint>
 
-#include "host/philox.h"  // HG_HD
-#include "host/tensor.h"
+#include "kernels/common.h"
 
 namespace handgrad {
 

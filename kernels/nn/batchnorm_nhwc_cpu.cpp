@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "host/error.h"
+#include "kernels/error.h"
 #include "kernels/cpu_parallel.h"
 #include "kernels/nn/batchnorm.h"
 

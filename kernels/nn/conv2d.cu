@@ -10,7 +10,6 @@
 #include <tuple>
 #include <vector>
 
-#include "host/tensor.h"
 #include "kernels/common.cuh"
 #include "kernels/nn/conv2d.h"
 
@@ -42,12 +41,12 @@ cudnnHandle_t cudnn_handle() {
 // The one workspace of every plan: grows to the largest need, never shrinks. A block it grows
 // out of is kept, not freed: a captured CUDA graph (ResNet18::train_step_graphed) may still
 // point at it. Growth happens a handful of times per process.
-Buffer& shared_workspace(size_t need) {
-  static Buffer ws;
-  static std::vector<Buffer> retired;
+DeviceBuffer& shared_workspace(size_t need) {
+  static DeviceBuffer ws;
+  static std::vector<DeviceBuffer> retired;
   if (ws.bytes() < need) {
     retired.push_back(std::move(ws));
-    ws = Buffer(need, Device::CUDA);
+    ws = DeviceBuffer(need);
   }
   return ws;
 }
@@ -162,7 +161,7 @@ ConvPlan& plan_for(const Conv2dShape& s, bool tf32) {
   return *it->second;
 }
 
-Buffer& workspace() { return shared_workspace(0); }
+DeviceBuffer& workspace() { return shared_workspace(0); }
 
 const char* math_name(cudnnMathType_t m) {
   return m == CUDNN_FMA_MATH ? "fma" : m == CUDNN_TENSOR_OP_MATH ? "tensor-op" : m == CUDNN_DEFAULT_MATH ? "default" : "tensor-op-conversion";
@@ -196,7 +195,7 @@ std::vector<std::string> conv_plans_chosen() {
 
 void conv2d_forward(float* y, const float* x, const float* w, const Conv2dShape& s, bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
-  Buffer& ws = workspace();
+  DeviceBuffer& ws = workspace();
   const float one = 1.f, zero = 0.f;
   CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(), &one, p.x, x, p.w, w, p.fwd.conv,
                                       cudnnConvolutionFwdAlgo_t(p.fwd.algo), ws.get(), ws.bytes(), &zero, p.y, y));
@@ -204,7 +203,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const Conv2dShape&
 
 void conv2d_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s, bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
-  Buffer& ws = workspace();
+  DeviceBuffer& ws = workspace();
   const float one = 1.f, zero = 0.f;
   CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, p.w, w, p.y, dy, p.bwd_data.conv,
                                            cudnnConvolutionBwdDataAlgo_t(p.bwd_data.algo), ws.get(), ws.bytes(), &zero,
@@ -213,7 +212,7 @@ void conv2d_backward_data(float* dx, const float* dy, const float* w, const Conv
 
 void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
-  Buffer& ws = workspace();
+  DeviceBuffer& ws = workspace();
   const float one = 1.f, zero = 0.f;
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, p.x, x, p.y, dy, p.bwd_filter.conv,
                                              cudnnConvolutionBwdFilterAlgo_t(p.bwd_filter.algo), ws.get(), ws.bytes(),

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "host/philox.h"  // HG_HD
+#include "kernels/common.h"
 
 namespace handgrad {
 

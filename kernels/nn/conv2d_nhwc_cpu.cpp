@@ -2,7 +2,7 @@
 // between transposes (conv2d.h states the contract).
 #include <algorithm>
 
-#include "host/error.h"
+#include "kernels/error.h"
 #include "kernels/einsum/strided_copy.h"
 #include "kernels/nn/conv2d.h"
 

@@ -7,7 +7,7 @@
 #pragma once
 #include <cstdint>
 
-#include "host/philox.h"  // HG_HD
+#include "kernels/common.h"
 
 namespace handgrad {
 

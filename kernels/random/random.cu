@@ -1,4 +1,4 @@
-#include "host/philox.h"
+#include "kernels/philox.h"
 #include "kernels/common.cuh"
 #include "kernels/random/random.h"
 

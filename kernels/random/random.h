@@ -1,11 +1,9 @@
-// Random fills from the shared Philox stream (host/philox.h). Contract: element i of the output
-// is Philox(seed, stream).{uniform,normal,uniform_int}(offset + i), on either device, so a CPU
-// run and a GPU run with the same seed see the same numbers (up to the last ulp of log/cos for
-// normal(), computed in double on both sides).
+// Random fills from the shared Philox stream (kernels/philox.h; on tensors: host/random.h).
+// Contract: element i of the output is Philox(seed, stream).{uniform,normal,uniform_int}(offset
+// + i), on either device, so a CPU run and a GPU run with the same seed see the same numbers (up
+// to the last ulp of log/cos for normal(), computed in double on both sides).
 #pragma once
 #include <cstdint>
-
-#include "host/tensor.h"
 
 namespace handgrad {
 
@@ -24,13 +22,5 @@ void fill_uniform_int(int64_t* out, int64_t n, uint64_t bound, uint64_t seed, ui
                       uint64_t offset);
 }  // namespace cuda
 #endif
-
-// Device-dispatching entries.
-void fill_uniform(Tensor& t, uint64_t seed, uint64_t stream = 0, uint64_t offset = 0);
-void fill_normal(Tensor& t, uint64_t seed, uint64_t stream = 0, uint64_t offset = 0);
-void fill_uniform_int(Tensor& t, uint64_t bound, uint64_t seed, uint64_t stream = 0,
-                      uint64_t offset = 0);
-Tensor randn(const Shape& shape, uint64_t seed, uint64_t stream = 0,
-             Device device = Device::CPU);
 
 }  // namespace handgrad

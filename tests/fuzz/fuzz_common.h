@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "host/error.h"
+#include "kernels/error.h"
 
 namespace handgrad::fuzz {
 

@@ -1,4 +1,4 @@
-#include "kernels/einsum/ops.h"
+#include "host/einsum_ops.h"
 
 #include <algorithm>
 

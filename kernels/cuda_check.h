@@ -6,7 +6,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include "host/error.h"
+#include "kernels/error.h"
 
 namespace handgrad::detail {
 [[noreturn]] inline void throw_cuda(cudaError_t err, const char* expr, const char* file, int line) {

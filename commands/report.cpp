@@ -1,4 +1,4 @@
-#include "host/cli/report.h"
+#include "commands/report.h"
 
 #include <algorithm>
 #include <chrono>
@@ -10,13 +10,14 @@
 #include "host/atomic_file.h"
 #include "host/einsum.h"
 #include "host/einsum_reference.h"
-#include "host/npy.h"
-#include "host/philox.h"
-#include "kernels/nn/conv2d.h"
-#include "kernels/random/random.h"
 #include "host/gradcheck.h"
+#include "host/npy.h"
 #include "host/plot.h"
+#include "host/random.h"
 #include "host/zip.h"
+#include "kernels/nn/conv2d.h"
+#include "kernels/philox.h"
+#include "kernels/random/random.h"
 #include "models/autodiff.h"
 #include "models/mlp.h"
 #include "models/transfer.h"

@@ -7,12 +7,12 @@
 #include <cstdio>
 #include <sstream>
 
+#include "commands/report.h"
 #include "host/checkpoint.h"
 #include "host/device.h"
 #include "host/einsum.h"
 #include "host/gradcheck.h"
 #include "host/npy.h"
-#include "host/cli/report.h"
 #include "kernels/nn/conv2d.h"
 #include "models/autodiff.h"
 #include "models/mlp.h"

@@ -5,11 +5,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define HG_HD __host__ __device__ __forceinline__
-#else
-#define HG_HD inline
-#endif
+#include "kernels/common.h"
 
 namespace handgrad {
 
