@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 
+#include "host/nn.h"
 #include "host/random.h"
 #include "host/tensor.h"
 #include "kernels/einsum/gemm.h"
@@ -182,16 +183,12 @@ void check_xent(Device dev, uint64_t seed, std::vector<GradcheckResult>& out) {
   for (int64_t i = 0; i < N; ++i) labels[i] = static_cast<int32_t>((i * 7) % K);
   DeviceRun run{dev, {}};
   float *z = run.put(Z), *dz = run.out(N * K);
-  if (dev == Device::CPU) {
-    cpu::softmax_xent(dz, z, labels.data(), N, K, nullptr);
-  } else {
-#ifdef HANDGRAD_WITH_CUDA
-    Buffer lab(sizeof(int32_t) * N, dev), rl(sizeof(float) * N, dev), rc(sizeof(int32_t) * N, dev);
-    copy_bytes(lab.get(), dev, labels.data(), Device::CPU, sizeof(int32_t) * N);
-    cuda::softmax_xent(dz, static_cast<float*>(rl.get()), static_cast<int32_t*>(rc.get()), z,
-                       static_cast<int32_t*>(lab.get()), N, K);
-#endif
-  }
+  // The ResNet's loss layer, as it runs it (the summed loss stays on the device).
+  Buffer lab(sizeof(int32_t) * N, dev), sums(2 * sizeof(double), dev), rc(sizeof(int32_t) * N, dev);
+  copy_bytes(lab.get(), dev, labels.data(), Device::CPU, sizeof(int32_t) * N);
+  zero_bytes(sums.get(), dev, sums.bytes());
+  nn::softmax_xent(dev, dz, static_cast<double*>(sums.get()), run.out(N), static_cast<int32_t*>(rc.get()), z,
+                   static_cast<int32_t*>(lab.get()), N, K);
   auto loss = [&](const std::vector<double>& t) {
     double l = 0;
     for (int64_t n = 0; n < N; ++n) {
@@ -206,22 +203,17 @@ void check_xent(Device dev, uint64_t seed, std::vector<GradcheckResult>& out) {
                        fd_error(to_double(Z), run.get(dz, N * K), loss, seed, N * K)));
 }
 
+// The ResNet's convolution layer (channels-last x and dy, KCRS weights), as it runs it.
 void check_conv(Device dev, uint64_t seed, std::vector<GradcheckResult>& out) {
   const Conv2dShape s{2, 3, 7, 6, 4, 3, 3, 2, 1};
   const int64_t nx = s.N * s.C * s.H * s.W, nw = s.K * s.C * s.R * s.S, ny = s.N * s.K * s.OH() * s.OW();
   const auto X = randn_vec(nx, seed, 9), W = randn_vec(nw, seed, 10), G = randn_vec(ny, seed, 11);
   DeviceRun run{dev, {}};
   float *x = run.put(X), *w = run.put(W), *g = run.put(G), *dx = run.out(nx), *dw = run.out(nw);
-  if (dev == Device::CPU) {
-    Tensor ws = Tensor::empty({cpu::conv2d_workspace_floats(s)});
-    cpu::conv2d_backward_data(dx, g, w, s, ws.data<float>());
-    cpu::conv2d_backward_filter(dw, g, x, s, ws.data<float>());
-  } else {
-#ifdef HANDGRAD_WITH_CUDA
-    cuda::conv2d_backward_data(dx, g, w, s, false);
-    cuda::conv2d_backward_filter(dw, g, x, s, false);
-#endif
-  }
+  nn::Conv2d conv(s, dev, false);
+  float* ws = run.out(std::max<int64_t>(1, conv.workspace_floats()));
+  conv.backward_data(dx, g, w, ws);
+  conv.backward_filter(dw, g, x, ws);
   auto loss = [&](const std::vector<double>& xx, const std::vector<double>& ww) {
     double l = 0;
     for (int64_t n = 0; n < s.N; ++n)
@@ -234,9 +226,9 @@ void check_conv(Device dev, uint64_t seed, std::vector<GradcheckResult>& out) {
                 for (int64_t q = 0; q < s.S; ++q) {
                   const int64_t iy = oy * s.stride - s.pad + r, ix = ox * s.stride - s.pad + q;
                   if (iy < 0 || iy >= s.H || ix < 0 || ix >= s.W) continue;
-                  y += ww[((k * s.C + c) * s.R + r) * s.S + q] * xx[((n * s.C + c) * s.H + iy) * s.W + ix];
+                  y += ww[((k * s.C + c) * s.R + r) * s.S + q] * xx[((n * s.H + iy) * s.W + ix) * s.C + c];
                 }
-            l += G[((n * s.K + k) * s.OH() + oy) * s.OW() + ox] * y;
+            l += G[((n * s.OH() + oy) * s.OW() + ox) * s.K + k] * y;
           }
     return l;
   };

@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #ifdef HANDGRAD_WITH_CUDA
+#include "kernels/common.cuh"
 #include "kernels/cuda_check.h"
 #endif
 
@@ -152,6 +153,19 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
   CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
 #else
   throw UserError("CUDA copy requested, but this handgrad was built without CUDA");
+#endif
+}
+
+void zero_bytes(void* dst, Device device, size_t bytes) {
+  if (bytes == 0) return;
+  if (device == Device::CPU) {
+    std::memset(dst, 0, bytes);
+    return;
+  }
+#ifdef HANDGRAD_WITH_CUDA
+  CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, cuda::stream()));
+#else
+  throw UserError("CUDA memory, but this handgrad was built without CUDA");
 #endif
 }
 

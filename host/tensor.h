@@ -113,6 +113,9 @@ void release_cached_memory();
 // Copy `bytes` between any two devices (synchronous).
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
 
+// Zero `bytes` at dst: on the GPU queued on handgrad's stream, like a kernel (no synchronisation).
+void zero_bytes(void* dst, Device device, size_t bytes);
+
 // Block until all queued GPU work is done (no-op on the CPU).
 void synchronize(Device device);
 

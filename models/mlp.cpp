@@ -10,22 +10,13 @@
 #include <nlohmann/json.hpp>
 
 #include "host/atomic_file.h"
+#include "host/nn.h"
 #include "host/npy.h"
 #include "host/plot.h"
 #include "host/random.h"
+#include "host/step_graph.h"
 #include "host/tensor.h"
 #include "kernels/mlp/mlp_train.h"
-#include "kernels/random/random.h"
-#ifdef HANDGRAD_WITH_CUDA
-#include <cuda_runtime.h>
-
-#include "kernels/common.cuh"
-#include "kernels/cuda_check.h"
-#include "kernels/nn/linear_row.h"
-#include "kernels/nn/mse.h"
-#include "kernels/nn/relu.h"
-#include "kernels/optim/sgd.h"
-#endif
 
 namespace handgrad {
 
@@ -87,7 +78,6 @@ MlpData make_data(MlpConfig& cfg) {
   return d;
 }
 
-#ifdef HANDGRAD_WITH_CUDA
 // After a run whose kernels do not stop by themselves: find each model's divergence and
 // blank what followed it, as the CPU and fused trainers do.
 int64_t mark_divergence(float* losses, int64_t iters) {
@@ -104,16 +94,16 @@ int64_t mark_divergence(float* losses, int64_t iters) {
 // kernel advances, so a block of steps can be captured once into a CUDA graph and replayed.
 class StepTrainer {
  public:
-  StepTrainer(const MlpRun& r, float* params, float* losses)
-      : r_(r), params_(params), losses_(losses),
-        grads_(Tensor::zeros({r.models * mlp_param_count(r.d, r.h)}, Device::CUDA)),
-        a_(Tensor::empty({r.models, r.h}, Device::CUDA)),
-        act_(Tensor::empty({r.models, r.h}, Device::CUDA)),
-        dact_(Tensor::empty({r.models, r.h}, Device::CUDA)),
-        da_(Tensor::empty({r.models, r.h}, Device::CUDA)),
-        yhat_(Tensor::empty({r.models}, Device::CUDA)),
-        dy_(Tensor::empty({r.models}, Device::CUDA)),
-        step_(Tensor::zeros({1}, Device::CUDA, DType::I64)) {}
+  StepTrainer(Device dev, const MlpRun& r, float* params, float* losses)
+      : dev_(dev), r_(r), params_(params), losses_(losses),
+        grads_(Tensor::zeros({r.models * mlp_param_count(r.d, r.h)}, dev)),
+        a_(Tensor::empty({r.models, r.h}, dev)),
+        act_(Tensor::empty({r.models, r.h}, dev)),
+        dact_(Tensor::empty({r.models, r.h}, dev)),
+        da_(Tensor::empty({r.models, r.h}, dev)),
+        yhat_(Tensor::empty({r.models}, dev)),
+        dy_(Tensor::empty({r.models}, dev)),
+        step_(Tensor::zeros({1}, dev, DType::I64)) {}
 
   // Enqueues one training step (10 launches) on the current stream.
   void enqueue_step() {
@@ -125,23 +115,23 @@ class StepTrainer {
     const LinearRowShape layer1{M, D, H, P}, layer2{M, H, 1, P};
     float* W2 = params_ + D * H;
     float* dW2 = grads_.data<float>() + D * H;
-    cuda::linear_row_forward(a_.data<float>(), x, params_, layer1);                 // a = x W1
-    cuda::relu_forward(act_.data<float>(), a_.data<float>(), M * H);                // a' = relu(a)
-    cuda::linear_row_forward(yhat_.data<float>(), act, W2, layer2);                 // y' = a' W2
-    cuda::mse_loss_grad(losses_, r_.iters, step, dy_.data<float>(), yhat_.data<float>(), y, M);
-    cuda::linear_row_backward_weight(dW2, act, dy_.data<float>(), layer2);          // dW2 = a'^T dy'
-    cuda::linear_row_backward_input(dact_.data<float>(), dy_.data<float>(), W2, layer2);  // da' = dy' W2^T
-    cuda::relu_backward(da_.data<float>(), dact_.data<float>(), a_.data<float>(), M * H);
-    cuda::linear_row_backward_weight(grads_.data<float>(), x, da_.data<float>(), layer1);  // dW1 = x^T da
-    cuda::sgd_step(params_, grads_.data<float>(), r_.lr, M, P, step);               // W -= lr dW; ++step
+    nn::linear_row_forward(dev_, a_.data<float>(), x, params_, layer1);                 // a = x W1
+    nn::relu_forward(dev_, act_.data<float>(), a_.data<float>(), M * H);                // a' = relu(a)
+    nn::linear_row_forward(dev_, yhat_.data<float>(), act, W2, layer2);                 // y' = a' W2
+    nn::mse_loss_grad(dev_, losses_, r_.iters, step, dy_.data<float>(), yhat_.data<float>(), y, M);
+    nn::linear_row_backward_weight(dev_, dW2, act, dy_.data<float>(), layer2);          // dW2 = a'^T dy'
+    nn::linear_row_backward_input(dev_, dact_.data<float>(), dy_.data<float>(), W2, layer2);  // da' = dy' W2^T
+    nn::relu_backward(dev_, da_.data<float>(), dact_.data<float>(), a_.data<float>(), M * H);
+    nn::linear_row_backward_weight(dev_, grads_.data<float>(), x, da_.data<float>(), layer1);  // dW1 = x^T da
+    nn::sgd_step(dev_, params_, grads_.data<float>(), r_.lr, M, P, step);               // W -= lr dW; ++step
   }
 
   // Copies the losses of the steps run since the last call back to `host_losses` and returns
   // true when every model has diverged (a sweep keeps going while any model still trains).
   bool all_diverged(int64_t end, std::vector<float>& host_losses) {
-    CUDA_CHECK(cudaMemcpy2D(host_losses.data() + checked_, r_.iters * sizeof(float), losses_ + checked_,
-                            r_.iters * sizeof(float), (end - checked_) * sizeof(float), r_.models,
-                            cudaMemcpyDeviceToHost));
+    for (int64_t m = 0; m < r_.models; ++m)
+      copy_bytes(host_losses.data() + m * r_.iters + checked_, Device::CPU, losses_ + m * r_.iters + checked_, dev_,
+                 (end - checked_) * sizeof(float));
     bool all = true;
     for (int64_t m = 0; m < r_.models; ++m) {
       for (int64_t t = checked_; t < end && !diverged_[m]; ++t)
@@ -153,6 +143,7 @@ class StepTrainer {
   }
 
  private:
+  Device dev_;
   MlpRun r_;
   float* params_;
   float* losses_;
@@ -162,16 +153,17 @@ class StepTrainer {
 };
 
 // Runs `impl` on the GPU; returns the losses [models][iters] on the host.
-std::vector<float> train_cuda(const std::string& impl, const MlpRun& host_run, Tensor& params,
-                              std::vector<int64_t>& diverged_at) {
+std::vector<float> train_on_gpu(const std::string& impl, const MlpRun& host_run, Tensor& params,
+                                std::vector<int64_t>& diverged_at) {
+  const Device dev = params.device();
   const int64_t M = host_run.models, iters = host_run.iters;
   Tensor X = Tensor::from_vector({host_run.n, host_run.d},
-                                 std::vector<float>(host_run.X, host_run.X + host_run.n * host_run.d), Device::CUDA);
-  Tensor Y = Tensor::from_vector({host_run.n}, std::vector<float>(host_run.Y, host_run.Y + host_run.n), Device::CUDA);
-  Tensor lr = Tensor::from_vector({M}, std::vector<float>(host_run.lr, host_run.lr + M), Device::CUDA);
-  Tensor idx = Tensor::empty({iters}, Device::CUDA, DType::I64);
-  copy_bytes(idx.raw(), Device::CUDA, host_run.indices, Device::CPU, sizeof(int64_t) * iters);
-  Tensor losses = Tensor::full({M, iters}, std::numeric_limits<float>::quiet_NaN(), Device::CUDA);
+                                 std::vector<float>(host_run.X, host_run.X + host_run.n * host_run.d), dev);
+  Tensor Y = Tensor::from_vector({host_run.n}, std::vector<float>(host_run.Y, host_run.Y + host_run.n), dev);
+  Tensor lr = Tensor::from_vector({M}, std::vector<float>(host_run.lr, host_run.lr + M), dev);
+  Tensor idx = Tensor::empty({iters}, dev, DType::I64);
+  copy_bytes(idx.raw(), dev, host_run.indices, Device::CPU, sizeof(int64_t) * iters);
+  Tensor losses = Tensor::full({M, iters}, std::numeric_limits<float>::quiet_NaN(), dev);
   MlpRun r = host_run;
   r.X = X.data<float>();
   r.Y = Y.data<float>();
@@ -180,60 +172,48 @@ std::vector<float> train_cuda(const std::string& impl, const MlpRun& host_run, T
   std::vector<float> host_losses(M * iters, std::numeric_limits<float>::quiet_NaN());
 
   if (impl == "fused") {
-    Tensor div = Tensor::empty({M}, Device::CUDA, DType::I64);
-    cuda::mlp_train_fused(params.data<float>(), losses.data<float>(), div.data<int64_t>(), r);
-    copy_bytes(diverged_at.data(), Device::CPU, div.raw(), Device::CUDA, sizeof(int64_t) * M);
-    copy_bytes(host_losses.data(), Device::CPU, losses.raw(), Device::CUDA, sizeof(float) * M * iters);
+    Tensor div = Tensor::empty({M}, dev, DType::I64);
+    nn::mlp_train_fused(dev, params.data<float>(), losses.data<float>(), div.data<int64_t>(), r);
+    copy_bytes(diverged_at.data(), Device::CPU, div.raw(), dev, sizeof(int64_t) * M);
+    copy_bytes(host_losses.data(), Device::CPU, losses.raw(), dev, sizeof(float) * M * iters);
     return host_losses;
   }
 
-  StepTrainer trainer(r, params.data<float>(), losses.data<float>());
+  StepTrainer trainer(dev, r, params.data<float>(), losses.data<float>());
   constexpr int64_t kCheckEvery = 1000;  // divergence check: one small copy per 1000 steps
   int64_t t = 0;
   bool stopped = false;  // every model diverged
   constexpr int64_t kGraphSteps = 500;
   if (impl == "graph" && iters > kGraphSteps) {
     // Step 0 runs eagerly: it loads every kernel's module before the capture (lazy loading
-    // inside a capture is not allowed on every driver). The buffers above were filled on the
-    // default stream, which a non-blocking stream does not wait for: synchronise once.
+    // inside a capture is not allowed on every driver).
     trainer.enqueue_step();
     t = 1;
-    synchronize(Device::CUDA);
+    synchronize(dev);
     // Capture kGraphSteps steps once and replay them; the remainder runs step by step.
-    cudaStream_t s;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    cudaGraphExec_t exec = nullptr;
-    {
-      cuda::StreamScope scope(s);
-      cudaGraph_t graph;
-      CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-      for (int64_t k = 0; k < kGraphSteps; ++k) trainer.enqueue_step();
-      CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-      CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-      CUDA_CHECK(cudaGraphDestroy(graph));
-    }
+    StepGraph graph;
+    std::string why;
+    HG_ASSERT(graph.capture(dev, [&] { for (int64_t k = 0; k < kGraphSteps; ++k) trainer.enqueue_step(); }, &why),
+              "capturing the Q2 steps into a CUDA graph failed: ", why);
     for (; t + kGraphSteps <= iters; t += kGraphSteps) {
-      CUDA_CHECK(cudaGraphLaunch(exec, s));
+      graph.replay();
       const int64_t end = t + kGraphSteps;
       if (end / kCheckEvery > t / kCheckEvery || end == iters) {
-        CUDA_CHECK(cudaStreamSynchronize(s));
+        synchronize(dev);
         if ((stopped = trainer.all_diverged(end, host_losses))) break;
       }
     }
-    CUDA_CHECK(cudaStreamSynchronize(s));
-    CUDA_CHECK(cudaGraphExecDestroy(exec));
-    CUDA_CHECK(cudaStreamDestroy(s));
+    synchronize(dev);
   }
   for (; t < iters && !stopped; ++t) {
     trainer.enqueue_step();
     if ((t + 1) % kCheckEvery == 0 || t + 1 == iters) stopped = trainer.all_diverged(t + 1, host_losses);
   }
-  synchronize(Device::CUDA);
-  copy_bytes(host_losses.data(), Device::CPU, losses.raw(), Device::CUDA, sizeof(float) * M * iters);
+  synchronize(dev);
+  copy_bytes(host_losses.data(), Device::CPU, losses.raw(), dev, sizeof(float) * M * iters);
   for (int64_t m = 0; m < M; ++m) diverged_at[m] = mark_divergence(host_losses.data() + m * iters, iters);
   return host_losses;
 }
-#endif
 
 // Mean squared error of a model over the whole dataset, in double.
 double dataset_mse(const float* params, const MlpData& d, int64_t D, int64_t H) {
@@ -390,13 +370,11 @@ MlpResult run_mlp(const MlpConfig& config) {
   run.lr = cfg.lrs.data();
 
   if (res.impl == "fused" && !cuda_available()) res.impl = "cpu";
-#ifdef HANDGRAD_WITH_CUDA
-  if (res.impl == "fused" && !cuda::mlp_fused_fits(cfg.d, cfg.h)) {
+  if (res.impl == "fused" && !nn::mlp_fused_fits(Device::CUDA, cfg.d, cfg.h)) {
     std::fprintf(stderr, "handgrad: note: d*h = %lld weights do not fit in shared memory; using --impl graph\n",
                  static_cast<long long>(cfg.d * cfg.h));
     res.impl = "graph";
   }
-#endif
   std::vector<int64_t> diverged(M, -1);
   std::vector<float> losses;
   double seconds = 0;
@@ -406,17 +384,14 @@ MlpResult run_mlp(const MlpConfig& config) {
     cpu::mlp_train(params.data<float>(), losses.data(), diverged.data(), run);
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else {
-#ifdef HANDGRAD_WITH_CUDA
+    HG_REQUIRE(built_with_cuda(), "--impl ", res.impl, " needs the CUDA backend, and this build has none");
     Tensor dparams = params.to(Device::CUDA);
     synchronize(Device::CUDA);
     const auto t0 = std::chrono::steady_clock::now();
-    losses = train_cuda(res.impl, run, dparams, diverged);
+    losses = train_on_gpu(res.impl, run, dparams, diverged);
     synchronize(Device::CUDA);
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     params.copy_from(dparams);
-#else
-    throw UserError("--impl " + res.impl + " needs the CUDA backend, and this build has none");
-#endif
   }
   res.seconds = seconds;
   res.us_per_iter = seconds / cfg.iters * 1e6;

@@ -5,20 +5,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "kernels/einsum/gemm.h"
-#include "kernels/einsum/reduce.h"
-#include "kernels/nn/batchnorm.h"
-#include "kernels/nn/conv2d.h"
-#include "kernels/nn/pooling.h"
-#include "kernels/nn/relu.h"
-#include "kernels/nn/rows.h"
-#include "kernels/nn/xent.h"
-#include "kernels/optim/sgd.h"
+#include "host/einsum_ops.h"
+#include "host/nn.h"
+#include "host/step_graph.h"
 #include "kernels/philox.h"
-#ifdef HANDGRAD_WITH_CUDA
-#include "kernels/common.cuh"
-#include "kernels/cuda_check.h"
-#endif
 
 namespace handgrad {
 
@@ -42,17 +32,16 @@ struct Array {
   const float* get() const { return t.data<float>(); }
 };
 
-// conv -> BN, with the activations the backward pass needs. On the CPU the BN's output is never
-// stored: scale and shift are applied on the way into the ReLU that follows (channels-last).
+// conv -> BN, with what the backward pass needs. The BN's output is never stored: its scale and
+// shift are applied on the way into the ReLU (or residual join) that follows.
 struct ConvBN {
-  Conv2dShape conv;
+  nn::Conv2d conv;
   int64_t w = 0, gamma = 0, beta = 0, running_mean = 0, running_var = 0, counter = 0;
   bool train_conv = true, train_bn = true;
-  Array conv_out, bn_out, save_mean, save_invstd;
-  Array scale, shift;   // CPU: the BN as y = x * scale + shift
-  Array packed;         // CPU: the weights in oneDNN's layout (conv2d_nhwc_pack_weights)
-  bool packed_stale = true;
+  Array conv_out, save_mean, save_invstd;
+  Array scale, shift;  // the BN as y = x * scale + shift
   const float* input = nullptr;
+  const Conv2dShape& shape() const { return conv.shape; }
 };
 
 struct Block {
@@ -69,13 +58,8 @@ const char* const kFamilyNames[kFamilies] = {
 
 }  // namespace
 
-// Each layer call goes to the CPU twin or the CUDA kernel, by the model's device.
-#ifdef HANDGRAD_WITH_CUDA
-#define HG_NN(fn, ...) (dev == Device::CPU ? cpu::fn(__VA_ARGS__) : cuda::fn(__VA_ARGS__))
-#else
-#define HG_NN(fn, ...) ((void)dev, cpu::fn(__VA_ARGS__))
-#endif
-
+// The network, written once for both devices: activations are channels-last ([N, H, W, C]) on
+// both, and every layer goes through host/nn.h, which sends it to the device the model lives on.
 struct ResNet18::Impl {
   int64_t batch, H, W, Cin, classes, n = 0;
   Device dev;
@@ -92,23 +76,19 @@ struct ResNet18::Impl {
   Pool2dShape pool;
   Block blocks[8];
   int64_t fc_w = 0, fc_b = 0, features = 512;
-  Array feat, logits, dlogits, row_loss, cpu_workspace, bn_workspace, sum_workspace;
-  Buffer row_correct;  // int32, GPU only
-  Buffer loss_sums;    // GPU: two doubles, the summed loss and right answers since take_sums()
-  double host_sums[2] = {0, 0};  // the same on the CPU
+  Array feat, logits, dlogits, row_loss, conv_workspace, bn_workspace, sum_workspace;
+  Buffer row_correct;  // int32 per image (the GPU's loss path)
+  Buffer loss_sums;    // two doubles on the device: the summed loss and right answers since take_sums()
   int64_t summed_images = 0;
   ParamRanges train_ranges;  // the trainable parameters as ranges of the flat buffer
-#ifdef HANDGRAD_WITH_CUDA
   // The captured training step (train_step_graphed) and what it was captured for.
-  cudaStream_t graph_stream = nullptr;
-  cudaGraphExec_t graph_exec = nullptr;
+  StepGraph graph;
   const void* graph_inputs[2] = {nullptr, nullptr};
   float graph_lr = 0, graph_mu = 0;
   std::string graph_disabled;  // why capture failed (then every step runs eagerly)
-#endif
-  Array g[6];          // backward scratch, each as large as the largest activation
+  Array g[5];          // backward scratch, each as large as the largest activation
   bool have_forward = false;
-  int64_t workspace_batch = 0;  // the batch size cpu_workspace was last checked for
+  int64_t workspace_batch = 0;  // the batch size conv_workspace was last sized for
   bool profiling = false;
   double family_seconds[kFamilies] = {};
 
@@ -142,24 +122,15 @@ struct ResNet18::Impl {
   ConvBN make_convbn(const std::string& conv_name, const std::string& bn_name, int64_t C, int64_t K, int64_t R,
                      int64_t stride, int64_t pad, int64_t h, int64_t w) {
     ConvBN u;
-    u.conv = {batch, C, h, w, K, R, R, stride, pad};
+    u.conv = nn::Conv2d({batch, C, h, w, K, R, R, stride, pad}, dev, tf32);
     u.w = add(Entry::Param, conv_name + ".weight", {K, C, R, R});
     u.gamma = add(Entry::Param, bn_name + ".weight", {K});
     u.beta = add(Entry::Param, bn_name + ".bias", {K});
     u.running_mean = add(Entry::Buffer, bn_name + ".running_mean", {K});
     u.running_var = add(Entry::Buffer, bn_name + ".running_var", {K});
     u.counter = add(Entry::Counter, bn_name + ".num_batches_tracked", {});
-    const int64_t out = batch * K * u.conv.OH() * u.conv.OW();
-    u.conv_out.alloc(out, dev);
-    u.save_mean.alloc(K, dev);
-    u.save_invstd.alloc(K, dev);
-    if (dev == Device::CPU) {
-      u.scale.alloc(K, dev);
-      u.shift.alloc(K, dev);
-      u.packed.alloc(cpu::conv2d_nhwc_packed_floats(u.conv), dev);
-    } else {
-      u.bn_out.alloc(out, dev);
-    }
+    u.conv_out.alloc(batch * K * u.shape().OH() * u.shape().OW(), dev);
+    for (Array* a : {&u.save_mean, &u.save_invstd, &u.scale, &u.shift}) a->alloc(K, dev);
     return u;
   }
 
@@ -167,7 +138,7 @@ struct ResNet18::Impl {
       : batch(b), H(h), W(w), Cin(cin), classes(k), dev(d), tf32(tf) {
     HG_REQUIRE(b > 0 && h > 0 && w > 0 && cin > 0 && k > 0, "ResNet18: sizes must be positive");
     stem = make_convbn("conv1", "bn1", cin, 64, 7, 2, 3, h, w);
-    int64_t sh = stem.conv.OH(), sw = stem.conv.OW();
+    int64_t sh = stem.shape().OH(), sw = stem.shape().OW();
     stem_relu.alloc(batch * 64 * sh * sw, dev);
     pool = {batch, 64, sh, sw, 3, 2, 1};
     const int64_t pooled = batch * 64 * pool.OH() * pool.OW();
@@ -182,7 +153,7 @@ struct ResNet18::Impl {
         const int64_t stride = (stage > 0 && j == 0) ? 2 : 1;
         Block& bl = blocks[idx];
         bl.c1 = make_convbn(p + "conv1", p + "bn1", C, K, 3, stride, 1, sh, sw);
-        const int64_t oh = bl.c1.conv.OH(), ow = bl.c1.conv.OW();
+        const int64_t oh = bl.c1.shape().OH(), ow = bl.c1.shape().OW();
         bl.c2 = make_convbn(p + "conv2", p + "bn2", K, K, 3, 1, 1, oh, ow);
         bl.has_down = stride != 1 || C != K;
         if (bl.has_down) bl.down = make_convbn(p + "downsample.0", p + "downsample.1", C, K, 1, stride, 0, sh, sw);
@@ -205,25 +176,17 @@ struct ResNet18::Impl {
     row_correct = Buffer(sizeof(int32_t) * batch, dev);
     loss_sums = Buffer(2 * sizeof(double), dev);
     zero_sums();
+    // Scratch, each sized once for the largest layer at the full batch.
     int64_t bn_ws = 1, act = stem.conv_out.t.numel();
     for_each_convbn([&](const ConvBN& u) {
-#ifdef HANDGRAD_WITH_CUDA
-      // The BN split grows with the batch: the full batch needs the most.
-      if (dev == Device::CUDA)
-        bn_ws = std::max(bn_ws, cuda::batchnorm_workspace_floats({batch, u.conv.K, u.conv.OH() * u.conv.OW()}));
-#endif
+      bn_ws = std::max(bn_ws, nn::batchnorm_workspace_floats(dev, rows(u, batch), u.shape().K));
       act = std::max(act, u.conv_out.t.numel());
     });
     act = std::max(act, pool_out.t.numel());
-    cpu_workspace.alloc(nhwc() ? conv_workspace_floats() : 0, dev);
+    conv_workspace.alloc(conv_workspace_floats(), dev);
+    workspace_batch = batch;
     bn_workspace.alloc(bn_ws, dev);
-#ifdef HANDGRAD_WITH_CUDA
-    if (dev == Device::CUDA) {
-      int64_t most = 0;  // the split plan depends on the row count: size for every n <= batch
-      for (int64_t rows = 1; rows <= batch; ++rows) most = std::max(most, cuda::sum_middle_workspace(1, rows, classes));
-      sum_workspace.alloc(most, dev);
-    }
-#endif
+    sum_workspace.alloc(nn::column_sums_workspace_floats(dev, batch, classes), dev);
     for (Array& a : g) a.alloc(act, dev);
     trainable.assign(entries.size(), true);
     set_freeze("none");
@@ -265,18 +228,14 @@ struct ResNet18::Impl {
   float* B(int64_t off) { return buffers.get() + off; }
 
   // ---------------------------------------------------------------------------------------
-  // The layers. The CPU runs channels-last (NHWC) on oneDNN's convolutions, with BN, ReLU and
-  // the residual add fused; the GPU runs NCHW on cuDNN with one kernel per operation.
-  bool nhwc() const { return dev == Device::CPU; }
+  // The layers.
 
-  // The convolution's weights in oneDNN's layout, re-packed after each change of the weights.
-  const float* packed_weights(ConvBN& u) {
-    if (u.packed_stale) cpu::conv2d_nhwc_pack_weights(u.packed.get(), P(u.w), u.conv);
-    u.packed_stale = false;
-    return u.packed.get();
-  }
+  // The convolutions read their weights through a copy packed for the device's library,
+  // re-packed after each change of the weights (all of them, or those that train).
   void weights_changed(bool only_trainable) {
-    for_each_convbn([&](ConvBN& u) { u.packed_stale = u.packed_stale || !only_trainable || u.train_conv; });
+    for_each_convbn([&](ConvBN& u) {
+      if (!only_trainable || u.train_conv) u.conv.weights_changed();
+    });
   }
   template <class F>
   void for_each_convbn(F f) {
@@ -288,95 +247,54 @@ struct ResNet18::Impl {
     }
   }
 
-  // A batch of n images (the last of an epoch may be short): oneDNN's scratch depends on it.
+  // A batch of n images (the last of an epoch may be short): the CPU convolutions' scratch
+  // depends on it.
   void resize_batch(int64_t count) {
     n = count;
-    for_each_convbn([&](ConvBN& u) { u.conv.N = n; });
+    for_each_convbn([&](ConvBN& u) { u.conv.shape.N = n; });
     pool.N = n;
-    if (!nhwc() || count == workspace_batch) return;
+    if (count == workspace_batch) return;
     const int64_t need = conv_workspace_floats();
-    if (need > cpu_workspace.t.numel()) cpu_workspace.alloc(need, dev);  // grows at most once per new size
+    if (need > conv_workspace.t.numel()) conv_workspace.alloc(need, dev);  // grows at most once per new size
     workspace_batch = count;
   }
-  // The CPU convolutions' scratch for the current batch: the most any layer needs.
+  // The convolutions' scratch for the current batch: the most any layer needs.
   int64_t conv_workspace_floats() {
     int64_t need = 0;
-    for_each_convbn([&](const ConvBN& u) { need = std::max(need, cpu::conv2d_nhwc_workspace_floats(u.conv)); });
+    for_each_convbn([&](const ConvBN& u) { need = std::max(need, u.conv.workspace_floats()); });
     return need;
   }
 
-  void conv_forward(ConvBN& u, const float* x) {
-    const Span span(this, kConvFwd);
-    if (nhwc()) return cpu::conv2d_forward_nhwc(u.conv_out.get(), x, P(u.w), packed_weights(u), u.conv, cpu_workspace.get());
-#ifdef HANDGRAD_WITH_CUDA
-    cuda::conv2d_forward(u.conv_out.get(), x, P(u.w), u.conv, tf32);
-#endif
-  }
-  void conv_backward_data(float* dx, const float* dy, ConvBN& u) {
-    const Span span(this, kConvBwdData);
-    if (nhwc()) return cpu::conv2d_backward_data_nhwc(dx, dy, P(u.w), packed_weights(u), u.conv, cpu_workspace.get());
-#ifdef HANDGRAD_WITH_CUDA
-    cuda::conv2d_backward_data(dx, dy, P(u.w), u.conv, tf32);
-#endif
-  }
-  void conv_backward_filter(const float* dy, ConvBN& u) {
-    const Span span(this, kConvBwdFilter);
-    if (nhwc()) return cpu::conv2d_backward_filter_nhwc(G(u.w), dy, u.input, u.conv, cpu_workspace.get());
-#ifdef HANDGRAD_WITH_CUDA
-    cuda::conv2d_backward_filter(G(u.w), dy, u.input, u.conv, tf32);
-#endif
-  }
-  void gemm(float* C, const float* A, const float* Bm, const GemmShape& s) {
-    if (dev == Device::CPU) return cpu::gemm_batched(C, A, Bm, s);
-#ifdef HANDGRAD_WITH_CUDA
-    cuda::gemm_batched(C, A, Bm, s);
-#endif
-  }
+  static int64_t rows(const ConvBN& u, int64_t images) { return images * u.shape().OH() * u.shape().OW(); }
+  int64_t rows(const ConvBN& u) const { return rows(u, n); }
 
-  int64_t rows(const ConvBN& u) const { return n * u.conv.OH() * u.conv.OW(); }  // NHWC rows
-
-  // conv, then the BN's statistics (train) and, on the GPU, its output.
+  // conv, then the BN's statistics (train) and its scale and shift.
   void convbn_forward(ConvBN& u, const float* x, bool train) {
     u.input = x;
-    conv_forward(u, x);
-    const Span span(this, kBnFwd);
-    const int64_t K = u.conv.K;
-    if (nhwc()) {
-      if (train) {
-        cpu::batchnorm_stats_nhwc(u.save_mean.get(), u.save_invstd.get(), B(u.running_mean), B(u.running_var),
-                                  u.conv_out.get(), rows(u), K, BatchNormShape().eps, BatchNormShape().momentum);
-        cpu::batchnorm_scale_shift(u.scale.get(), u.shift.get(), P(u.gamma), P(u.beta), u.save_mean.get(),
-                                   u.save_invstd.get(), K);
-      } else {
-        cpu::batchnorm_eval_scale_shift(u.scale.get(), u.shift.get(), P(u.gamma), P(u.beta), B(u.running_mean),
-                                        B(u.running_var), K, BatchNormShape().eps);
-      }
-    } else {
-#ifdef HANDGRAD_WITH_CUDA
-      const BatchNormShape bs{n, K, u.conv.OH() * u.conv.OW()};
-      if (train)
-        cuda::batchnorm_forward_train(u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),
-                                      B(u.running_var), u.save_mean.get(), u.save_invstd.get(), bs, bn_workspace.get());
-      else
-        cuda::batchnorm_forward_eval(u.bn_out.get(), u.conv_out.get(), P(u.gamma), P(u.beta), B(u.running_mean),
-                                     B(u.running_var), bs);
-#endif
+    {
+      const Span span(this, kConvFwd);
+      u.conv.forward(u.conv_out.get(), x, P(u.w), conv_workspace.get());
     }
-    if (train) ++counters[u.counter];
+    const Span span(this, kBnFwd);
+    const int64_t K = u.shape().K;
+    if (train) {
+      nn::batchnorm_stats(dev, u.save_mean.get(), u.save_invstd.get(), B(u.running_mean), B(u.running_var),
+                          u.conv_out.get(), rows(u), K, bn_workspace.get());
+      nn::batchnorm_scale_shift(dev, u.scale.get(), u.shift.get(), P(u.gamma), P(u.beta), u.save_mean.get(),
+                                u.save_invstd.get(), K);
+      ++counters[u.counter];
+    } else {
+      nn::batchnorm_eval_scale_shift(dev, u.scale.get(), u.shift.get(), P(u.gamma), P(u.beta), B(u.running_mean),
+                                     B(u.running_var), K);
+    }
   }
 
   // y = relu(bn(u) [+ bn(second) | + residual]): the ReLU after a BN, or a block's residual join.
   void bn_relu(float* y, const ConvBN& u, const ConvBN* second, const float* residual) {
     const Span span(this, kBnFwd);
-    if (nhwc())
-      return cpu::scale_shift_relu_nhwc(y, u.conv_out.get(), u.scale.get(), u.shift.get(),
-                                        second ? second->conv_out.get() : nullptr, second ? second->scale.get() : nullptr,
-                                        second ? second->shift.get() : nullptr, residual, rows(u), u.conv.K);
-#ifdef HANDGRAD_WITH_CUDA
-    const int64_t count = rows(u) * u.conv.K;
-    if (second || residual) cuda::add_relu(y, u.bn_out.get(), second ? second->bn_out.get() : residual, count);
-    else cuda::relu_forward(y, u.bn_out.get(), count);
-#endif
+    nn::scale_shift_relu(dev, y, u.conv_out.get(), u.scale.get(), u.shift.get(),
+                         second ? second->conv_out.get() : nullptr, second ? second->scale.get() : nullptr,
+                         second ? second->shift.get() : nullptr, residual, rows(u), u.shape().K);
   }
 
   // dy reaches the ReLU (whose output is relu_out) after u's BN: the BN's gradients (when they
@@ -385,37 +303,28 @@ struct ResNet18::Impl {
     float* dconv = g[4].get();
     {
       const Span span(this, kBnBwd);
-      float* dgamma = u.train_bn ? G(u.gamma) : nullptr;
-      float* dbeta = u.train_bn ? G(u.beta) : nullptr;
-      if (nhwc()) {
-        cpu::batchnorm_backward_nhwc(dconv, dgamma, dbeta, dy, relu_out, u.conv_out.get(), P(u.gamma),
-                                     u.save_mean.get(), u.save_invstd.get(), rows(u), u.conv.K);
-      } else {
-#ifdef HANDGRAD_WITH_CUDA
-        const int64_t count = rows(u) * u.conv.K;
-        cuda::relu_backward_from_output(g[5].get(), dy, relu_out, count);
-        cuda::batchnorm_backward(dconv, dgamma, dbeta, g[5].get(), u.conv_out.get(), P(u.gamma), u.save_mean.get(),
-                                 u.save_invstd.get(), {n, u.conv.K, u.conv.OH() * u.conv.OW()}, bn_workspace.get());
-#endif
-      }
+      nn::batchnorm_backward(dev, dconv, u.train_bn ? G(u.gamma) : nullptr, u.train_bn ? G(u.beta) : nullptr, dy,
+                             relu_out, u.conv_out.get(), P(u.gamma), u.save_mean.get(), u.save_invstd.get(), rows(u),
+                             u.shape().K, bn_workspace.get());
     }
-    if (u.train_conv) conv_backward_filter(dconv, u);
-    if (dx) conv_backward_data(dx, dconv, u);
+    if (u.train_conv) {
+      const Span span(this, kConvBwdFilter);
+      u.conv.backward_filter(G(u.w), dconv, u.input, conv_workspace.get());
+    }
+    if (dx) {
+      const Span span(this, kConvBwdData);
+      u.conv.backward_data(dx, dconv, P(u.w), conv_workspace.get());
+    }
   }
 
   void zero_sums() {
-    host_sums[0] = host_sums[1] = 0;
     summed_images = 0;
-    if (dev == Device::CUDA) {
-#ifdef HANDGRAD_WITH_CUDA
-      CUDA_CHECK(cudaMemsetAsync(loss_sums.get(), 0, 2 * sizeof(double), cuda::stream()));
-#endif
-    }
+    zero_bytes(loss_sums.get(), dev, 2 * sizeof(double));
   }
 
   ResNet18::Sums take_sums() {
-    double s[2] = {host_sums[0], host_sums[1]};
-    if (dev == Device::CUDA) copy_bytes(s, Device::CPU, loss_sums.get(), Device::CUDA, sizeof s);
+    double s[2];
+    copy_bytes(s, Device::CPU, loss_sums.get(), dev, sizeof s);
     const ResNet18::Sums out{s[0], summed_images, static_cast<int64_t>(s[1])};
     zero_sums();
     return out;
@@ -425,8 +334,7 @@ struct ResNet18::Impl {
   void put_back(const ResNet18::Sums& sums) {
     if (sums.images == 0) return;
     const double v[2] = {sums.loss, static_cast<double>(sums.correct)};
-    if (dev == Device::CUDA) copy_bytes(loss_sums.get(), Device::CUDA, v, Device::CPU, sizeof v);
-    else host_sums[0] = v[0], host_sums[1] = v[1];
+    copy_bytes(loss_sums.get(), dev, v, Device::CPU, sizeof v);
     summed_images = sums.images;
   }
 
@@ -437,9 +345,7 @@ struct ResNet18::Impl {
     bn_relu(stem_relu.get(), stem, nullptr, nullptr);
     {
       const Span span(this, kPool);
-      int32_t* at = static_cast<int32_t*>(pool_argmax.get());
-      if (nhwc()) cpu::maxpool2d_forward_nhwc(pool_out.get(), at, stem_relu.get(), pool);
-      else HG_NN(maxpool2d_forward, pool_out.get(), at, stem_relu.get(), pool);
+      nn::maxpool_forward(dev, pool_out.get(), static_cast<int32_t*>(pool_argmax.get()), stem_relu.get(), pool);
     }
     const float* cur = pool_out.get();
     for (Block& bl : blocks) {
@@ -451,83 +357,62 @@ struct ResNet18::Impl {
       cur = bl.out.get();
     }
     const Span span(this, kFcLoss);  // with the global average pool
-    const int64_t last_hw = blocks[7].c2.conv.OH() * blocks[7].c2.conv.OW();
-    if (nhwc()) cpu::global_avgpool_forward_nhwc(feat.get(), cur, n, last_hw, features);
-    else HG_NN(global_avgpool_forward, feat.get(), cur, n * features, last_hw);
+    const int64_t last_hw = blocks[7].c2.shape().OH() * blocks[7].c2.shape().OW();
+    nn::global_avgpool_forward(dev, feat.get(), cur, n, last_hw, features);
     GemmShape gs;  // logits = feat fc.weight^T + fc.bias
     gs.M = n, gs.N = classes, gs.K = features, gs.trans_b = true, gs.lda = features, gs.ldb = features;
-    gemm(logits.get(), feat.get(), P(fc_w), gs);
-    HG_NN(add_row_bias, logits.get(), P(fc_b), n, classes);
+    nn::gemm(dev, logits.get(), feat.get(), P(fc_w), gs);
+    nn::add_row_bias(dev, logits.get(), P(fc_b), n, classes);
+    // The loss stays on the device until someone asks (take_sums): no copy, no synchronisation.
+    nn::softmax_xent(dev, train ? dlogits.get() : nullptr, static_cast<double*>(loss_sums.get()), row_loss.get(),
+                     static_cast<int32_t*>(row_correct.get()), logits.get(), labels, n, classes);
     have_forward = train;
     summed_images += n;
-    if (dev == Device::CPU) {
-      int64_t right = 0;
-      host_sums[0] += n * cpu::softmax_xent(train ? dlogits.get() : nullptr, logits.get(), labels, n, classes, &right);
-      host_sums[1] += right;
-      return;
-    }
-#ifdef HANDGRAD_WITH_CUDA
-    // The loss stays on the device until someone asks (take_sums): no copy, no synchronisation.
-    cuda::softmax_xent(train ? dlogits.get() : nullptr, row_loss.get(), static_cast<int32_t*>(row_correct.get()),
-                       logits.get(), labels, n, classes);
-    cuda::add_row_sums(static_cast<double*>(loss_sums.get()), row_loss.get(),
-                       static_cast<const int32_t*>(row_correct.get()), n);
-#endif
   }
-
-#ifdef HANDGRAD_WITH_CUDA
-  void drop_graph() {
-    if (graph_exec) cudaGraphExecDestroy(graph_exec);
-    graph_exec = nullptr;
-  }
-  ~Impl() {
-    drop_graph();
-    if (graph_stream) cudaStreamDestroy(graph_stream);
-  }
-
-  // Captures forward(train) + backward + SGD for a full batch into a CUDA graph. Capture runs
-  // nothing, so the host-side effects of the captured forward (BN step counters, the images
-  // summed) are undone here and redone on each replay. False (with graph_disabled set) when
-  // something in the step cannot be captured.
-  bool capture_train_step(const float* images, const int32_t* labels, float lr, float mu) {
-    drop_graph();
-    if (!graph_stream) CUDA_CHECK(cudaStreamCreate(&graph_stream));  // blocking: ordered with the default stream
-    const std::vector<int64_t> saved_counters = counters;
-    const int64_t saved_images = summed_images;
-    std::string failure;
-    cudaGraph_t graph = nullptr;
-    {
-      cuda::StreamScope scope(graph_stream);
-      CUDA_CHECK(cudaStreamBeginCapture(graph_stream, cudaStreamCaptureModeThreadLocal));
-      try {
-        forward(images, labels, batch, true);
-        backward();
-        sgd(lr, mu);
-      } catch (const std::exception& e) {
-        failure = e.what();
-      }
-      const cudaError_t end = cudaStreamEndCapture(graph_stream, &graph);
-      if (failure.empty() && end != cudaSuccess) failure = cudaGetErrorString(end);
-    }
-    counters = saved_counters;
-    summed_images = saved_images;
-    if (failure.empty() && cudaGraphInstantiate(&graph_exec, graph, 0) != cudaSuccess) failure = "cudaGraphInstantiate failed";
-    if (graph) cudaGraphDestroy(graph);
-    if (!failure.empty()) {
-      (void)cudaGetLastError();  // a failed capture leaves a (non-sticky) error behind
-      graph_exec = nullptr;
-      graph_disabled = failure;
-      return false;
-    }
-    graph_inputs[0] = images, graph_inputs[1] = labels, graph_lr = lr, graph_mu = mu;
-    return true;
-  }
-#endif
 
   void sgd(float lr, float mu) {
     const Span span(this, kSgd);
-    HG_NN(sgd_momentum_step, params.get(), grads.get(), velocity.get(), train_ranges, lr, mu);
+    nn::sgd_momentum(dev, params.get(), grads.get(), velocity.get(), train_ranges, lr, mu);
     weights_changed(true);
+  }
+
+  // Captures forward(train) + backward + SGD for a full batch. Capture runs nothing, so the
+  // host-side effects of the captured forward (BN step counters, the images summed) are undone
+  // here and redone on each replay.
+  bool capture_train_step(const float* images, const int32_t* labels, float lr, float mu) {
+    const std::vector<int64_t> saved_counters = counters;
+    const int64_t saved_images = summed_images;
+    const bool ok = graph.capture(
+        dev,
+        [&] {
+          forward(images, labels, batch, true);
+          backward();
+          sgd(lr, mu);
+        },
+        &graph_disabled);
+    counters = saved_counters;
+    summed_images = saved_images;
+    if (ok) graph_inputs[0] = images, graph_inputs[1] = labels, graph_lr = lr, graph_mu = mu;
+    return ok;
+  }
+
+  bool train_step_graphed(const float* images, const int32_t* labels, float lr, float mu) {
+    if (dev == Device::CUDA && graph_disabled.empty() && !profiling) {
+      const bool same = graph.ready() && graph_inputs[0] == images && graph_inputs[1] == labels && graph_lr == lr &&
+                        graph_mu == mu;
+      if (same || capture_train_step(images, labels, lr, mu)) {
+        graph.replay();
+        for (int64_t& c : counters) ++c;  // every counter is a BN layer's num_batches_tracked
+        summed_images += batch;
+        n = batch;
+        have_forward = true;
+        return true;
+      }
+    }
+    forward(images, labels, batch, true);
+    backward();
+    sgd(lr, mu);
+    return false;
   }
 
   void backward() {
@@ -540,27 +425,20 @@ struct ResNet18::Impl {
       float* dmid = g[3].get();
       convbn_backward(bl.c2, flow, bl.out.get(), dmid);
       convbn_backward(bl.c1, dmid, bl.mid.get(), below);
-      const int64_t in_n = n * bl.c1.conv.C * bl.c1.conv.H * bl.c1.conv.W;
-      if (bl.has_down) {
+      const int64_t in_n = n * bl.c1.shape().C * bl.c1.shape().H * bl.c1.shape().W;
+      if (bl.has_down) {  // the downsample's gradient, then the join's: below += d(down)
         convbn_backward(bl.down, flow, bl.out.get(), g[3].get());
         const Span span(this, kResidualAdd);
-        HG_NN(add, below, below, g[3].get(), in_n);
+        nn::add_relu_backward(dev, below, g[3].get(), nullptr, in_n);
       } else {  // the identity path: the gradient through the join's ReLU
         const Span span(this, kResidualAdd);
-        if (nhwc()) {
-          cpu::add_relu_backward(below, flow, bl.out.get(), in_n);
-        } else {
-          HG_NN(relu_backward_from_output, g[3].get(), flow, bl.out.get(), in_n);
-          HG_NN(add, below, below, g[3].get(), in_n);
-        }
+        nn::add_relu_backward(dev, below, flow, bl.out.get(), in_n);
       }
       std::swap(flow, below);
     }
     {
       const Span span(this, kPool);
-      const int32_t* at = static_cast<const int32_t*>(pool_argmax.get());
-      if (nhwc()) cpu::maxpool2d_backward_nhwc(below, flow, at, pool);
-      else HG_NN(maxpool2d_backward, below, flow, at, pool);
+      nn::maxpool_backward(dev, below, flow, static_cast<const int32_t*>(pool_argmax.get()), pool);
     }
     convbn_backward(stem, below, stem_relu.get(), nullptr);  // nothing below the first conv
   }
@@ -568,27 +446,19 @@ struct ResNet18::Impl {
   // dlogits -> the fc layer's gradients and, in dout, the gradient of the last block's output.
   void fc_backward(float* dout) {
     const Span span(this, kFcLoss);
-    // fc: dW = dlogits^T feat, db = column sums of dlogits, dfeat = dlogits W.
+    // fc: dW = dlogits^T feat, db = column sums of dlogits, dfeat = dlogits W. (fc trains in
+    // every freeze mode: it is always fresh.)
     float* dfeat = g[0].get();
-    // fc trains in every freeze mode (it is always fresh).
     GemmShape gw;
     gw.M = classes, gw.N = features, gw.K = n, gw.trans_a = true, gw.lda = classes, gw.ldb = features;
-    gemm(G(fc_w), dlogits.get(), feat.get(), gw);
-    // db = column sums of dlogits [n, classes] (n may be less than the batch the model was
-    // sized for: the last batch of an epoch), a middle-axis sum of [1, n, classes].
-    if (dev == Device::CPU) {
-      cpu::sum_middle(G(fc_b), dlogits.get(), 1, n, classes);
-    } else {
-#ifdef HANDGRAD_WITH_CUDA
-      cuda::sum_middle(G(fc_b), dlogits.get(), 1, n, classes, sum_workspace.get());
-#endif
-    }
+    nn::gemm(dev, G(fc_w), dlogits.get(), feat.get(), gw);
+    // (n may be less than the batch the model was sized for: the last batch of an epoch.)
+    nn::column_sums(dev, G(fc_b), dlogits.get(), n, classes, sum_workspace.get());
     GemmShape gx;
     gx.M = n, gx.N = features, gx.K = classes, gx.lda = classes, gx.ldb = features;
-    gemm(dfeat, dlogits.get(), P(fc_w), gx);
-    const int64_t last_hw = blocks[7].c2.conv.OH() * blocks[7].c2.conv.OW();
-    if (nhwc()) cpu::global_avgpool_backward_nhwc(dout, dfeat, n, last_hw, features);
-    else HG_NN(global_avgpool_backward, dout, dfeat, n * features, last_hw);
+    nn::gemm(dev, dfeat, dlogits.get(), P(fc_w), gx);
+    const int64_t last_hw = blocks[7].c2.shape().OH() * blocks[7].c2.shape().OW();
+    nn::global_avgpool_backward(dev, dout, dfeat, n, last_hw, features);
   }
 };
 
@@ -712,27 +582,27 @@ std::vector<float> ResNet18::logits() const {
 StateDict ResNet18::branches() const {
   const Impl& m = *impl_;
   StateDict sd;
+  // Every ReLU output, as PyTorch lays it out (NCHW), from the channels-last activation.
   auto add_relu = [&](const std::string& name, const Array& a, const Conv2dShape& c) {
-    Tensor t = Tensor::empty({m.n, c.K, c.OH(), c.OW()});
-    if (m.nhwc()) cpu::nhwc_to_nchw(t.data<float>(), a.get(), m.n, c.K, c.OH() * c.OW());
-    else copy_bytes(t.raw(), Device::CPU, a.get(), m.dev, t.nbytes());
-    sd.add(name, std::move(t));
+    Tensor nhwc = Tensor::empty({m.n, c.OH(), c.OW(), c.K});
+    copy_bytes(nhwc.raw(), Device::CPU, a.get(), m.dev, nhwc.nbytes());
+    sd.add(name, ops::permute(nhwc, {0, 3, 1, 2}));
   };
-  add_relu("relu", m.stem_relu, m.stem.conv);
+  add_relu("relu", m.stem_relu, m.stem.shape());
   const Shape pooled{m.n, 64, m.pool.OH(), m.pool.OW()};
   std::vector<int32_t> at(shape_numel(pooled));
   copy_bytes(at.data(), Device::CPU, m.pool_argmax.get(), m.dev, sizeof(int32_t) * at.size());
   Tensor idx = Tensor::empty(pooled, Device::CPU, DType::I64);
   const int64_t plane = m.pool.OH() * m.pool.OW();
-  for (int64_t i = 0; i < static_cast<int64_t>(at.size()); ++i) {  // NCHW order, from NHWC on the CPU
-    const int64_t nn = i / (64 * plane), c = i / plane % 64, p = i % plane;
-    idx.data<int64_t>()[i] = at[m.nhwc() ? (nn * plane + p) * 64 + c : i];
+  for (int64_t i = 0; i < static_cast<int64_t>(at.size()); ++i) {  // NCHW order, from NHWC
+    const int64_t image = i / (64 * plane), c = i / plane % 64, p = i % plane;
+    idx.data<int64_t>()[i] = at[(image * plane + p) * 64 + c];
   }
   sd.add("maxpool.indices", std::move(idx));
   for (int b = 0; b < 8; ++b) {
     const std::string p = "layer" + std::to_string(b / 2 + 1) + "." + std::to_string(b % 2) + ".";
-    add_relu(p + "relu1", m.blocks[b].mid, m.blocks[b].c1.conv);
-    add_relu(p + "relu2", m.blocks[b].out, m.blocks[b].c2.conv);
+    add_relu(p + "relu1", m.blocks[b].mid, m.blocks[b].c1.shape());
+    add_relu(p + "relu2", m.blocks[b].out, m.blocks[b].c2.shape());
   }
   return sd;
 }
@@ -742,25 +612,7 @@ void ResNet18::backward() { impl_->backward(); }
 void ResNet18::sgd_step(float lr, float momentum) { impl_->sgd(lr, momentum); }
 
 bool ResNet18::train_step_graphed(const float* images, const int32_t* labels, float lr, float momentum) {
-  Impl& m = *impl_;
-#ifdef HANDGRAD_WITH_CUDA
-  if (m.dev == Device::CUDA && m.graph_disabled.empty() && !m.profiling) {
-    const bool same = m.graph_exec && m.graph_inputs[0] == images && m.graph_inputs[1] == labels &&
-                      m.graph_lr == lr && m.graph_mu == momentum;
-    if (same || m.capture_train_step(images, labels, lr, momentum)) {
-      CUDA_CHECK(cudaGraphLaunch(m.graph_exec, m.graph_stream));
-      for (int64_t& c : m.counters) ++c;  // every counter is a BN layer's num_batches_tracked
-      m.summed_images += m.batch;
-      m.n = m.batch;
-      m.have_forward = true;
-      return true;
-    }
-  }
-#endif
-  m.forward(images, labels, m.batch, true);
-  m.backward();
-  m.sgd(lr, momentum);
-  return false;
+  return impl_->train_step_graphed(images, labels, lr, momentum);
 }
 
 void ResNet18::set_profiling(bool on) { impl_->profiling = on; }
@@ -772,11 +624,7 @@ std::vector<std::pair<std::string, double>> ResNet18::profile_seconds() const {
 }
 
 std::string ResNet18::graph_disabled_reason() const {
-#ifdef HANDGRAD_WITH_CUDA
-  return impl_->graph_disabled;
-#else
-  return "CUDA graphs need the GPU";
-#endif
+  return impl_->dev == Device::CUDA ? impl_->graph_disabled : "CUDA graphs need the GPU";
 }
 
 }  // namespace handgrad

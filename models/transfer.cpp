@@ -13,10 +13,9 @@
 #include "host/atomic_file.h"
 #include "host/checkpoint.h"
 #include "host/idx.h"
+#include "host/nn.h"
 #include "host/npy.h"
 #include "host/plot.h"
-#include "kernels/nn/conv2d.h"
-#include "kernels/nn/rows.h"
 #include "kernels/philox.h"
 #include "models/resnet18.h"
 
@@ -190,15 +189,8 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
       const int64_t* idx = order_dev.data<int64_t>() + b;
       int32_t* labels = static_cast<int32_t*>(batch_labels.get());
       const int32_t* all_labels = static_cast<const int32_t*>(train.labels.get());
-      if (dev == Device::CPU) {
-        cpu::gather_rows(batch_images.data<float>(), train.images.data<float>(), idx, n, train.hw);
-        cpu::gather_i32(labels, all_labels, idx, n);
-      } else {
-#ifdef HANDGRAD_WITH_CUDA
-        cuda::gather_rows(batch_images.data<float>(), train.images.data<float>(), idx, n, train.hw);
-        cuda::gather_i32(labels, all_labels, idx, n);
-#endif
-      }
+      nn::gather_rows(dev, batch_images.data<float>(), train.images.data<float>(), idx, n, train.hw);
+      nn::gather_labels(dev, labels, all_labels, idx, n);
       // With --cuda-graph a full batch replays the captured step, once an eager full-batch step
       // has planned every convolution and loaded every kernel.
       if (graph_ready && n == cfg.batch_size) {
@@ -270,23 +262,9 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
 }
 
 // GPU runs: how cuDNN's convolution algorithms are chosen, and (after the run) which were.
-void choose_conv_algorithms(Device dev, bool timed) {
-#ifdef HANDGRAD_WITH_CUDA
-  if (dev == Device::CUDA)
-    cuda::set_conv_algo_search(timed ? cuda::ConvAlgoSearch::Timed : cuda::ConvAlgoSearch::Heuristic);
-#else
-  (void)dev, (void)timed;
-#endif
-}
+void choose_conv_algorithms(Device dev, bool timed) { nn::set_conv_algo_search(dev, timed); }
 
-std::vector<std::string> conv_algorithms_chosen(Device dev) {
-#ifdef HANDGRAD_WITH_CUDA
-  if (dev == Device::CUDA) return cuda::conv_plans_chosen();
-#else
-  (void)dev;
-#endif
-  return {};
-}
+std::vector<std::string> conv_algorithms_chosen(Device dev) { return nn::conv_algorithms_chosen(dev); }
 
 void report_conv_algorithms(Device dev, bool timed) {
   if (!timed) return;

@@ -8,6 +8,7 @@
 #include "kernels/nn/rows.h"
 #include "kernels/nn/xent.h"
 #include "kernels/optim/sgd.h"
+#include "host/nn.h"
 #include "models/resnet18.h"
 #include "test_util.h"
 
@@ -225,7 +226,8 @@ TEST(CnnLayers, BatchNormNhwcMatchesNchwTwin) {
     // Channels-last.
     const std::vector<float> xl = to_nhwc(x, s.N, s.C, s.HW);
     std::vector<float> rml(s.C, 0.f), rvl(s.C, 1.f), meanl = nan_vector(s.C), invl = nan_vector(s.C);
-    cpu::batchnorm_stats_nhwc(meanl.data(), invl.data(), rml.data(), rvl.data(), xl.data(), rows, s.C, s.eps, s.momentum);
+    cpu::batchnorm_stats_nhwc(meanl.data(), invl.data(), rml.data(), rvl.data(), xl.data(), rows, s.C, s.eps, s.momentum,
+                              nullptr);
     EXPECT_LT(rel_err(meanl, mean.to_vector()), 1e-6);
     EXPECT_LT(rel_err(invl, inv.to_vector()), 1e-6);
     EXPECT_LT(rel_err(rml, rm.to_vector()), 1e-6);
@@ -276,7 +278,7 @@ TEST(CnnLayers, BatchNormNhwcMatchesNchwTwin) {
       const std::vector<float> dyl = to_nhwc(dy, s.N, s.C, s.HW), relul = to_nhwc(relu, s.N, s.C, s.HW);
       std::vector<float> dxl = nan_vector(n), dgl = nan_vector(s.C), dbl = nan_vector(s.C);
       cpu::batchnorm_backward_nhwc(dxl.data(), dgl.data(), dbl.data(), dyl.data(), masked ? relul.data() : nullptr,
-                                   xl.data(), gamma.data<float>(), meanl.data(), invl.data(), rows, s.C);
+                                   xl.data(), gamma.data<float>(), meanl.data(), invl.data(), rows, s.C, nullptr);
       EXPECT_LT(rel_err(to_nchw(dxl, s.N, s.C, s.HW), dx.to_vector()), 1e-5) << "masked " << masked;
       EXPECT_LT(rel_err(dgl, dg.to_vector()), 1e-6) << "masked " << masked;
       EXPECT_LT(rel_err(dbl, db.to_vector()), 1e-6) << "masked " << masked;
@@ -324,98 +326,141 @@ TEST(CnnLayers, PoolingNhwcMatchesNchwTwin) {
 #include "kernels/nn/relu.h"
 #include "kernels/nn/rows.h"
 #include "kernels/optim/sgd.h"
+#include "host/nn.h"
 #include "models/resnet18.h"
 
 // Every Q3 CUDA layer against its CPU twin, into poisoned outputs.
 TEST(CnnCuda, LayersMatchCpuTwins) {
   HG_SKIP_WITHOUT_GPU();
   auto dev = [](const Tensor& t) { return t.to(Device::CUDA); };
+  // Convolutions: the layer context on each device (oneDNN or im2col on the CPU, cuDNN on NHWC
+  // with KRSC-packed weights on the GPU), channels-last activations, KCRS weights.
   for (Conv2dShape s : {Conv2dShape{4, 3, 9, 7, 8, 3, 3, 1, 1}, Conv2dShape{3, 1, 28, 28, 64, 7, 7, 2, 3},
-                        Conv2dShape{5, 16, 4, 4, 32, 1, 1, 2, 0}}) {
-    Tensor x = random_tensor({s.N, s.C, s.H, s.W}, 1), w = random_tensor({s.K, s.C, s.R, s.S}, 2);
-    Tensor dy = random_tensor({s.N, s.K, s.OH(), s.OW()}, 3);
-    Tensor ws = Tensor::empty({cpu::conv2d_workspace_floats(s)});
+                        Conv2dShape{5, 16, 4, 4, 32, 1, 1, 2, 0}, Conv2dShape{2, 64, 7, 7, 128, 3, 3, 2, 1}}) {
+    const std::string what = cat("conv N", s.N, " C", s.C, " ", s.H, "x", s.W, " K", s.K, " ", s.R, "/", s.stride);
+    Tensor x = random_tensor({s.N, s.H, s.W, s.C}, 1), w = random_tensor({s.K, s.C, s.R, s.S}, 2);
+    Tensor dy = random_tensor({s.N, s.OH(), s.OW(), s.K}, 3);
+    nn::Conv2d cc(s, Device::CPU, false), gc(s, Device::CUDA, false);
+    Tensor ws = Tensor::zeros({std::max<int64_t>(1, cc.workspace_floats())});
+    Tensor gws = poisoned({std::max<int64_t>(1, gc.workspace_floats())}, Device::CUDA);
     Tensor y = poisoned(dy.shape()), dx = poisoned(x.shape()), dw = poisoned(w.shape());
-    cpu::conv2d_forward(y.data<float>(), x.data<float>(), w.data<float>(), s, ws.data<float>());
-    cpu::conv2d_backward_data(dx.data<float>(), dy.data<float>(), w.data<float>(), s, ws.data<float>());
-    cpu::conv2d_backward_filter(dw.data<float>(), dy.data<float>(), x.data<float>(), s, ws.data<float>());
+    cc.forward(y.data<float>(), x.data<float>(), w.data<float>(), ws.data<float>());
+    cc.backward_data(dx.data<float>(), dy.data<float>(), w.data<float>(), ws.data<float>());
+    cc.backward_filter(dw.data<float>(), dy.data<float>(), x.data<float>(), ws.data<float>());
     Tensor gx = dev(x), gw = dev(w), gdy = dev(dy);
     Tensor gy = poisoned(dy.shape(), Device::CUDA), gdx = poisoned(x.shape(), Device::CUDA),
            gdw = poisoned(w.shape(), Device::CUDA);
-    cuda::conv2d_forward(gy.data<float>(), gx.data<float>(), gw.data<float>(), s, false);
-    cuda::conv2d_backward_data(gdx.data<float>(), gdy.data<float>(), gw.data<float>(), s, false);
-    cuda::conv2d_backward_filter(gdw.data<float>(), gdy.data<float>(), gx.data<float>(), s, false);
-    EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-5);
-    EXPECT_LT(rel_err(gdx.to_vector(), dx.to_vector()), 1e-5);
-    EXPECT_LT(rel_err(gdw.to_vector(), dw.to_vector()), 1e-5);
-  }
-  // BatchNorm: a small shape (one chunk per channel) and one whose channels are split over
-  // several blocks (64 x 3136 values per channel, 4 channels).
-  for (const BatchNormShape bs : {BatchNormShape{8, 16, 49}, BatchNormShape{64, 4, 3136}}) {
-    const std::string what = cat(bs.N, "x", bs.C, "x", bs.HW);
-    Tensor x = random_tensor({bs.N, bs.C, bs.HW}, 4), gamma = random_tensor({bs.C}, 5), beta = random_tensor({bs.C}, 6);
-    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += 3.f;  // a mean away from 0: the variance must not cancel
-    Tensor dy = random_tensor({bs.N, bs.C, bs.HW}, 7);
-    Tensor rm = random_tensor({bs.C}, 8), rv = Tensor::full({bs.C}, 1.5f);
-    Tensor grm = dev(rm), grv = dev(rv);
-    Tensor y = poisoned(x.shape()), m = poisoned({bs.C}), is = poisoned({bs.C});
-    Tensor gy = poisoned(x.shape(), Device::CUDA), gm = poisoned({bs.C}, Device::CUDA), gis = poisoned({bs.C}, Device::CUDA);
-    Tensor gxx = dev(x), gg = dev(gamma), gb = dev(beta), gdy = dev(dy);
-    Tensor ws = poisoned({cuda::batchnorm_workspace_floats(bs)}, Device::CUDA);
-    cpu::batchnorm_forward_train(y.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
-                                 rm.data<float>(), rv.data<float>(), m.data<float>(), is.data<float>(), bs);
-    cuda::batchnorm_forward_train(gy.data<float>(), gxx.data<float>(), gg.data<float>(), gb.data<float>(),
-                                  grm.data<float>(), grv.data<float>(), gm.data<float>(), gis.data<float>(), bs,
-                                  ws.data<float>());
+    gc.forward(gy.data<float>(), gx.data<float>(), gw.data<float>(), gws.data<float>());
+    gc.backward_data(gdx.data<float>(), gdy.data<float>(), gw.data<float>(), gws.data<float>());
+    gc.backward_filter(gdw.data<float>(), gdy.data<float>(), gx.data<float>(), gws.data<float>());
     EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-5) << what;
-    EXPECT_LT(rel_err(gm.to_vector(), m.to_vector()), 1e-6) << what;
-    EXPECT_LT(rel_err(gis.to_vector(), is.to_vector()), 1e-6) << what;
-    EXPECT_LT(rel_err(grm.to_vector(), rm.to_vector()), 1e-5) << what;
-    EXPECT_LT(rel_err(grv.to_vector(), rv.to_vector()), 1e-5) << what;
-    Tensor dx = poisoned(x.shape()), dg = poisoned({bs.C}), db = poisoned({bs.C});
-    Tensor gdx = poisoned(x.shape(), Device::CUDA), gdg = poisoned({bs.C}, Device::CUDA), gdb = poisoned({bs.C}, Device::CUDA);
-    cpu::batchnorm_backward(dx.data<float>(), dg.data<float>(), db.data<float>(), dy.data<float>(), x.data<float>(),
-                            gamma.data<float>(), m.data<float>(), is.data<float>(), bs);
-    cuda::batchnorm_backward(gdx.data<float>(), gdg.data<float>(), gdb.data<float>(), gdy.data<float>(), gxx.data<float>(),
-                             gg.data<float>(), gm.data<float>(), gis.data<float>(), bs, ws.data<float>());
-    EXPECT_LT(rel_err(gdx.to_vector(), dx.to_vector()), 1e-4) << what;
-    EXPECT_LT(rel_err(gdg.to_vector(), dg.to_vector()), 1e-5) << what;
-    EXPECT_LT(rel_err(gdb.to_vector(), db.to_vector()), 1e-5) << what;
-    Tensor ye = poisoned(x.shape()), gye = poisoned(x.shape(), Device::CUDA);
-    cpu::batchnorm_forward_eval(ye.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
-                                rm.data<float>(), rv.data<float>(), bs);
-    cuda::batchnorm_forward_eval(gye.data<float>(), gxx.data<float>(), gg.data<float>(), gb.data<float>(),
-                                 grm.data<float>(), grv.data<float>(), bs);
-    EXPECT_LT(rel_err(gye.to_vector(), ye.to_vector()), 1e-5) << what;
+    EXPECT_LT(rel_err(gdx.to_vector(), dx.to_vector()), 1e-5) << what;
+    EXPECT_LT(rel_err(gdw.to_vector(), dw.to_vector()), 1e-5) << what;
+    // New weights must reach the packed copy only after weights_changed().
+    Tensor w2 = random_tensor(w.shape(), 4), gw2 = dev(w2);
+    cc.weights_changed();
+    gc.weights_changed();
+    cc.forward(y.data<float>(), x.data<float>(), w2.data<float>(), ws.data<float>());
+    gc.forward(gy.data<float>(), gx.data<float>(), gw2.data<float>(), gws.data<float>());
+    EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-5) << what << " after new weights";
   }
-  // Pooling (ties included: a constant plane), relu family, rows, SGD momentum.
-  const Pool2dShape ps{3, 5, 14, 14, 3, 2, 1};
-  Tensor px = random_tensor({3, 5, 14, 14}, 9);
-  std::fill(px.data<float>(), px.data<float>() + 196, 0.f);
+  // BatchNorm, channels-last: shapes with one chunk per channel tile, with many chunks (the
+  // stem at batch 64: 12544 rows of 64), with channels that are no multiple of 32, and one row.
+  for (auto [rows, C] : {std::pair<int64_t, int64_t>{392, 16}, {12544, 64}, {3000, 33}, {50, 3}, {16, 512}, {1, 7}}) {
+    const std::string what = cat("BN ", rows, "x", C);
+    Tensor x = random_tensor({rows, C}, 4), gamma = random_tensor({C}, 5), beta = random_tensor({C}, 6);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += 3.f;  // a mean away from 0: no cancellation
+    Tensor rm = random_tensor({C}, 8), rv = Tensor::full({C}, 1.5f), grm = dev(rm), grv = dev(rv);
+    Tensor gx = dev(x), gg = dev(gamma), gb = dev(beta);
+    Tensor gws = poisoned({cuda::batchnorm_nhwc_workspace_floats(rows, C)}, Device::CUDA);
+    Tensor m = poisoned({C}), is = poisoned({C}), gm = poisoned({C}, Device::CUDA), gis = poisoned({C}, Device::CUDA);
+    const float eps = BatchNormShape().eps, momentum = BatchNormShape().momentum;
+    cpu::batchnorm_stats_nhwc(m.data<float>(), is.data<float>(), rm.data<float>(), rv.data<float>(), x.data<float>(),
+                              rows, C, eps, momentum, nullptr);
+    cuda::batchnorm_stats_nhwc(gm.data<float>(), gis.data<float>(), grm.data<float>(), grv.data<float>(),
+                               gx.data<float>(), rows, C, eps, momentum, gws.data<float>());
+    EXPECT_LT(rel_err(gm.to_vector(), m.to_vector()), 1e-6) << what;
+    if (rows > 1) {
+      EXPECT_LT(rel_err(gis.to_vector(), is.to_vector()), 1e-5) << what;
+    }
+    EXPECT_LT(rel_err(grm.to_vector(), rm.to_vector()), 1e-6) << what;
+    EXPECT_LT(rel_err(grv.to_vector(), rv.to_vector()), 1e-5) << what;
+    if (rows == 1) continue;  // one row: no variance to normalise by
+    Tensor sc = poisoned({C}), sh = poisoned({C}), gsc = poisoned({C}, Device::CUDA), gsh = poisoned({C}, Device::CUDA);
+    cpu::batchnorm_scale_shift(sc.data<float>(), sh.data<float>(), gamma.data<float>(), beta.data<float>(),
+                               m.data<float>(), is.data<float>(), C);
+    cuda::batchnorm_scale_shift(gsc.data<float>(), gsh.data<float>(), gg.data<float>(), gb.data<float>(),
+                                dev(m).data<float>(), dev(is).data<float>(), C);
+    EXPECT_LT(rel_err(gsc.to_vector(), sc.to_vector()), 1e-6) << what;
+    EXPECT_LT(rel_err(gsh.to_vector(), sh.to_vector()), 1e-6) << what;
+    // y = relu(bn(x)), relu(bn(x) + residual), relu(bn(x) + bn2(x2)), the CPU's scale and shift on both.
+    Tensor x2 = random_tensor({rows, C}, 9), gx2 = dev(x2), gsc_c = dev(sc), gsh_c = dev(sh);
+    for (int form = 0; form < 3; ++form) {
+      const float* r = form == 1 ? x2.data<float>() : nullptr;
+      const float* second = form == 2 ? x2.data<float>() : nullptr;
+      Tensor y = poisoned({rows, C}), gy = poisoned({rows, C}, Device::CUDA);
+      cpu::scale_shift_relu_nhwc(y.data<float>(), x.data<float>(), sc.data<float>(), sh.data<float>(), second,
+                                 second ? sc.data<float>() : nullptr, second ? sh.data<float>() : nullptr, r, rows, C);
+      cuda::scale_shift_relu_nhwc(gy.data<float>(), gx.data<float>(), gsc_c.data<float>(), gsh_c.data<float>(),
+                                  second ? gx2.data<float>() : nullptr, second ? gsc_c.data<float>() : nullptr,
+                                  second ? gsh_c.data<float>() : nullptr, r ? gx2.data<float>() : nullptr, rows, C);
+      EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-6) << what << " form " << form;
+    }
+    // Backward, through a ReLU's mask and without one.
+    Tensor dy = random_tensor({rows, C}, 10), gdy = dev(dy), relu = random_tensor({rows, C}, 11), grelu = dev(relu);
+    for (bool masked : {false, true}) {
+      Tensor dx = poisoned({rows, C}), dg = poisoned({C}), db = poisoned({C});
+      Tensor gdx = poisoned({rows, C}, Device::CUDA), gdg = poisoned({C}, Device::CUDA), gdb = poisoned({C}, Device::CUDA);
+      cpu::batchnorm_backward_nhwc(dx.data<float>(), dg.data<float>(), db.data<float>(), dy.data<float>(),
+                                   masked ? relu.data<float>() : nullptr, x.data<float>(), gamma.data<float>(),
+                                   m.data<float>(), is.data<float>(), rows, C, nullptr);
+      cuda::batchnorm_backward_nhwc(gdx.data<float>(), gdg.data<float>(), gdb.data<float>(), gdy.data<float>(),
+                                    masked ? grelu.data<float>() : nullptr, gx.data<float>(), gg.data<float>(),
+                                    dev(m).data<float>(), dev(is).data<float>(), rows, C, gws.data<float>());
+      EXPECT_LT(rel_err(gdx.to_vector(), dx.to_vector()), 1e-4) << what << (masked ? " masked" : "");
+      EXPECT_LT(rel_err(gdg.to_vector(), dg.to_vector()), 1e-5) << what << (masked ? " masked" : "");
+      EXPECT_LT(rel_err(gdb.to_vector(), db.to_vector()), 1e-5) << what << (masked ? " masked" : "");
+    }
+    Tensor esc = poisoned({C}), esh = poisoned({C}), gesc = poisoned({C}, Device::CUDA), gesh = poisoned({C}, Device::CUDA);
+    cpu::batchnorm_eval_scale_shift(esc.data<float>(), esh.data<float>(), gamma.data<float>(), beta.data<float>(),
+                                    rm.data<float>(), rv.data<float>(), C, eps);
+    cuda::batchnorm_eval_scale_shift(gesc.data<float>(), gesh.data<float>(), gg.data<float>(), gb.data<float>(),
+                                     dev(rm).data<float>(), dev(rv).data<float>(), C, eps);
+    EXPECT_LT(rel_err(gesc.to_vector(), esc.to_vector()), 1e-6) << what;
+    EXPECT_LT(rel_err(gesh.to_vector(), esh.to_vector()), 1e-6) << what;
+  }
+  // Max pooling, channels-last (ties included: a constant image; NaN included), bit for bit.
+  const Pool2dShape ps{3, 70, 14, 14, 3, 2, 1};
+  Tensor px = random_tensor({3, 14, 14, 70}, 9);
+  std::fill(px.data<float>(), px.data<float>() + 14 * 14 * 70, 0.f);
+  px.data<float>()[14 * 14 * 70 + 5] = std::numeric_limits<float>::quiet_NaN();
   Tensor gpx = dev(px);
-  const int64_t on = 3 * 5 * ps.OH() * ps.OW();
+  const int64_t on = 3 * ps.OH() * ps.OW() * 70;
   Tensor py = poisoned({on}), gpy = poisoned({on}, Device::CUDA);
   std::vector<int32_t> arg(on);
   Buffer garg(sizeof(int32_t) * on, Device::CUDA);
-  cpu::maxpool2d_forward(py.data<float>(), arg.data(), px.data<float>(), ps);
-  cuda::maxpool2d_forward(gpy.data<float>(), static_cast<int32_t*>(garg.get()), gpx.data<float>(), ps);
-  EXPECT_EQ(gpy.to_vector(), py.to_vector());
+  cpu::maxpool2d_forward_nhwc(py.data<float>(), arg.data(), px.data<float>(), ps);
+  cuda::maxpool2d_forward_nhwc(gpy.data<float>(), static_cast<int32_t*>(garg.get()), gpx.data<float>(), ps);
+  const std::vector<float> pyv = py.to_vector(), gpyv = gpy.to_vector();
+  ASSERT_EQ(gpyv.size(), pyv.size());
+  for (size_t i = 0; i < pyv.size(); ++i)  // NaN == NaN here: the same window must win
+    ASSERT_TRUE(gpyv[i] == pyv[i] || (std::isnan(gpyv[i]) && std::isnan(pyv[i]))) << i;
   std::vector<int32_t> garg_host(on);
   copy_bytes(garg_host.data(), Device::CPU, garg.get(), Device::CUDA, sizeof(int32_t) * on);
   EXPECT_EQ(garg_host, arg);
   Tensor pdy = random_tensor({on}, 10), gpdy = dev(pdy);
   Tensor pdx = poisoned(px.shape()), gpdx = poisoned(px.shape(), Device::CUDA);
-  cpu::maxpool2d_backward(pdx.data<float>(), pdy.data<float>(), arg.data(), ps);
-  cuda::maxpool2d_backward(gpdx.data<float>(), gpdy.data<float>(), static_cast<int32_t*>(garg.get()), ps);
-  EXPECT_LT(rel_err(gpdx.to_vector(), pdx.to_vector()), 1e-6);
+  cpu::maxpool2d_backward_nhwc(pdx.data<float>(), pdy.data<float>(), arg.data(), ps);
+  cuda::maxpool2d_backward_nhwc(gpdx.data<float>(), gpdy.data<float>(), static_cast<int32_t*>(garg.get()), ps);
+  EXPECT_EQ(gpdx.to_vector(), pdx.to_vector());  // the same additions in the same order
+  // The residual join's backward, with the ReLU's mask and without (the downsample's path).
   Tensor a = random_tensor({999}, 11), b = random_tensor({999}, 12), ga = dev(a), gb2 = dev(b);
-  Tensor r = poisoned({999}), gr = poisoned({999}, Device::CUDA);
-  cpu::add_relu(r.data<float>(), a.data<float>(), b.data<float>(), 999);
-  cuda::add_relu(gr.data<float>(), ga.data<float>(), gb2.data<float>(), 999);
-  EXPECT_EQ(gr.to_vector(), r.to_vector());
-  cpu::relu_backward_from_output(r.data<float>(), a.data<float>(), b.data<float>(), 999);
-  cuda::relu_backward_from_output(gr.data<float>(), ga.data<float>(), gb2.data<float>(), 999);
-  EXPECT_EQ(gr.to_vector(), r.to_vector());
+  for (bool masked : {true, false}) {
+    Tensor r = random_tensor({999}, 13), gr = dev(r);
+    cpu::add_relu_backward(r.data<float>(), a.data<float>(), masked ? b.data<float>() : nullptr, 999);
+    cuda::add_relu_backward(gr.data<float>(), ga.data<float>(), masked ? gb2.data<float>() : nullptr, 999);
+    EXPECT_EQ(gr.to_vector(), r.to_vector()) << (masked ? "masked" : "plain");
+  }
   Tensor v = Tensor::zeros({999}), gv = Tensor::zeros({999}, Device::CUDA), p = random_tensor({999}, 13), gp = dev(p);
   for (int k = 0; k < 3; ++k) {
     cpu::sgd_momentum_step(p.data<float>(), a.data<float>(), v.data<float>(), 999, 0.1f, 0.9f);
@@ -439,17 +484,10 @@ TEST(CnnCuda, LayersMatchCpuTwins) {
   EXPECT_LT(rel_err(gdz.to_vector(), dz.to_vector()), 1e-5);
 }
 
-// The row and pooling kernels around the network: add, add_row_bias, the data pipeline's
+// The row and pooling kernels around the network: add_row_bias, the data pipeline's
 // gathers, global average pooling. Bit for bit where the math is one rounding per element.
 TEST(CnnCuda, RowAndPoolKernelsMatchCpuTwins) {
   HG_SKIP_WITHOUT_GPU();
-  for (int64_t n : {1, 999, 1 << 20}) {
-    Tensor a = random_tensor({n}, 1), b = random_tensor({n}, 2);
-    Tensor want = poisoned({n}), got = poisoned({n}, Device::CUDA);
-    cpu::add(want.data<float>(), a.data<float>(), b.data<float>(), n);
-    cuda::add(got.data<float>(), a.to(Device::CUDA).data<float>(), b.to(Device::CUDA).data<float>(), n);
-    EXPECT_EQ(got.to_vector(), want.to_vector()) << n;
-  }
   for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 1}, {7, 10}, {300, 1001}}) {
     Tensor y = random_tensor({N, K}, 3), bias = random_tensor({K}, 4);
     Tensor gy = y.to(Device::CUDA);
@@ -475,16 +513,16 @@ TEST(CnnCuda, RowAndPoolKernelsMatchCpuTwins) {
   cuda::gather_i32(static_cast<int32_t*>(gout.get()), static_cast<const int32_t*>(glabels.get()), gidx.data<int64_t>(), rows);
   copy_bytes(gout_host.data(), Device::CPU, gout.get(), Device::CUDA, sizeof(int32_t) * rows);
   EXPECT_EQ(gout_host, out);
-  for (auto [NC, HW] : {std::pair<int64_t, int64_t>{64 * 512, 1}, {16 * 512, 4}, {3, 49}, {5, 1000}}) {
-    Tensor x = random_tensor({NC, HW}, 6), dy = random_tensor({NC}, 7);
-    Tensor y = poisoned({NC}), gy = poisoned({NC}, Device::CUDA);
-    cpu::global_avgpool_forward(y.data<float>(), x.data<float>(), NC, HW);
-    cuda::global_avgpool_forward(gy.data<float>(), x.to(Device::CUDA).data<float>(), NC, HW);
-    EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-6) << NC << "x" << HW;  // sums of HW values, any order
-    Tensor dx = poisoned({NC, HW}), gdx = poisoned({NC, HW}, Device::CUDA);
-    cpu::global_avgpool_backward(dx.data<float>(), dy.data<float>(), NC, HW);
-    cuda::global_avgpool_backward(gdx.data<float>(), dy.to(Device::CUDA).data<float>(), NC, HW);
-    EXPECT_EQ(gdx.to_vector(), dx.to_vector()) << NC << "x" << HW;
+  for (auto [N, HW, C] : {std::tuple<int64_t, int64_t, int64_t>{64, 1, 512}, {16, 4, 512}, {3, 49, 1}, {5, 1000, 3}}) {
+    Tensor x = random_tensor({N, HW, C}, 6), dy = random_tensor({N, C}, 7);
+    Tensor y = poisoned({N, C}), gy = poisoned({N, C}, Device::CUDA);
+    cpu::global_avgpool_forward_nhwc(y.data<float>(), x.data<float>(), N, HW, C);
+    cuda::global_avgpool_forward_nhwc(gy.data<float>(), x.to(Device::CUDA).data<float>(), N, HW, C);
+    EXPECT_EQ(gy.to_vector(), y.to_vector()) << N << "x" << HW << "x" << C;  // the same sums in the same order
+    Tensor dx = poisoned({N, HW, C}), gdx = poisoned({N, HW, C}, Device::CUDA);
+    cpu::global_avgpool_backward_nhwc(dx.data<float>(), dy.data<float>(), N, HW, C);
+    cuda::global_avgpool_backward_nhwc(gdx.data<float>(), dy.to(Device::CUDA).data<float>(), N, HW, C);
+    EXPECT_EQ(gdx.to_vector(), dx.to_vector()) << N << "x" << HW << "x" << C;
   }
 }
 
@@ -589,8 +627,8 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
   for (const Mode& mode : {Mode{"backbone", false, false, 1e-3}, Mode{"none", false, false, 1e-3},
                            Mode{"none", false, true, 1e-3}, Mode{"none", true, false, 3e-2}}) {
     const std::string what = cat(mode.freeze, mode.tf32 ? " tf32" : "", mode.timed ? " cudnnFind" : "");
-    cuda::set_conv_algo_search(mode.timed ? cuda::ConvAlgoSearch::Timed : cuda::ConvAlgoSearch::Heuristic);
-    const int64_t timed_plans_before = cuda::conv_plans_made(cuda::ConvAlgoSearch::Timed);
+    cuda::set_conv_algo_search(mode.timed ? ConvAlgoSearch::Timed : ConvAlgoSearch::Heuristic);
+    const int64_t timed_plans_before = cuda::conv_plans_made(ConvAlgoSearch::Timed);
     ResNet18 cpu_model(N, 28, 28), gpu_model(N, 28, 28, Device::CUDA, mode.tf32);
     cpu_model.init_random(3);
     gpu_model.init_random(3);
@@ -617,11 +655,11 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
     }
     // The timed mode searched (cudnnFind) for its own plans: it did not reuse the heuristics' plans
     // of the same shapes from the modes before it. The others made no timed plan.
-    const int64_t timed_plans_made = cuda::conv_plans_made(cuda::ConvAlgoSearch::Timed) - timed_plans_before;
+    const int64_t timed_plans_made = cuda::conv_plans_made(ConvAlgoSearch::Timed) - timed_plans_before;
     if (mode.timed) EXPECT_GT(timed_plans_made, 0) << what;
     else EXPECT_EQ(timed_plans_made, 0) << what;
   }
-  cuda::set_conv_algo_search(cuda::ConvAlgoSearch::Heuristic);
+  cuda::set_conv_algo_search(ConvAlgoSearch::Heuristic);
   for (const std::string& line : cuda::conv_plans_chosen()) std::printf("  %s\n", line.c_str());
 }
 #endif

@@ -1,10 +1,17 @@
-// BatchNorm on the GPU. Statistics: each channel's N*HW values are cut into `splits` chunks so
-// that the grid fills the GPU (ResNet18's 64-channel layers would otherwise run 64 blocks on
-// 132 SMs); each block sums its chunk in double, a second kernel combines a channel's chunks in
-// a fixed order (deterministic) and finishes the statistics. The forward sums are shifted by
-// the channel's first value, so the variance loses nothing to cancellation in one pass. The
-// elementwise kernels find the channel with 32-bit divisions (a 64-bit one per element costs
-// ~3x as many instructions).
+// Channels-last BatchNorm on the GPU: the CUDA twins of batchnorm_nhwc_cpu.cpp (batchnorm.h
+// states the contract), x as [rows, C], rows = N*H*W, with the ReLU and the residual join folded
+// in as on the CPU.
+//
+// Per-channel sums (the statistics; dbeta and dgamma): a grid of (channel tiles of 32) x (row
+// chunks). In a block, 32 threads run along the channels (one row of a tile is one 128-byte
+// read) and 8 along the rows; each thread sums its rows in double, the block adds its 8 lanes in
+// a fixed order and writes its chunk's partial sums, and a finish kernel adds each channel's
+// chunks in chunk order: deterministic, and the grid fills the GPU whatever the shape (a
+// 64-channel layer at 14x14 still gets ~4 blocks per SM). The arithmetic is the CPU twin's,
+// term for term: the statistics in two passes in double (the mean, then squared deviations),
+// the backward terms formed in float and summed in double.
+#include <algorithm>
+
 #include "kernels/common.cuh"
 #include "kernels/nn/batchnorm.h"
 
@@ -12,190 +19,254 @@ namespace handgrad::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMinPerSplit = 8192;  // values per chunk: smaller chunks cost more than they spread
+constexpr int kTileC = 32;         // channels per block (threadIdx.x)
+constexpr int kLanes = 8;          // rows summed side by side (threadIdx.y)
+constexpr int64_t kMinRows = 64;   // rows per chunk at least: fewer cost more than they spread
+constexpr int64_t kMaxChunks = 1024;
 
-struct Split {
-  int64_t splits = 1, per_split = 1;
+int64_t chunks_for(int64_t rows, int64_t C) {
+  const int64_t tiles = (C + kTileC - 1) / kTileC;
+  const int64_t want = (4 * int64_t(sm_count()) + tiles - 1) / tiles;  // ~4 blocks per SM
+  return std::clamp<int64_t>(std::min(want, rows / kMinRows), 1, kMaxChunks);
+}
+
+// The workspace, in doubles: [2 * chunks * C partial sums][C means]; then, in floats, the
+// backward pass's per-channel k, a, bq (3 * C).
+struct Workspace {
+  double* partial;
+  double* mean;
+  float* k;
+  float* a;
+  float* bq;
+  Workspace(float* ws, int64_t chunks, int64_t C) {
+    partial = reinterpret_cast<double*>(ws);
+    mean = partial + 2 * chunks * C;
+    k = reinterpret_cast<float*>(mean + C);
+    a = k + C;
+    bq = a + C;
+  }
 };
 
-Split split_for(const BatchNormShape& s) {
-  const int64_t n = s.N * s.HW;
-  const int64_t want = (2 * int64_t(sm_count()) + s.C - 1) / s.C;  // ~2 blocks per SM over all channels
-  Split p;
-  p.splits = std::max<int64_t>(1, std::min(want, n / kMinPerSplit));
-  p.per_split = (n + p.splits - 1) / p.splits;
-  return p;
-}
+// The terms each row adds to a channel's sums (T of them).
+struct SumX {
+  static constexpr int T = 1;
+  const float* x;
+  __device__ void add(double (&acc)[1], int64_t r, int64_t c, int64_t C) const { acc[0] += x[r * C + c]; }
+};
+struct SumSquaredDeviation {
+  static constexpr int T = 1;
+  const float* x;
+  const double* mean;
+  __device__ void add(double (&acc)[1], int64_t r, int64_t c, int64_t C) const {
+    const double d = x[r * C + c] - mean[c];
+    acc[0] += d * d;
+  }
+};
+// The gradient reaching the BN (dy where the ReLU after it passed its input on), and that times
+// xhat: both formed in float, as on the CPU.
+struct MaskedGradient {
+  const float* dy;
+  const float* relu_out;  // null: no ReLU after the BN
+  __device__ float at(int64_t i) const { return relu_out && !(relu_out[i] > 0.f) ? 0.f : dy[i]; }
+};
+struct SumBackward {
+  static constexpr int T = 2;
+  MaskedGradient g;
+  const float* x;
+  const float* mean;
+  const float* invstd;
+  __device__ void add(double (&acc)[2], int64_t r, int64_t c, int64_t C) const {
+    const int64_t i = r * C + c;
+    const float gi = g.at(i);
+    const float gx = gi * ((x[i] - mean[c]) * invstd[c]);
+    acc[0] += gi;
+    acc[1] += gx;
+  }
+};
 
-// The workspace: [2 * C floats: sum dy, sum dy * xhat][2 * C * splits doubles: chunk sums].
-double* chunk_sums(float* workspace, const BatchNormShape& s) {
-  return reinterpret_cast<double*>(workspace + ((2 * s.C + 1) & ~int64_t(1)));
-}
-
-// Sum of `v` over the block, in double; every thread gets the result.
-__device__ double block_sum(double v) {
-  __shared__ double part[kThreads / 32];
-  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();  // `part` may still be read from a previous call
-  if (lane == 0) part[warp] = v;
+// Grid (channel tiles, chunks), block (kTileC, kLanes): partial[(t * chunks + chunk) * C + c].
+// Chunk k is rows [k * per_chunk, (k + 1) * per_chunk) (no 64-bit division in the kernel: it is
+// a call whose live registers ptxas spills).
+template <class Term>
+__global__ void __launch_bounds__(kTileC * kLanes)
+channel_partial_sums_kernel(double* __restrict__ partial, Term term, int64_t rows, int64_t C, int64_t chunks,
+                            int64_t per_chunk) {
+  __shared__ double lanes[Term::T][kLanes][kTileC];
+  const int64_t c = blockIdx.x * int64_t(kTileC) + threadIdx.x, chunk = blockIdx.y;
+  const int64_t r0 = chunk * per_chunk, r1 = min(rows, r0 + per_chunk);
+  double acc[Term::T] = {};
+  if (c < C)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kLanes) term.add(acc, r, c, C);
+  for (int t = 0; t < Term::T; ++t) lanes[t][threadIdx.y][threadIdx.x] = acc[t];
   __syncthreads();
-  double total = 0;
-  for (int w = 0; w < kThreads / 32; ++w) total += part[w];
-  return total;
+  if (threadIdx.y == 0 && c < C)
+    for (int t = 0; t < Term::T; ++t) {
+      double s = 0;
+      for (int l = 0; l < kLanes; ++l) s += lanes[t][l][threadIdx.x];
+      partial[(t * chunks + chunk) * C + c] = s;
+    }
 }
 
-// Offset of value i (< N*HW, so 32 bits) of channel c in NCHW.
-__device__ __forceinline__ int64_t at(uint32_t i, int64_t c, const BatchNormShape& s) {
-  const uint32_t b = i / uint32_t(s.HW);
-  return (int64_t(b) * s.C + c) * s.HW + (i - b * uint32_t(s.HW));
+template <class Term>
+void channel_partial_sums(double* partial, const Term& term, int64_t rows, int64_t C, int64_t chunks) {
+  const dim3 grid(static_cast<unsigned>((C + kTileC - 1) / kTileC), static_cast<unsigned>(chunks));
+  channel_partial_sums_kernel<Term><<<grid, dim3(kTileC, kLanes), 0, stream()>>>(partial, term, rows, C, chunks,
+                                                                                 (rows + chunks - 1) / chunks);
+  CUDA_CHECK_LAUNCH();
 }
 
-// Grid (C, splits): sums of (x - shift) and (x - shift)^2 over chunk blockIdx.y of channel blockIdx.x.
-__global__ void __launch_bounds__(kThreads)
-bn_stats_partial_kernel(double* chunk, const float* __restrict__ x, BatchNormShape s, int64_t per_split) {
-  const int64_t c = blockIdx.x, n = s.N * s.HW;
-  const int64_t lo = blockIdx.y * per_split, hi = min(n, lo + per_split);
-  const double shift = x[c * s.HW];
-  double s1 = 0, s2 = 0;
-  for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) {
-    const double d = double(x[at(uint32_t(i), c, s)]) - shift;
-    s1 += d;
-    s2 += d * d;
-  }
-  s1 = block_sum(s1);
-  s2 = block_sum(s2);
-  if (threadIdx.x == 0) {
-    chunk[(c * gridDim.y + blockIdx.y) * 2] = s1;
-    chunk[(c * gridDim.y + blockIdx.y) * 2 + 1] = s2;
-  }
+// Channel c's sum of term t, over the chunks in order.
+__device__ double chunk_total(const double* partial, int t, int64_t c, int64_t C, int64_t chunks) {
+  double s = 0;
+  for (int64_t k = 0; k < chunks; ++k) s += partial[(t * chunks + k) * C + c];
+  return s;
 }
 
-// One thread per channel: combine the chunks in order, finish the statistics.
-__global__ void bn_stats_finish_kernel(const double* chunk, int64_t splits, const float* __restrict__ x,
-                                       float* running_mean, float* running_var, float* save_mean, float* save_invstd,
-                                       BatchNormShape s) {
+__global__ void mean_finish_kernel(double* mean, const double* partial, int64_t rows, int64_t C, int64_t chunks) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= s.C) return;
-  const int64_t n = s.N * s.HW;
-  double s1 = 0, s2 = 0;
-  for (int64_t k = 0; k < splits; ++k) s1 += chunk[(c * splits + k) * 2], s2 += chunk[(c * splits + k) * 2 + 1];
-  const double d = s1 / n;  // mean - shift
-  const double mean = double(x[c * s.HW]) + d;
-  const double var = max(0.0, s2 / n - d * d);
-  save_mean[c] = static_cast<float>(mean);
-  save_invstd[c] = static_cast<float>(1.0 / sqrt(var + s.eps));
-  running_mean[c] = (1 - s.momentum) * running_mean[c] + s.momentum * static_cast<float>(mean);
-  const double unbiased = n > 1 ? var * n / (n - 1) : var;
-  running_var[c] = (1 - s.momentum) * running_var[c] + s.momentum * static_cast<float>(unbiased);
+  if (c < C) mean[c] = chunk_total(partial, 0, c, C, chunks) / rows;
 }
 
-// y = (x - mean) * gamma * invstd + beta, with per-channel mean and invstd.
-__global__ void bn_apply_kernel(float* __restrict__ y, const float* __restrict__ x, const float* gamma,
-                                const float* beta, const float* mean, const float* invstd, BatchNormShape s,
-                                bool from_running_var) {
-  const int64_t total = s.N * s.C * s.HW;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = total <= UINT32_MAX ? (uint32_t(i) / uint32_t(s.HW)) % uint32_t(s.C) : (i / s.HW) % s.C;
-    const float is = from_running_var ? 1.f / sqrtf(invstd[c] + s.eps) : invstd[c];
-    y[i] = (x[i] - mean[c]) * (gamma[c] * is) + beta[c];
-  }
-}
-
-// Grid (C, splits): sums of dy and dy * xhat over chunk blockIdx.y of channel blockIdx.x.
-__global__ void __launch_bounds__(kThreads)
-bn_backward_partial_kernel(double* chunk, const float* __restrict__ dy, const float* __restrict__ x,
-                           const float* save_mean, const float* save_invstd, BatchNormShape s, int64_t per_split) {
-  const int64_t c = blockIdx.x, n = s.N * s.HW;
-  const int64_t lo = blockIdx.y * per_split, hi = min(n, lo + per_split);
-  const float m = save_mean[c], is = save_invstd[c];
-  double sdy = 0, sdyx = 0;
-  for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) {
-    const int64_t k = at(uint32_t(i), c, s);
-    sdy += dy[k];
-    sdyx += dy[k] * ((x[k] - m) * is);
-  }
-  sdy = block_sum(sdy);
-  sdyx = block_sum(sdyx);
-  if (threadIdx.x == 0) {
-    chunk[(c * gridDim.y + blockIdx.y) * 2] = sdy;
-    chunk[(c * gridDim.y + blockIdx.y) * 2 + 1] = sdyx;
-  }
-}
-
-__global__ void bn_backward_finish_kernel(float* stats, float* dgamma, float* dbeta, const double* chunk,
-                                          int64_t splits, int64_t C) {
+__global__ void stats_finish_kernel(float* save_mean, float* save_invstd, float* running_mean, float* running_var,
+                                    const double* mean, const double* partial, int64_t rows, int64_t C,
+                                    int64_t chunks, float eps, float momentum) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= C) return;
-  double sdy = 0, sdyx = 0;
-  for (int64_t k = 0; k < splits; ++k) sdy += chunk[(c * splits + k) * 2], sdyx += chunk[(c * splits + k) * 2 + 1];
-  stats[c] = static_cast<float>(sdy);
-  stats[C + c] = static_cast<float>(sdyx);
-  if (dgamma) dgamma[c] = static_cast<float>(sdyx);
-  if (dbeta) dbeta[c] = static_cast<float>(sdy);
+  const double var = chunk_total(partial, 0, c, C, chunks) / rows;
+  save_mean[c] = static_cast<float>(mean[c]);
+  save_invstd[c] = static_cast<float>(1.0 / sqrt(var + eps));
+  running_mean[c] = (1 - momentum) * running_mean[c] + momentum * save_mean[c];
+  const double unbiased = rows > 1 ? var * rows / (rows - 1) : var;
+  running_var[c] = (1 - momentum) * running_var[c] + momentum * static_cast<float>(unbiased);
 }
 
-__global__ void bn_backward_apply_kernel(float* __restrict__ dx, const float* __restrict__ dy,
-                                         const float* __restrict__ x, const float* gamma, const float* save_mean,
-                                         const float* save_invstd, const float* stats, BatchNormShape s) {
-  const int64_t total = s.N * s.C * s.HW;
-  const float n = static_cast<float>(s.N * s.HW);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = total <= UINT32_MAX ? (uint32_t(i) / uint32_t(s.HW)) % uint32_t(s.C) : (i / s.HW) % s.C;
-    const float is = save_invstd[c];
-    dx[i] = gamma[c] * is / n * (n * dy[i] - stats[c] - (x[i] - save_mean[c]) * is * stats[s.C + c]);
+__global__ void scale_shift_kernel(float* scale, float* shift, const float* gamma, const float* beta,
+                                   const float* mean, const float* invstd, int64_t C) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  scale[c] = gamma[c] * invstd[c];
+  shift[c] = beta[c] - mean[c] * scale[c];
+}
+
+__global__ void eval_scale_shift_kernel(float* scale, float* shift, const float* gamma, const float* beta,
+                                        const float* running_mean, const float* running_var, int64_t C, float eps) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  scale[c] = gamma[c] * (1.f / sqrtf(running_var[c] + eps));
+  shift[c] = beta[c] - running_mean[c] * scale[c];
+}
+
+// y = max(x * scale + shift + (x2 * scale2 + shift2 | residual | 0), 0), one element a thread.
+template <typename Index>
+__global__ void scale_shift_relu_kernel(float* __restrict__ y, const float* __restrict__ x,
+                                        const float* __restrict__ scale, const float* __restrict__ shift,
+                                        const float* __restrict__ x2, const float* __restrict__ scale2,
+                                        const float* __restrict__ shift2, const float* __restrict__ residual, Index n,
+                                        Index C) {
+  for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < n; i += Index(gridDim.x) * blockDim.x) {
+    const Index c = i % C;
+    const float v = x[i] * scale[c] + shift[c];
+    const float other = x2 ? x2[i] * scale2[c] + shift2[c] : residual ? residual[i] : 0.f;
+    y[i] = fmaxf(x2 || residual ? v + other : v, 0.f);
   }
 }
 
-void check_shape(const BatchNormShape& s) {
-  HG_ASSERT(s.N * s.HW <= UINT32_MAX, "BatchNorm: at most 2^32 values per channel, got ", s.N * s.HW);
+__global__ void backward_finish_kernel(float* dgamma, float* dbeta, float* k, float* a, float* bq,
+                                       const double* partial, const float* gamma, const float* invstd, int64_t rows,
+                                       int64_t C, int64_t chunks) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const double sum_g = chunk_total(partial, 0, c, C, chunks), sum_gx = chunk_total(partial, 1, c, C, chunks);
+  if (dgamma) dgamma[c] = static_cast<float>(sum_gx);
+  if (dbeta) dbeta[c] = static_cast<float>(sum_g);
+  k[c] = gamma[c] * invstd[c] / rows;
+  a[c] = static_cast<float>(sum_g);
+  bq[c] = static_cast<float>(sum_gx);
+}
+
+// dx = k * (n * g - a - (x - mean) * invstd * bq), with g the masked gradient.
+template <typename Index>
+__global__ void backward_apply_kernel(float* __restrict__ dx, MaskedGradient g, const float* __restrict__ x,
+                                      const float* __restrict__ mean, const float* __restrict__ invstd,
+                                      const float* __restrict__ k, const float* __restrict__ a,
+                                      const float* __restrict__ bq, float rows, Index n, Index C) {
+  for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < n; i += Index(gridDim.x) * blockDim.x) {
+    const Index c = i % C;
+    dx[i] = k[c] * (rows * g.at(i) - a[c] - (x[i] - mean[c]) * invstd[c] * bq[c]);
+  }
+}
+
+void check(int64_t rows, int64_t C) {
+  HG_REQUIRE(rows > 0 && C > 0, "channels-last BatchNorm needs rows and channels, got ", rows, " x ", C);
+  HG_ASSERT(C <= INT32_MAX, "too many channels");
 }
 
 }  // namespace
 
-int64_t batchnorm_workspace_floats(const BatchNormShape& s) {
-  return ((2 * s.C + 1) & ~int64_t(1)) + 2 * 2 * s.C * split_for(s).splits;
+int64_t batchnorm_nhwc_workspace_floats(int64_t rows, int64_t C) {
+  // partial sums and means in doubles (2 floats each), then k, a, bq
+  return 2 * (2 * chunks_for(rows, C) * C + C) + 3 * C;
 }
 
-void batchnorm_forward_train(float* y, const float* x, const float* gamma, const float* beta,
-                             float* running_mean, float* running_var, float* save_mean,
-                             float* save_invstd, const BatchNormShape& s, float* workspace) {
-  check_shape(s);
-  const Split p = split_for(s);
-  double* chunk = chunk_sums(workspace, s);
-  bn_stats_partial_kernel<<<dim3(unsigned(s.C), unsigned(p.splits)), kThreads, 0, stream()>>>(chunk, x, s,
-                                                                                             p.per_split);
+void batchnorm_stats_nhwc(float* save_mean, float* save_invstd, float* running_mean, float* running_var,
+                          const float* x, int64_t rows, int64_t C, float eps, float momentum, float* workspace) {
+  check(rows, C);
+  const int64_t chunks = chunks_for(rows, C);
+  const Workspace ws(workspace, chunks, C);
+  channel_partial_sums(ws.partial, SumX{x}, rows, C, chunks);
+  mean_finish_kernel<<<grid_for(C), kBlock, 0, stream()>>>(ws.mean, ws.partial, rows, C, chunks);
   CUDA_CHECK_LAUNCH();
-  bn_stats_finish_kernel<<<grid_for(s.C), kBlock, 0, stream()>>>(chunk, p.splits, x, running_mean, running_var,
-                                                                 save_mean, save_invstd, s);
-  CUDA_CHECK_LAUNCH();
-  bn_apply_kernel<<<grid_for(s.N * s.C * s.HW), kBlock, 0, stream()>>>(y, x, gamma, beta, save_mean, save_invstd, s,
-                                                                       false);
-  CUDA_CHECK_LAUNCH();
-}
-
-void batchnorm_forward_eval(float* y, const float* x, const float* gamma, const float* beta,
-                            const float* running_mean, const float* running_var, const BatchNormShape& s) {
-  check_shape(s);
-  bn_apply_kernel<<<grid_for(s.N * s.C * s.HW), kBlock, 0, stream()>>>(y, x, gamma, beta, running_mean, running_var,
-                                                                       s, true);
+  channel_partial_sums(ws.partial, SumSquaredDeviation{x, ws.mean}, rows, C, chunks);
+  stats_finish_kernel<<<grid_for(C), kBlock, 0, stream()>>>(save_mean, save_invstd, running_mean, running_var,
+                                                            ws.mean, ws.partial, rows, C, chunks, eps, momentum);
   CUDA_CHECK_LAUNCH();
 }
 
-void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                        const float* gamma, const float* save_mean, const float* save_invstd,
-                        const BatchNormShape& s, float* workspace) {
-  check_shape(s);
-  const Split p = split_for(s);
-  double* chunk = chunk_sums(workspace, s);
-  bn_backward_partial_kernel<<<dim3(unsigned(s.C), unsigned(p.splits)), kThreads, 0, stream()>>>(
-      chunk, dy, x, save_mean, save_invstd, s, p.per_split);
+void batchnorm_scale_shift(float* scale, float* shift, const float* gamma, const float* beta, const float* mean,
+                           const float* invstd, int64_t C) {
+  scale_shift_kernel<<<grid_for(C), kBlock, 0, stream()>>>(scale, shift, gamma, beta, mean, invstd, C);
   CUDA_CHECK_LAUNCH();
-  bn_backward_finish_kernel<<<grid_for(s.C), kBlock, 0, stream()>>>(workspace, dgamma, dbeta, chunk, p.splits, s.C);
+}
+
+void batchnorm_eval_scale_shift(float* scale, float* shift, const float* gamma, const float* beta,
+                                const float* running_mean, const float* running_var, int64_t C, float eps) {
+  eval_scale_shift_kernel<<<grid_for(C), kBlock, 0, stream()>>>(scale, shift, gamma, beta, running_mean,
+                                                                running_var, C, eps);
   CUDA_CHECK_LAUNCH();
-  bn_backward_apply_kernel<<<grid_for(s.N * s.C * s.HW), kBlock, 0, stream()>>>(dx, dy, x, gamma, save_mean,
-                                                                                save_invstd, workspace, s);
+}
+
+void scale_shift_relu_nhwc(float* y, const float* x, const float* scale, const float* shift, const float* x2,
+                           const float* scale2, const float* shift2, const float* residual, int64_t rows, int64_t C) {
+  check(rows, C);
+  const int64_t n = rows * C;
+  if (n <= INT32_MAX)
+    scale_shift_relu_kernel<uint32_t><<<grid_for(n), kBlock, 0, stream()>>>(
+        y, x, scale, shift, x2, scale2, shift2, residual, static_cast<uint32_t>(n), static_cast<uint32_t>(C));
+  else
+    scale_shift_relu_kernel<int64_t><<<grid_for(n), kBlock, 0, stream()>>>(y, x, scale, shift, x2, scale2, shift2,
+                                                                            residual, n, C);
+  CUDA_CHECK_LAUNCH();
+}
+
+void batchnorm_backward_nhwc(float* dx, float* dgamma, float* dbeta, const float* dy, const float* relu_out,
+                             const float* x, const float* gamma, const float* save_mean, const float* save_invstd,
+                             int64_t rows, int64_t C, float* workspace) {
+  check(rows, C);
+  const int64_t chunks = chunks_for(rows, C);
+  const Workspace ws(workspace, chunks, C);
+  const MaskedGradient g{dy, relu_out};
+  channel_partial_sums(ws.partial, SumBackward{g, x, save_mean, save_invstd}, rows, C, chunks);
+  backward_finish_kernel<<<grid_for(C), kBlock, 0, stream()>>>(dgamma, dbeta, ws.k, ws.a, ws.bq, ws.partial, gamma,
+                                                               save_invstd, rows, C, chunks);
+  CUDA_CHECK_LAUNCH();
+  const int64_t n = rows * C;
+  if (n <= INT32_MAX)
+    backward_apply_kernel<uint32_t><<<grid_for(n), kBlock, 0, stream()>>>(
+        dx, g, x, save_mean, save_invstd, ws.k, ws.a, ws.bq, static_cast<float>(rows), static_cast<uint32_t>(n),
+        static_cast<uint32_t>(C));
+  else
+    backward_apply_kernel<int64_t><<<grid_for(n), kBlock, 0, stream()>>>(dx, g, x, save_mean, save_invstd, ws.k, ws.a,
+                                                                         ws.bq, static_cast<float>(rows), n, C);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -39,8 +39,11 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
 //   batchnorm_backward_nhwc:  batchnorm_backward with dy first masked by [relu_out > 0] when
 //                             relu_out is given (the ReLU after the BN), in the same two passes
 // Sums run over a fixed number of row chunks, so results do not depend on the thread count.
+// `workspace`: batchnorm_nhwc_workspace_floats() floats (8-byte aligned; none on the CPU, whose
+// partial sums live on the stack), so that both devices' forms take the same arguments.
+int64_t batchnorm_nhwc_workspace_floats(int64_t rows, int64_t C);
 void batchnorm_stats_nhwc(float* save_mean, float* save_invstd, float* running_mean, float* running_var,
-                          const float* x, int64_t rows, int64_t C, float eps, float momentum);
+                          const float* x, int64_t rows, int64_t C, float eps, float momentum, float* workspace);
 void batchnorm_scale_shift(float* scale, float* shift, const float* gamma, const float* beta, const float* mean,
                            const float* invstd, int64_t C);
 void batchnorm_eval_scale_shift(float* scale, float* shift, const float* gamma, const float* beta,
@@ -49,22 +52,25 @@ void scale_shift_relu_nhwc(float* y, const float* x, const float* scale, const f
                            const float* scale2, const float* shift2, const float* residual, int64_t rows, int64_t C);
 void batchnorm_backward_nhwc(float* dx, float* dgamma, float* dbeta, const float* dy, const float* relu_out,
                              const float* x, const float* gamma, const float* save_mean, const float* save_invstd,
-                             int64_t rows, int64_t C);
+                             int64_t rows, int64_t C, float* workspace);
 }  // namespace cpu
 
 #ifdef HANDGRAD_WITH_CUDA
 namespace cuda {
-// Scratch that train-mode forward and backward need (floats, 8-byte aligned): per-chunk sums of
-// each channel's values, which are spread over more blocks than there are channels.
-int64_t batchnorm_workspace_floats(const BatchNormShape& s);
-void batchnorm_forward_train(float* y, const float* x, const float* gamma, const float* beta,
-                             float* running_mean, float* running_var, float* save_mean,
-                             float* save_invstd, const BatchNormShape& s, float* workspace);
-void batchnorm_forward_eval(float* y, const float* x, const float* gamma, const float* beta,
-                            const float* running_mean, const float* running_var, const BatchNormShape& s);
-void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                        const float* gamma, const float* save_mean, const float* save_invstd,
-                        const BatchNormShape& s, float* workspace);
+// The channels-last forms, twins of the CPU's above (same arguments, same math; the sums are
+// deterministic, over a fixed split of the rows that fills the GPU: batchnorm.cu).
+int64_t batchnorm_nhwc_workspace_floats(int64_t rows, int64_t C);
+void batchnorm_stats_nhwc(float* save_mean, float* save_invstd, float* running_mean, float* running_var,
+                          const float* x, int64_t rows, int64_t C, float eps, float momentum, float* workspace);
+void batchnorm_scale_shift(float* scale, float* shift, const float* gamma, const float* beta, const float* mean,
+                           const float* invstd, int64_t C);
+void batchnorm_eval_scale_shift(float* scale, float* shift, const float* gamma, const float* beta,
+                                const float* running_mean, const float* running_var, int64_t C, float eps);
+void scale_shift_relu_nhwc(float* y, const float* x, const float* scale, const float* shift, const float* x2,
+                           const float* scale2, const float* shift2, const float* residual, int64_t rows, int64_t C);
+void batchnorm_backward_nhwc(float* dx, float* dgamma, float* dbeta, const float* dy, const float* relu_out,
+                             const float* x, const float* gamma, const float* save_mean, const float* save_invstd,
+                             int64_t rows, int64_t C, float* workspace);
 }  // namespace cuda
 #endif
 

@@ -43,8 +43,10 @@ void channel_sums(double* sums, int64_t rows, int64_t C, AddRow add_row) {
 
 }  // namespace
 
+int64_t batchnorm_nhwc_workspace_floats(int64_t, int64_t) { return 0; }
+
 void batchnorm_stats_nhwc(float* save_mean, float* save_invstd, float* running_mean, float* running_var,
-                          const float* x, int64_t rows, int64_t C, float eps, float momentum) {
+                          const float* x, int64_t rows, int64_t C, float eps, float momentum, float*) {
   check_channels(C);
   // Two passes in double: the mean, then the squared deviations (no cancellation).
   double mean[kMaxChannels], sq[kMaxChannels];
@@ -103,7 +105,7 @@ void scale_shift_relu_nhwc(float* y, const float* x, const float* scale, const f
 
 void batchnorm_backward_nhwc(float* dx, float* dgamma, float* dbeta, const float* dy, const float* relu_out,
                              const float* x, const float* gamma, const float* save_mean, const float* save_invstd,
-                             int64_t rows, int64_t C) {
+                             int64_t rows, int64_t C, float*) {
   check_channels(C);
   const float* m = save_mean;
   const float* invstd = save_invstd;

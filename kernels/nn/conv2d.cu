@@ -1,8 +1,11 @@
-// Convolutions through cuDNN. Per shape, a plan: descriptors and, for each direction, a
-// deterministic algorithm chosen once (cuDNN's heuristics, or by timing with --cudnn-find) with
-// the math type it was chosen for. All plans share one workspace, sized for the largest, so a new batch
-// size (the last partial batch, the eval batch, a grid's other batch size) adds descriptors,
-// not another workspace. A training step then does no allocation and no search.
+// Convolutions through cuDNN, channels-last as the CPU twins (conv2d.h): activations NHWC, the
+// filter in cuDNN's NHWC filter format (KRSC), which conv2d_nhwc_pack_weights writes from the
+// state dict's KCRS and which the backward-filter gradient is turned back from. Per shape, a
+// plan: descriptors and, for each direction, a deterministic algorithm chosen once (cuDNN's
+// heuristics, or by timing with --cudnn-find) with the math type it was chosen for. All plans
+// share one workspace, sized for the largest, so a new batch size (the last partial batch, the
+// eval batch, a grid's other batch size) adds descriptors, not another workspace. A training
+// step then does no allocation and no search.
 #include <cudnn.h>
 
 #include <map>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/einsum/strided_copy.h"
 #include "kernels/nn/conv2d.h"
 
 #define CUDNN_CHECK(expr)                                                                        \
@@ -87,9 +91,9 @@ struct ConvPlan {
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(s.N), int(s.C), int(s.H), int(s.W)));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(s.N), int(s.K), int(s.OH()), int(s.OW())));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, int(s.K), int(s.C), int(s.R), int(s.S)));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, int(s.N), int(s.C), int(s.H), int(s.W)));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, int(s.N), int(s.K), int(s.OH()), int(s.OW())));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, int(s.K), int(s.C), int(s.R), int(s.S)));
     for (Direction* d : {&fwd, &bwd_data, &bwd_filter}) {
       CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d->conv));
       CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d->conv, int(s.pad), int(s.pad), int(s.stride), int(s.stride), 1, 1,
@@ -161,7 +165,7 @@ ConvPlan& plan_for(const Conv2dShape& s, bool tf32) {
   return *it->second;
 }
 
-DeviceBuffer& workspace() { return shared_workspace(0); }
+DeviceBuffer& cudnn_workspace() { return shared_workspace(0); }
 
 const char* math_name(cudnnMathType_t m) {
   return m == CUDNN_FMA_MATH ? "fma" : m == CUDNN_TENSOR_OP_MATH ? "tensor-op" : m == CUDNN_DEFAULT_MATH ? "default" : "tensor-op-conversion";
@@ -189,34 +193,47 @@ std::vector<std::string> conv_plans_chosen() {
                         p->tf32 ? " tf32" : "", p->search == ConvAlgoSearch::Timed ? " timed: " : ": ", dir("fwd", p->fwd), ", ", dir("bwd-data", p->bwd_data), ", ",
                         dir("bwd-filter", p->bwd_filter)));
   }
-  lines.push_back(cat("shared cuDNN workspace: ", workspace().bytes() >> 10, " KiB for ", plans().size(), " plans"));
+  lines.push_back(cat("shared cuDNN workspace: ", cudnn_workspace().bytes() >> 10, " KiB for ", plans().size(), " plans"));
   return lines;
 }
 
-void conv2d_forward(float* y, const float* x, const float* w, const Conv2dShape& s, bool tf32) {
+int64_t conv2d_nhwc_packed_floats(const Conv2dShape& s) { return s.K * s.C * s.R * s.S; }
+int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s) { return s.K * s.C * s.R * s.S; }
+
+// KCRS (the state dict's) -> KRSC (cuDNN's NHWC filter format).
+void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& s) {
+  strided_copy(packed, w, make_strided_view<1>({s.K, s.R, s.S, s.C}, {Shape{s.C * s.R * s.S, s.S, 1, s.R * s.S}}));
+}
+
+void conv2d_forward_nhwc(float* y, const float* x, const float*, const float* packed, const Conv2dShape& s, float*,
+                         bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
-  DeviceBuffer& ws = workspace();
+  DeviceBuffer& ws = cudnn_workspace();
   const float one = 1.f, zero = 0.f;
-  CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(), &one, p.x, x, p.w, w, p.fwd.conv,
+  CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(), &one, p.x, x, p.w, packed, p.fwd.conv,
                                       cudnnConvolutionFwdAlgo_t(p.fwd.algo), ws.get(), ws.bytes(), &zero, p.y, y));
 }
 
-void conv2d_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s, bool tf32) {
+void conv2d_backward_data_nhwc(float* dx, const float* dy, const float*, const float* packed, const Conv2dShape& s,
+                               float*, bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
-  DeviceBuffer& ws = workspace();
+  DeviceBuffer& ws = cudnn_workspace();
   const float one = 1.f, zero = 0.f;
-  CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, p.w, w, p.y, dy, p.bwd_data.conv,
+  CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, p.w, packed, p.y, dy, p.bwd_data.conv,
                                            cudnnConvolutionBwdDataAlgo_t(p.bwd_data.algo), ws.get(), ws.bytes(), &zero,
                                            p.x, dx));
 }
 
-void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, bool tf32) {
+// The gradient in KRSC into `workspace`, then back to the state dict's KCRS in dw.
+void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace,
+                                 bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
-  DeviceBuffer& ws = workspace();
+  DeviceBuffer& ws = cudnn_workspace();
   const float one = 1.f, zero = 0.f;
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, p.x, x, p.y, dy, p.bwd_filter.conv,
                                              cudnnConvolutionBwdFilterAlgo_t(p.bwd_filter.algo), ws.get(), ws.bytes(),
-                                             &zero, p.w, dw));
+                                             &zero, p.w, workspace));
+  strided_copy(dw, workspace, make_strided_view<1>({s.K, s.C, s.R, s.S}, {Shape{s.R * s.S * s.C, 1, s.S * s.C, s.C}}));
 }
 
 }  // namespace handgrad::cuda

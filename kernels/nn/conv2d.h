@@ -51,6 +51,9 @@ void nchw_to_nhwc(float* dst, const float* src, int64_t N, int64_t C, int64_t HW
 void nhwc_to_nchw(float* dst, const float* src, int64_t N, int64_t C, int64_t HW);
 }  // namespace cpu
 
+// How the GPU's convolution algorithms are chosen (set_conv_algo_search below).
+enum class ConvAlgoSearch { Heuristic, Timed };
+
 #ifdef HANDGRAD_WITH_CUDA
 namespace cuda {
 // cuDNN convolutions (device pointers). The algorithm is chosen once per shape and direction
@@ -58,7 +61,6 @@ namespace cuda {
 // set_conv_algo_search(Timed), by timing each candidate: cudnnFind) and cached, with one
 // workspace shared by every shape; `tf32` lets cuDNN use TF32 tensor cores (PyTorch's default
 // for convolutions), otherwise math is FP32 (FMA only).
-enum class ConvAlgoSearch { Heuristic, Timed };
 void set_conv_algo_search(ConvAlgoSearch search);  // for the convolutions run after the call
 // How many plans (shape, precision) were made with that search so far: a test's proof that a
 // timed run really searched rather than reusing the heuristics' plans.
@@ -66,9 +68,17 @@ int64_t conv_plans_made(ConvAlgoSearch search);
 // One line per shape planned so far (its three algorithms, math types, workspace, measured
 // times with Timed), then the shared workspace's size.
 std::vector<std::string> conv_plans_chosen();
-void conv2d_forward(float* y, const float* x, const float* w, const Conv2dShape& s, bool tf32);
-void conv2d_backward_data(float* dx, const float* dy, const float* w, const Conv2dShape& s, bool tf32);
-void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, bool tf32);
+// Channels-last, the twins of the CPU's *_nhwc forms with one more argument, `tf32`. Packed
+// weights: KRSC (cuDNN's NHWC filter format); workspace: the backward filter's KRSC gradient.
+int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s);
+int64_t conv2d_nhwc_packed_floats(const Conv2dShape& s);
+void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& s);
+void conv2d_forward_nhwc(float* y, const float* x, const float* w, const float* packed, const Conv2dShape& s,
+                         float* workspace, bool tf32);
+void conv2d_backward_data_nhwc(float* dx, const float* dy, const float* w, const float* packed, const Conv2dShape& s,
+                               float* workspace, bool tf32);
+void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace,
+                                 bool tf32);
 }  // namespace cuda
 #endif
 

@@ -46,10 +46,11 @@ void global_avgpool_backward_nhwc(float* dx, const float* dy, int64_t N, int64_t
 
 #ifdef HANDGRAD_WITH_CUDA
 namespace cuda {
-void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dShape& s);
-void maxpool2d_backward(float* dx, const float* dy, const int32_t* argmax, const Pool2dShape& s);
-void global_avgpool_forward(float* y, const float* x, int64_t NC, int64_t HW);
-void global_avgpool_backward(float* dx, const float* dy, int64_t NC, int64_t HW);
+// The channels-last forms (the ResNet's layout on both devices), same arguments and bits.
+void maxpool2d_forward_nhwc(float* y, int32_t* argmax, const float* x, const Pool2dShape& s);
+void maxpool2d_backward_nhwc(float* dx, const float* dy, const int32_t* argmax, const Pool2dShape& s);
+void global_avgpool_forward_nhwc(float* y, const float* x, int64_t N, int64_t HW, int64_t C);
+void global_avgpool_backward_nhwc(float* dx, const float* dy, int64_t N, int64_t HW, int64_t C);
 }  // namespace cuda
 #endif
 

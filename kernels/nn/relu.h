@@ -15,7 +15,8 @@ void relu_backward_from_output(float* dx, const float* dy, const float* y, int64
 void add_relu(float* y, const float* a, const float* b, int64_t n);
 // y = a + b.
 void add(float* y, const float* a, const float* b, int64_t n);
-// The CPU ResNet's residual join backward, in one pass: dx += dy * [y > 0].
+// The ResNet's residual join backward, in one pass: dx += dy * [y > 0], or dx += dy when y is
+// null (the downsample path's gradient joining the main path's).
 void add_relu_backward(float* dx, const float* dy, const float* y, int64_t n);
 }  // namespace cpu
 
@@ -23,9 +24,7 @@ void add_relu_backward(float* dx, const float* dy, const float* y, int64_t n);
 namespace cuda {
 void relu_forward(float* y, const float* x, int64_t n);
 void relu_backward(float* dx, const float* dy, const float* x, int64_t n);
-void relu_backward_from_output(float* dx, const float* dy, const float* y, int64_t n);
-void add_relu(float* y, const float* a, const float* b, int64_t n);
-void add(float* y, const float* a, const float* b, int64_t n);
+void add_relu_backward(float* dx, const float* dy, const float* y, int64_t n);
 }  // namespace cuda
 #endif
 

@@ -42,6 +42,11 @@ void add(float* y, const float* a, const float* b, int64_t n) {
 
 void add_relu_backward(float* dx, const float* dy, const float* y, int64_t n) {
   parallel_ranges(n, 1 << 15, [&](int64_t lo, int64_t hi) {
+    if (!y) {
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) dx[i] += dy[i];
+      return;
+    }
 #pragma omp simd
     for (int64_t i = lo; i < hi; ++i) dx[i] += keep_if(y[i] > 0.f, dy[i]);
   });
