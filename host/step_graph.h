@@ -22,6 +22,8 @@ class StepGraph {
   // either way.
   bool capture(Device device, const std::function<void()>& step, std::string* failure);
   bool ready() const { return exec_ != nullptr; }
+  // Forgets the recorded step (what it captured no longer holds: other weights, other ranges).
+  void reset() { drop(); }
   // Queues the recorded step on handgrad's stream order.
   void replay();
 

@@ -88,6 +88,7 @@ struct ResNet18::Impl {
   std::string graph_disabled;  // why capture failed (then every step runs eagerly)
   Array g[5];          // backward scratch, each as large as the largest activation
   bool have_forward = false;
+  bool planned_full_batch = false;  // an eager full-batch training step ran: every plan exists
   int64_t workspace_batch = 0;  // the batch size conv_workspace was last sized for
   bool profiling = false;
   double family_seconds[kFamilies] = {};
@@ -221,6 +222,7 @@ struct ResNet18::Impl {
       u.train_conv = mode == "none" || &u == &stem;
       u.train_bn = mode == "none";
     });
+    graph.reset();  // a captured step updates the old ranges
   }
 
   float* P(int64_t off) { return params.get() + off; }
@@ -367,6 +369,7 @@ struct ResNet18::Impl {
     nn::softmax_xent(dev, train ? dlogits.get() : nullptr, static_cast<double*>(loss_sums.get()), row_loss.get(),
                      static_cast<int32_t*>(row_correct.get()), logits.get(), labels, n, classes);
     have_forward = train;
+    planned_full_batch = planned_full_batch || (train && n == batch);
     summed_images += n;
   }
 
@@ -378,13 +381,16 @@ struct ResNet18::Impl {
 
   // Captures forward(train) + backward + SGD for a full batch. Capture runs nothing, so the
   // host-side effects of the captured forward (BN step counters, the images summed) are undone
-  // here and redone on each replay.
+  // here and redone on each replay. The step packs every convolution's weights first, so each
+  // replay reads the weights the previous one left, whatever the host-side flags said at
+  // capture time; and since the packs were only recorded, every flag is stale again after.
   bool capture_train_step(const float* images, const int32_t* labels, float lr, float mu) {
     const std::vector<int64_t> saved_counters = counters;
     const int64_t saved_images = summed_images;
     const bool ok = graph.capture(
         dev,
         [&] {
+          weights_changed(false);
           forward(images, labels, batch, true);
           backward();
           sgd(lr, mu);
@@ -392,12 +398,15 @@ struct ResNet18::Impl {
         &graph_disabled);
     counters = saved_counters;
     summed_images = saved_images;
+    weights_changed(false);
     if (ok) graph_inputs[0] = images, graph_inputs[1] = labels, graph_lr = lr, graph_mu = mu;
     return ok;
   }
 
+  // The first full-batch step runs eagerly: it makes every convolution plan (a plan made during
+  // capture would allocate, or time algorithms, inside the graph).
   bool train_step_graphed(const float* images, const int32_t* labels, float lr, float mu) {
-    if (dev == Device::CUDA && graph_disabled.empty() && !profiling) {
+    if (dev == Device::CUDA && graph_disabled.empty() && !profiling && planned_full_batch) {
       const bool same = graph.ready() && graph_inputs[0] == images && graph_inputs[1] == labels && graph_lr == lr &&
                         graph_mu == mu;
       if (same || capture_train_step(images, labels, lr, mu)) {
@@ -501,6 +510,7 @@ void ResNet18::init_random(uint64_t seed) {
   copy_bytes(m.buffers.get(), m.dev, buffers.data(), Device::CPU, sizeof(float) * buffers.size());
   m.velocity.t = Tensor::zeros(m.velocity.t.shape(), m.dev);
   m.weights_changed(false);
+  m.graph.reset();
 }
 
 void ResNet18::load(const StateDict& sd, bool strict) {
@@ -523,6 +533,7 @@ void ResNet18::load(const StateDict& sd, bool strict) {
     }
   }
   m.weights_changed(false);
+  m.graph.reset();
   if (strict)
     for (const Entry& e : m.entries) HG_REQUIRE(sd.find(e.name) != nullptr, "checkpoint lacks key '", e.name, "'");
 }

@@ -1,7 +1,8 @@
 // torchvision's ResNet18, adapted to 1-channel input and 10 classes: 7x7/2 conv, BN, ReLU,
 // 3x3/2 max-pool, four stages of two BasicBlocks (1x1/2 conv + BN downsampling where the shape
-// changes), global average pool, fc. On the CPU it runs on the kernels' CPU twins; on the GPU
-// on cuDNN convolutions and handgrad's CUDA kernels (kernels/nn, kernels/optim).
+// changes), global average pool, fc. Written once for both devices, channels-last on both: on
+// the CPU on oneDNN's convolutions and the kernels' CPU twins, on the GPU on cuDNN's and
+// handgrad's CUDA kernels, every layer through host/nn.h.
 //
 // One memory plan: parameters, gradients and momentum live in one flat buffer each, laid out
 // in torchvision's state-dict order; BN running statistics in another; activations are
@@ -65,10 +66,12 @@ class ResNet18 {
   // PyTorch's SGD with momentum over the trainable parameters.
   void sgd_step(float lr, float momentum);
   // One training step (train-mode forward, backward, SGD) on a full batch. On the GPU it is
-  // captured into a CUDA graph on the first call and replayed after: one launch instead of
-  // ~300. Images and labels must sit at the same device addresses on every call (the caller's
-  // batch buffers; other addresses or another lr re-capture). Returns false when the step ran
-  // eagerly (the CPU, or a capture that failed: graph_disabled_reason() says why).
+  // captured into a CUDA graph and replayed after: one launch instead of ~300. Capture waits for
+  // one eager full-batch training step (this call runs it when none has), which makes every
+  // convolution plan. Images and labels must sit at the same device addresses on every call
+  // (the caller's batch buffers; other addresses or another lr re-capture; load, init_random
+  // and set_freeze drop the graph). Returns false when the step ran eagerly (the CPU, the first
+  // step, or a capture that failed: graph_disabled_reason() says why).
   bool train_step_graphed(const float* images, const int32_t* labels, float lr, float momentum);
   std::string graph_disabled_reason() const;
 

@@ -322,6 +322,29 @@ TEST(CnnLayers, PoolingNhwcMatchesNchwTwin) {
   }
 }
 
+// The convolution layer's context reads the weights through its packed copy: new weights count
+// only after weights_changed(), and then exactly as a fresh context sees them. (Without oneDNN
+// the CPU reads the weights directly: nothing is packed, nothing can be stale.)
+TEST(CnnLayers, Conv2dContextRepacksOnlyWhenTold) {
+  const Conv2dShape s{2, 8, 9, 9, 16, 3, 3, 1, 1};
+  Tensor x = random_tensor({s.N, s.H, s.W, s.C}, 1), w = random_tensor({s.K, s.C, s.R, s.S}, 2);
+  Tensor w2 = random_tensor({s.K, s.C, s.R, s.S}, 3);
+  nn::Conv2d conv(s, Device::CPU, false), fresh(s, Device::CPU, false);
+  Tensor ws = Tensor::zeros({std::max<int64_t>(1, conv.workspace_floats())});
+  const Shape ys{s.N, s.OH(), s.OW(), s.K};
+  Tensor y1 = poisoned(ys), y_stale = poisoned(ys), y2 = poisoned(ys), want2 = poisoned(ys);
+  conv.forward(y1.data<float>(), x.data<float>(), w.data<float>(), ws.data<float>());
+  conv.forward(y_stale.data<float>(), x.data<float>(), w2.data<float>(), ws.data<float>());
+  if (cpu::conv2d_nhwc_packed_floats(s) > 0) {
+    EXPECT_EQ(y_stale.to_vector(), y1.to_vector());  // still the packed w
+  }
+  conv.weights_changed();
+  conv.forward(y2.data<float>(), x.data<float>(), w2.data<float>(), ws.data<float>());
+  fresh.forward(want2.data<float>(), x.data<float>(), w2.data<float>(), ws.data<float>());
+  EXPECT_EQ(y2.to_vector(), want2.to_vector());
+  EXPECT_NE(y2.to_vector(), y1.to_vector());
+}
+
 #ifdef HANDGRAD_WITH_CUDA
 #include "kernels/nn/relu.h"
 #include "kernels/nn/rows.h"
@@ -405,6 +428,17 @@ TEST(CnnCuda, LayersMatchCpuTwins) {
                                   second ? gx2.data<float>() : nullptr, second ? gsc_c.data<float>() : nullptr,
                                   second ? gsh_c.data<float>() : nullptr, r ? gx2.data<float>() : nullptr, rows, C);
       EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-6) << what << " form " << form;
+    }
+    {  // a NaN stays NaN through the ReLU, as on the CPU (a diverged run must show it)
+      Tensor xn = x.clone();
+      xn.data<float>()[C / 2] = std::numeric_limits<float>::quiet_NaN();
+      Tensor y = poisoned({rows, C}), gy = poisoned({rows, C}, Device::CUDA);
+      cpu::scale_shift_relu_nhwc(y.data<float>(), xn.data<float>(), sc.data<float>(), sh.data<float>(), nullptr, nullptr,
+                                 nullptr, nullptr, rows, C);
+      cuda::scale_shift_relu_nhwc(gy.data<float>(), dev(xn).data<float>(), gsc_c.data<float>(), gsh_c.data<float>(),
+                                  nullptr, nullptr, nullptr, nullptr, rows, C);
+      EXPECT_TRUE(std::isnan(y.to_vector()[C / 2]));
+      EXPECT_TRUE(std::isnan(gy.to_vector()[C / 2])) << what;
     }
     // Backward, through a ReLU's mask and without one.
     Tensor dy = random_tensor({rows, C}, 10), gdy = dev(dy), relu = random_tensor({rows, C}, 11), grelu = dev(relu);
@@ -590,6 +624,18 @@ TEST(CnnCuda, GraphedStepEqualsEagerStep) {
         ASSERT_TRUE(graphed.train_step_graphed(images.data<float>(), lab, 0.01f, 0.9f)) << graphed.graph_disabled_reason();
       }
     }
+    // An evaluation between replays (eager: it re-packs the weights on the host's word), then
+    // another learning rate: a new capture, which must still pack the weights each replay left.
+    int64_t correct_eager = 0, correct_graphed = 0;
+    EXPECT_EQ(eager.forward(images.data<float>(), lab, N, false, &correct_eager),
+              graphed.forward(images.data<float>(), lab, N, false, &correct_graphed)) << freeze;
+    EXPECT_EQ(correct_eager, correct_graphed) << freeze;
+    for (int step = 0; step < 3; ++step) {
+      eager.enqueue_forward(images.data<float>(), lab, N, true);
+      eager.backward();
+      eager.sgd_step(0.02f, 0.9f);
+      ASSERT_TRUE(graphed.train_step_graphed(images.data<float>(), lab, 0.02f, 0.9f)) << graphed.graph_disabled_reason();
+    }
     const ResNet18::Sums a = eager.take_sums(), b = graphed.take_sums();
     EXPECT_EQ(a.loss, b.loss) << freeze;
     EXPECT_EQ(a.images, b.images) << freeze;
@@ -653,6 +699,13 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
       }
       EXPECT_LT(rel_err(tb.to_vector(), ta.to_vector()), mode.tol) << what << " " << a.entries[i].first;
     }
+    // The momentum buffers are the gradients summed over the steps: the gradients themselves,
+    // where the weights after three small steps are still mostly their initial values.
+    const StateDict va = cpu_model.momentum_state(), vb = gpu_model.momentum_state();
+    ASSERT_EQ(va.entries.size(), vb.entries.size());
+    for (size_t i = 0; i < va.entries.size(); ++i)
+      EXPECT_LT(rel_err(vb.entries[i].second.to_vector(), va.entries[i].second.to_vector()), 10 * mode.tol)
+          << what << " momentum of " << va.entries[i].first;
     // The timed mode searched (cudnnFind) for its own plans: it did not reuse the heuristics' plans
     // of the same shapes from the modes before it. The others made no timed plan.
     const int64_t timed_plans_made = cuda::conv_plans_made(ConvAlgoSearch::Timed) - timed_plans_before;

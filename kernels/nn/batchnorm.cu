@@ -167,7 +167,8 @@ __global__ void scale_shift_relu_kernel(float* __restrict__ y, const float* __re
     const Index c = i % C;
     const float v = x[i] * scale[c] + shift[c];
     const float other = x2 ? x2[i] * scale2[c] + shift2[c] : residual ? residual[i] : 0.f;
-    y[i] = fmaxf(x2 || residual ? v + other : v, 0.f);
+    const float r = x2 || residual ? v + other : v;
+    y[i] = r < 0.f ? 0.f : r;  // std::max(r, 0.f), as the CPU: a NaN stays NaN (fmaxf would make it 0)
   }
 }
 
