@@ -68,75 +68,158 @@ TEST(CnnLayers, Conv2dForwardAndBothBackwards) {
   }
 }
 
-TEST(CnnLayers, BatchNormPoolingXentAgainstLoops) {
-  // BatchNorm train forward and backward against the textbook formulas in double.
-  const BatchNormShape s{3, 4, 5};
-  Tensor x = random_tensor({3, 4, 5}, 4), gamma = random_tensor({4}, 5), beta = random_tensor({4}, 6);
-  Tensor dy = random_tensor({3, 4, 5}, 7);
-  Tensor rm = Tensor::zeros({4}), rv = Tensor::full({4}, 1.f), mean = poisoned({4}), inv = poisoned({4});
-  Tensor y = poisoned({3, 4, 5}), dx = poisoned({3, 4, 5}), dg = poisoned({4}), db = poisoned({4});
-  cpu::batchnorm_forward_train(y.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
-                               rm.data<float>(), rv.data<float>(), mean.data<float>(), inv.data<float>(), s);
-  cpu::batchnorm_backward(dx.data<float>(), dg.data<float>(), db.data<float>(), dy.data<float>(), x.data<float>(),
-                          gamma.data<float>(), mean.data<float>(), inv.data<float>(), s);
-  const std::vector<float> X = x.to_vector(), DY = dy.to_vector(), Gm = gamma.to_vector(), Bt = beta.to_vector();
-  std::vector<double> ry(60), rdx(60), rdg(4), rdb(4), rrm(4), rrv(4);
-  for (int c = 0; c < 4; ++c) {
-    double m = 0, v = 0;
-    for (int n = 0; n < 3; ++n)
-      for (int i = 0; i < 5; ++i) m += X[(n * 4 + c) * 5 + i];
-    m /= 15;
-    for (int n = 0; n < 3; ++n)
-      for (int i = 0; i < 5; ++i) v += (X[(n * 4 + c) * 5 + i] - m) * (X[(n * 4 + c) * 5 + i] - m);
-    v /= 15;
-    const double is = 1 / std::sqrt(v + 1e-5);
-    double sdy = 0, sdyx = 0;
-    for (int n = 0; n < 3; ++n)
-      for (int i = 0; i < 5; ++i) {
-        const int k = (n * 4 + c) * 5 + i;
-        ry[k] = (X[k] - m) * is * Gm[c] + Bt[c];
-        sdy += DY[k];
-        sdyx += DY[k] * (X[k] - m) * is;
-      }
-    rdg[c] = sdyx, rdb[c] = sdy, rrm[c] = 0.1 * m, rrv[c] = 0.9 + 0.1 * v * 15 / 14;
-    for (int n = 0; n < 3; ++n)
-      for (int i = 0; i < 5; ++i) {
-        const int k = (n * 4 + c) * 5 + i;
-        rdx[k] = Gm[c] * is / 15 * (15 * DY[k] - sdy - (X[k] - m) * is * sdyx);
-      }
+// The ResNet's channels-last layers (x as [rows, C]) against the textbook formulas in double:
+// BN statistics and running statistics, BN + ReLU with the residual join or a second BN, eval
+// mode, BN backward with and without the ReLU's mask, the residual join's backward, max and
+// average pooling, softmax cross-entropy.
+TEST(CnnLayers, ChannelsLastLayersAgainstLoops) {
+  // C = 20: one full block of 16 channels and a partial one; C = 64 with more rows than a chunk.
+  for (auto [rows, C] : {std::pair<int64_t, int64_t>{21, 20}, {36 * 40, 64}, {3, 5}}) {
+    const std::string what = cat(rows, "x", C);
+    const float eps = BatchNormShape().eps, mom = BatchNormShape().momentum;
+    Tensor x = random_tensor({rows, C}, 4), x2 = random_tensor({rows, C}, 12), res = random_tensor({rows, C}, 16);
+    Tensor gamma = random_tensor({C}, 5), beta = random_tensor({C}, 6), dy = random_tensor({rows, C}, 7);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += 2.f;  // a mean away from 0
+    const std::vector<float> X = x.to_vector(), X2 = x2.to_vector(), R = res.to_vector(), DY = dy.to_vector();
+    const std::vector<float> Gm = gamma.to_vector(), Bt = beta.to_vector();
+    // Reference statistics of a [rows, C] array, per channel.
+    auto stats = [&](const std::vector<float>& v, std::vector<double>& m, std::vector<double>& var) {
+      m.assign(C, 0), var.assign(C, 0);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < C; ++c) m[c] += v[r * C + c] / double(rows);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < C; ++c) var[c] += (v[r * C + c] - m[c]) * (v[r * C + c] - m[c]) / double(rows);
+    };
+    std::vector<double> m, var, m2, var2;
+    stats(X, m, var);
+    stats(X2, m2, var2);
+    Tensor rm = Tensor::zeros({C}), rv = Tensor::full({C}, 1.f), mean = poisoned({C}), inv = poisoned({C});
+    cpu::batchnorm_stats_nhwc(mean.data<float>(), inv.data<float>(), rm.data<float>(), rv.data<float>(),
+                              x.data<float>(), rows, C, eps, mom, nullptr);
+    std::vector<double> rinv(C), rrm(C), rrv(C);
+    for (int64_t c = 0; c < C; ++c) {
+      rinv[c] = 1 / std::sqrt(var[c] + eps);
+      rrm[c] = mom * m[c];
+      rrv[c] = (1 - mom) + mom * var[c] * rows / (rows - 1);
+    }
+    EXPECT_LT(rel_err(mean.to_vector(), m), 1e-6) << what;
+    EXPECT_LT(rel_err(inv.to_vector(), rinv), 1e-5) << what;
+    EXPECT_LT(rel_err(rm.to_vector(), rrm), 1e-6) << what;
+    EXPECT_LT(rel_err(rv.to_vector(), rrv), 1e-5) << what;
+    Tensor sc = poisoned({C}), sh = poisoned({C});
+    cpu::batchnorm_scale_shift(sc.data<float>(), sh.data<float>(), gamma.data<float>(), beta.data<float>(),
+                               mean.data<float>(), inv.data<float>(), C);
+    // y = relu(bn(x) + (0 | residual | bn'(x2))), bn' with gamma and beta swapped.
+    Tensor sc2 = poisoned({C}), sh2 = poisoned({C}), m2f = Tensor::zeros({C}), i2f = Tensor::zeros({C});
+    for (int64_t c = 0; c < C; ++c) m2f.data<float>()[c] = float(m2[c]), i2f.data<float>()[c] = float(1 / std::sqrt(var2[c] + eps));
+    cpu::batchnorm_scale_shift(sc2.data<float>(), sh2.data<float>(), beta.data<float>(), gamma.data<float>(),
+                               m2f.data<float>(), i2f.data<float>(), C);
+    for (int form = 0; form < 3; ++form) {
+      Tensor y = poisoned({rows, C});
+      cpu::scale_shift_relu_nhwc(y.data<float>(), x.data<float>(), sc.data<float>(), sh.data<float>(),
+                                 form == 2 ? x2.data<float>() : nullptr, form == 2 ? sc2.data<float>() : nullptr,
+                                 form == 2 ? sh2.data<float>() : nullptr, form == 1 ? res.data<float>() : nullptr, rows, C);
+      std::vector<double> want(rows * C);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t k = r * C + c;
+          double v = (X[k] - m[c]) * rinv[c] * Gm[c] + Bt[c];
+          if (form == 1) v += R[k];
+          if (form == 2) v += (X2[k] - m2[c]) / std::sqrt(var2[c] + eps) * Bt[c] + Gm[c];
+          want[k] = std::max(v, 0.0);
+        }
+      EXPECT_LT(rel_err(y.to_vector(), want), 1e-5) << what << " form " << form;
+    }
+    // Eval: the running statistics.
+    Tensor esc = poisoned({C}), esh = poisoned({C}), ey = poisoned({rows, C});
+    cpu::batchnorm_eval_scale_shift(esc.data<float>(), esh.data<float>(), gamma.data<float>(), beta.data<float>(),
+                                    rm.data<float>(), rv.data<float>(), C, eps);
+    cpu::scale_shift_relu_nhwc(ey.data<float>(), x.data<float>(), esc.data<float>(), esh.data<float>(), nullptr, nullptr,
+                               nullptr, nullptr, rows, C);
+    std::vector<double> ewant(rows * C);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < C; ++c)
+        ewant[r * C + c] = std::max((X[r * C + c] - rrm[c]) / std::sqrt(rrv[c] + eps) * Gm[c] + Bt[c], 0.0);
+    EXPECT_LT(rel_err(ey.to_vector(), ewant), 1e-5) << what << " eval";
+    // Backward, plain and through the ReLU that follows (dy masked where relu(bn(x)) = 0).
+    Tensor relu = poisoned({rows, C});
+    cpu::scale_shift_relu_nhwc(relu.data<float>(), x.data<float>(), sc.data<float>(), sh.data<float>(), nullptr, nullptr,
+                               nullptr, nullptr, rows, C);
+    const std::vector<float> RELU = relu.to_vector();
+    for (const bool masked : {false, true}) {
+      std::vector<double> g(rows * C), rdx(rows * C), sdy(C, 0), sdyx(C, 0);
+      for (int64_t k = 0; k < rows * C; ++k) g[k] = !masked || RELU[k] > 0 ? DY[k] : 0.0;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < C; ++c) sdy[c] += g[r * C + c], sdyx[c] += g[r * C + c] * (X[r * C + c] - m[c]) * rinv[c];
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t k = r * C + c;
+          rdx[k] = Gm[c] * rinv[c] / rows * (rows * g[k] - sdy[c] - (X[k] - m[c]) * rinv[c] * sdyx[c]);
+        }
+      Tensor dx = poisoned({rows, C}), dg = poisoned({C}), db = poisoned({C});
+      cpu::batchnorm_backward_nhwc(dx.data<float>(), dg.data<float>(), db.data<float>(), dy.data<float>(),
+                                   masked ? relu.data<float>() : nullptr, x.data<float>(), gamma.data<float>(),
+                                   mean.data<float>(), inv.data<float>(), rows, C, nullptr);
+      EXPECT_LT(rel_err(dx.to_vector(), rdx), 1e-4) << what << " masked " << masked;
+      EXPECT_LT(rel_err(dg.to_vector(), sdyx), 1e-5) << what << " masked " << masked;
+      EXPECT_LT(rel_err(db.to_vector(), sdy), 1e-5) << what << " masked " << masked;
+    }
+    // The residual join's backward: dx += dy * [y > 0], or dx += dy without a ReLU.
+    for (const bool masked : {false, true}) {
+      Tensor acc = res.clone();
+      cpu::add_relu_backward(acc.data<float>(), dy.data<float>(), masked ? relu.data<float>() : nullptr, rows * C);
+      std::vector<float> want(rows * C);
+      for (int64_t k = 0; k < rows * C; ++k) want[k] = R[k] + (!masked || RELU[k] > 0 ? DY[k] : 0.f);
+      EXPECT_EQ(acc.to_vector(), want) << what;
+    }
   }
-  EXPECT_LT(rel_err(y.to_vector(), ry), 1e-5);
-  EXPECT_LT(rel_err(dx.to_vector(), rdx), 1e-4);
-  EXPECT_LT(rel_err(dg.to_vector(), rdg), 1e-5);
-  EXPECT_LT(rel_err(db.to_vector(), rdb), 1e-5);
-  EXPECT_LT(rel_err(rm.to_vector(), rrm), 1e-5);
-  EXPECT_LT(rel_err(rv.to_vector(), rrv), 1e-5);
 
-  // Max-pool 3x3/2 pad 1: every output is its window's max; backward routes to the argmax.
-  const Pool2dShape p{2, 3, 7, 6, 3, 2, 1};
-  Tensor px = random_tensor({2, 3, 7, 6}, 8), py = poisoned({2, 3, p.OH(), p.OW()});
-  std::vector<int32_t> arg(2 * 3 * p.OH() * p.OW());
-  cpu::maxpool2d_forward(py.data<float>(), arg.data(), px.data<float>(), p);
-  Tensor pdy = random_tensor({2, 3, p.OH(), p.OW()}, 9), pdx = poisoned({2, 3, 7, 6});
-  cpu::maxpool2d_backward(pdx.data<float>(), pdy.data<float>(), arg.data(), p);
-  std::vector<double> rpdx(2 * 3 * 7 * 6, 0.0);
-  const std::vector<float> PX = px.to_vector(), PY = py.to_vector(), PDY = pdy.to_vector();
-  for (int64_t nc = 0; nc < 6; ++nc)
-    for (int64_t oy = 0; oy < p.OH(); ++oy)
-      for (int64_t ox = 0; ox < p.OW(); ++ox) {
-        double best = -1e30;
-        int64_t at = -1;
-        for (int64_t r = 0; r < 3; ++r)
-          for (int64_t q = 0; q < 3; ++q) {
-            const int64_t iy = oy * 2 - 1 + r, ix = ox * 2 - 1 + q;
-            if (iy < 0 || iy >= 7 || ix < 0 || ix >= 6) continue;
-            if (PX[(nc * 7 + iy) * 6 + ix] > best) best = PX[(nc * 7 + iy) * 6 + ix], at = (nc * 7 + iy) * 6 + ix;
+  // Max-pool 3x3/2 pad 1, channels-last: every output is its window's first max, its winner the
+  // plane index PyTorch returns; backward routes to the winners. C = 70: more than a chunk.
+  for (const Pool2dShape p : {Pool2dShape{2, 3, 7, 6, 3, 2, 1}, Pool2dShape{2, 70, 14, 14, 3, 2, 1}}) {
+    const int64_t C = p.C, OH = p.OH(), OW = p.OW();
+    Tensor px = random_tensor({p.N, p.H, p.W, C}, 8), py = poisoned({p.N, OH, OW, C});
+    std::vector<int32_t> arg(p.N * OH * OW * C, -7);
+    cpu::maxpool2d_forward_nhwc(py.data<float>(), arg.data(), px.data<float>(), p);
+    Tensor pdy = random_tensor({p.N, OH, OW, C}, 9), pdx = poisoned({p.N, p.H, p.W, C});
+    cpu::maxpool2d_backward_nhwc(pdx.data<float>(), pdy.data<float>(), arg.data(), p);
+    std::vector<double> rpdx(px.numel(), 0.0);
+    const std::vector<float> PX = px.to_vector(), PY = py.to_vector(), PDY = pdy.to_vector();
+    for (int64_t n = 0; n < p.N; ++n)
+      for (int64_t oy = 0; oy < OH; ++oy)
+        for (int64_t ox = 0; ox < OW; ++ox)
+          for (int64_t c = 0; c < C; ++c) {
+            double best = -1e30;
+            int64_t at = -1;
+            for (int64_t r = 0; r < 3; ++r)
+              for (int64_t q = 0; q < 3; ++q) {
+                const int64_t iy = oy * 2 - 1 + r, ix = ox * 2 - 1 + q;
+                if (iy < 0 || iy >= p.H || ix < 0 || ix >= p.W) continue;
+                const float v = PX[((n * p.H + iy) * p.W + ix) * C + c];
+                if (v > best) best = v, at = iy * p.W + ix;
+              }
+            const int64_t o = ((n * OH + oy) * OW + ox) * C + c;
+            ASSERT_EQ(PY[o], float(best));
+            ASSERT_EQ(arg[o], at);
+            rpdx[(n * p.H * p.W + at) * C + c] += PDY[o];
           }
-        const int64_t o = (nc * p.OH() + oy) * p.OW() + ox;
-        EXPECT_EQ(PY[o], float(best));
-        rpdx[at] += PDY[o];
-      }
-  EXPECT_LT(rel_err(pdx.to_vector(), rpdx), 1e-6);
+    EXPECT_LT(rel_err(pdx.to_vector(), rpdx), 1e-6);
+    // Global average pooling over the plane, and its backward.
+    const int64_t HW = p.H * p.W;
+    Tensor g = poisoned({p.N, C}), gdx = poisoned({p.N, HW, C});
+    cpu::global_avgpool_forward_nhwc(g.data<float>(), px.data<float>(), p.N, HW, C);
+    cpu::global_avgpool_backward_nhwc(gdx.data<float>(), g.data<float>(), p.N, HW, C);
+    std::vector<double> rg(p.N * C, 0.0), rgdx(p.N * HW * C);
+    for (int64_t n = 0; n < p.N; ++n)
+      for (int64_t k = 0; k < HW; ++k)
+        for (int64_t c = 0; c < C; ++c) rg[n * C + c] += PX[(n * HW + k) * C + c] / double(HW);
+    const std::vector<float> G = g.to_vector();
+    for (int64_t n = 0; n < p.N; ++n)
+      for (int64_t k = 0; k < HW; ++k)
+        for (int64_t c = 0; c < C; ++c) rgdx[(n * HW + k) * C + c] = G[n * C + c] / double(HW);
+    EXPECT_LT(rel_err(G, rg), 1e-6);
+    EXPECT_LT(rel_err(gdx.to_vector(), rgdx), 1e-6);
+  }
 
   // Softmax cross-entropy: loss, gradient, accuracy.
   Tensor z = random_tensor({4, 3}, 10), dz = poisoned({4, 3});
@@ -207,118 +290,6 @@ TEST(CnnLayers, Conv2dNhwcMatchesNchwTwin) {
     EXPECT_LT(rel_err(to_nchw(yl, s.N, s.K, P), y.to_vector()), 1e-5) << what;
     EXPECT_LT(rel_err(to_nchw(dxl, s.N, s.C, HW), dx.to_vector()), 1e-5) << what;
     EXPECT_LT(rel_err(dwl, dw.to_vector()), 1e-5) << what;
-  }
-}
-
-TEST(CnnLayers, BatchNormNhwcMatchesNchwTwin) {
-  // C = 20: one full block of 16 channels and a partial one.
-  for (const BatchNormShape s : {BatchNormShape{3, 20, 7}, BatchNormShape{4, 64, 9}, BatchNormShape{2, 5, 1}}) {
-    const int64_t rows = s.N * s.HW, n = rows * s.C;
-    Tensor x = random_tensor({s.N, s.C, s.HW}, 11), x2 = random_tensor({s.N, s.C, s.HW}, 12);
-    Tensor gamma = random_tensor({s.C}, 13), beta = random_tensor({s.C}, 14), dy = random_tensor({s.N, s.C, s.HW}, 15);
-    Tensor res = random_tensor({s.N, s.C, s.HW}, 16);
-    // The twin: batchnorm_forward_train, then relu / add_relu.
-    Tensor rm = Tensor::zeros({s.C}), rv = Tensor::full({s.C}, 1.f), mean = poisoned({s.C}), inv = poisoned({s.C});
-    Tensor bn = poisoned({s.N, s.C, s.HW}), relu = poisoned({s.N, s.C, s.HW});
-    cpu::batchnorm_forward_train(bn.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
-                                 rm.data<float>(), rv.data<float>(), mean.data<float>(), inv.data<float>(), s);
-    cpu::relu_forward(relu.data<float>(), bn.data<float>(), n);
-    // Channels-last.
-    const std::vector<float> xl = to_nhwc(x, s.N, s.C, s.HW);
-    std::vector<float> rml(s.C, 0.f), rvl(s.C, 1.f), meanl = nan_vector(s.C), invl = nan_vector(s.C);
-    cpu::batchnorm_stats_nhwc(meanl.data(), invl.data(), rml.data(), rvl.data(), xl.data(), rows, s.C, s.eps, s.momentum,
-                              nullptr);
-    EXPECT_LT(rel_err(meanl, mean.to_vector()), 1e-6);
-    EXPECT_LT(rel_err(invl, inv.to_vector()), 1e-6);
-    EXPECT_LT(rel_err(rml, rm.to_vector()), 1e-6);
-    EXPECT_LT(rel_err(rvl, rv.to_vector()), 1e-6);
-    std::vector<float> scale = nan_vector(s.C), shift = nan_vector(s.C), yl = nan_vector(n);
-    cpu::batchnorm_scale_shift(scale.data(), shift.data(), gamma.data<float>(), beta.data<float>(), meanl.data(),
-                               invl.data(), s.C);
-    cpu::scale_shift_relu_nhwc(yl.data(), xl.data(), scale.data(), shift.data(), nullptr, nullptr, nullptr, nullptr,
-                               rows, s.C);
-    EXPECT_LT(rel_err(to_nchw(yl, s.N, s.C, s.HW), relu.to_vector()), 1e-5);
-    // + residual, and + a second BN (the downsample path): relu(bn(x) + r), relu(bn(x) + bn(x2)).
-    Tensor joined = poisoned({s.N, s.C, s.HW});
-    cpu::add_relu(joined.data<float>(), bn.data<float>(), res.data<float>(), n);
-    const std::vector<float> resl = to_nhwc(res, s.N, s.C, s.HW);
-    cpu::scale_shift_relu_nhwc(yl.data(), xl.data(), scale.data(), shift.data(), nullptr, nullptr, nullptr,
-                               resl.data(), rows, s.C);
-    EXPECT_LT(rel_err(to_nchw(yl, s.N, s.C, s.HW), joined.to_vector()), 1e-5);
-    Tensor bn2 = poisoned({s.N, s.C, s.HW}), m2 = poisoned({s.C}), i2 = poisoned({s.C});
-    cpu::batchnorm_forward_train(bn2.data<float>(), x2.data<float>(), beta.data<float>(), gamma.data<float>(),
-                                 rm.data<float>(), rv.data<float>(), m2.data<float>(), i2.data<float>(), s);
-    cpu::add_relu(joined.data<float>(), bn.data<float>(), bn2.data<float>(), n);
-    std::vector<float> scale2 = nan_vector(s.C), shift2 = nan_vector(s.C);
-    cpu::batchnorm_scale_shift(scale2.data(), shift2.data(), beta.data<float>(), gamma.data<float>(), m2.data<float>(),
-                               i2.data<float>(), s.C);
-    const std::vector<float> x2l = to_nhwc(x2, s.N, s.C, s.HW);
-    cpu::scale_shift_relu_nhwc(yl.data(), xl.data(), scale.data(), shift.data(), x2l.data(), scale2.data(),
-                               shift2.data(), nullptr, rows, s.C);
-    EXPECT_LT(rel_err(to_nchw(yl, s.N, s.C, s.HW), joined.to_vector()), 1e-5);
-    // Eval: the running statistics.
-    Tensor ev = poisoned({s.N, s.C, s.HW});
-    cpu::batchnorm_forward_eval(ev.data<float>(), x.data<float>(), gamma.data<float>(), beta.data<float>(),
-                                rm.data<float>(), rv.data<float>(), s);
-    cpu::relu_forward(ev.data<float>(), ev.data<float>(), n);
-    cpu::batchnorm_eval_scale_shift(scale.data(), shift.data(), gamma.data<float>(), beta.data<float>(),
-                                    rm.data<float>(), rv.data<float>(), s.C, s.eps);
-    cpu::scale_shift_relu_nhwc(yl.data(), xl.data(), scale.data(), shift.data(), nullptr, nullptr, nullptr, nullptr,
-                               rows, s.C);
-    EXPECT_LT(rel_err(to_nchw(yl, s.N, s.C, s.HW), ev.to_vector()), 1e-5);
-
-    // Backward, plain and through the ReLU that follows (dy masked where relu(bn(x)) = 0).
-    for (const bool masked : {false, true}) {
-      Tensor dyin = Tensor::empty({s.N, s.C, s.HW});
-      cpu::relu_backward_from_output(dyin.data<float>(), dy.data<float>(), relu.data<float>(), n);
-      const Tensor& twin_dy = masked ? dyin : dy;
-      Tensor dx = poisoned({s.N, s.C, s.HW}), dg = poisoned({s.C}), db = poisoned({s.C});
-      cpu::batchnorm_backward(dx.data<float>(), dg.data<float>(), db.data<float>(), twin_dy.data<float>(),
-                              x.data<float>(), gamma.data<float>(), mean.data<float>(), inv.data<float>(), s);
-      const std::vector<float> dyl = to_nhwc(dy, s.N, s.C, s.HW), relul = to_nhwc(relu, s.N, s.C, s.HW);
-      std::vector<float> dxl = nan_vector(n), dgl = nan_vector(s.C), dbl = nan_vector(s.C);
-      cpu::batchnorm_backward_nhwc(dxl.data(), dgl.data(), dbl.data(), dyl.data(), masked ? relul.data() : nullptr,
-                                   xl.data(), gamma.data<float>(), meanl.data(), invl.data(), rows, s.C, nullptr);
-      EXPECT_LT(rel_err(to_nchw(dxl, s.N, s.C, s.HW), dx.to_vector()), 1e-5) << "masked " << masked;
-      EXPECT_LT(rel_err(dgl, dg.to_vector()), 1e-6) << "masked " << masked;
-      EXPECT_LT(rel_err(dbl, db.to_vector()), 1e-6) << "masked " << masked;
-      // The residual join's backward: dx += dy * [y > 0].
-      if (masked) {
-        std::vector<float> acc = dxl, want(n);
-        cpu::add_relu_backward(acc.data(), dyl.data(), relul.data(), n);
-        for (int64_t i = 0; i < n; ++i) want[i] = dxl[i] + (relul[i] > 0 ? dyl[i] : 0.f);
-        EXPECT_EQ(acc, want);
-      }
-    }
-  }
-}
-
-TEST(CnnLayers, PoolingNhwcMatchesNchwTwin) {
-  for (const Pool2dShape p : {Pool2dShape{2, 3, 7, 6, 3, 2, 1}, Pool2dShape{3, 70, 14, 14, 3, 2, 1}}) {
-    const int64_t HW = p.H * p.W, P = p.OH() * p.OW(), out = p.N * p.C * P;
-    Tensor x = random_tensor({p.N, p.C, p.H, p.W}, 21), dy = random_tensor({p.N, p.C, p.OH(), p.OW()}, 22);
-    Tensor y = poisoned({p.N, p.C, p.OH(), p.OW()}), dx = poisoned({p.N, p.C, p.H, p.W});
-    std::vector<int32_t> at(out, -7), atl(out, -7);
-    cpu::maxpool2d_forward(y.data<float>(), at.data(), x.data<float>(), p);
-    cpu::maxpool2d_backward(dx.data<float>(), dy.data<float>(), at.data(), p);
-    const std::vector<float> xl = to_nhwc(x, p.N, p.C, HW), dyl = to_nhwc(dy, p.N, p.C, P);
-    std::vector<float> yl = nan_vector(out), dxl = nan_vector(x.numel());
-    cpu::maxpool2d_forward_nhwc(yl.data(), atl.data(), xl.data(), p);
-    cpu::maxpool2d_backward_nhwc(dxl.data(), dyl.data(), atl.data(), p);
-    EXPECT_EQ(to_nchw(yl, p.N, p.C, P), y.to_vector());
-    EXPECT_EQ(to_nchw(dxl, p.N, p.C, HW), dx.to_vector());
-    for (int64_t n = 0; n < p.N; ++n)  // the winners, as plane indices, channel by channel
-      for (int64_t c = 0; c < p.C; ++c)
-        for (int64_t i = 0; i < P; ++i) ASSERT_EQ(atl[(n * P + i) * p.C + c], at[(n * p.C + c) * P + i]);
-
-    Tensor g = poisoned({p.N, p.C}), gdx = poisoned({p.N, p.C, p.H, p.W});
-    cpu::global_avgpool_forward(g.data<float>(), x.data<float>(), p.N * p.C, HW);
-    cpu::global_avgpool_backward(gdx.data<float>(), g.data<float>(), p.N * p.C, HW);
-    std::vector<float> gl = nan_vector(p.N * p.C), gdxl = nan_vector(x.numel());
-    cpu::global_avgpool_forward_nhwc(gl.data(), xl.data(), p.N, HW, p.C);
-    cpu::global_avgpool_backward_nhwc(gdxl.data(), gl.data(), p.N, HW, p.C);
-    EXPECT_EQ(gl, g.to_vector());
-    EXPECT_EQ(to_nchw(gdxl, p.N, p.C, HW), gdx.to_vector());
   }
 }
 

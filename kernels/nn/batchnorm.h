@@ -1,4 +1,5 @@
-// Batch normalisation over (N, H, W) per channel, NCHW, as PyTorch's BatchNorm2d:
+// Batch normalisation over (N, H, W) per channel, as PyTorch's BatchNorm2d, channels-last (x as
+// [rows, C], rows = N*H*W: the ResNet's layout on both devices):
 //   train: mean, var = batch mean and biased variance; y = gamma * (x - mean) * invstd + beta,
 //          invstd = 1 / sqrt(var + eps); running_mean = (1 - m) running_mean + m mean,
 //          running_var = (1 - m) running_var + m var * n / (n - 1)   (unbiased), n = N*H*W
@@ -17,27 +18,16 @@ struct BatchNormShape {
 };
 
 namespace cpu {
-// save_mean / save_invstd: [C], kept for the backward pass.
-void batchnorm_forward_train(float* y, const float* x, const float* gamma, const float* beta,
-                             float* running_mean, float* running_var, float* save_mean,
-                             float* save_invstd, const BatchNormShape& s);
-void batchnorm_forward_eval(float* y, const float* x, const float* gamma, const float* beta,
-                            const float* running_mean, const float* running_var, const BatchNormShape& s);
-void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                        const float* gamma, const float* save_mean, const float* save_invstd,
-                        const BatchNormShape& s);
-
-// Channels-last forms for the CPU ResNet (x as [rows, C], rows = N*H*W; conv2d.h says why the
-// CPU runs NHWC), split so that the passes PyTorch runs one after another fold into one:
+// Split so that the passes PyTorch runs one after another fold into one:
 //   batchnorm_stats_nhwc:     train-mode mean and invstd (saved for the backward pass), running
-//                             statistics updated, as batchnorm_forward_train
+//                             statistics updated
 //   batchnorm_scale_shift:    scale = gamma * invstd, shift = beta - mean * scale; from the batch's
 //                             statistics (train) or the running ones (eval: var -> invstd here)
 //   scale_shift_relu_nhwc:    y = max(x * scale + shift + (x2 * scale2 + shift2 | residual | 0), 0):
 //                             BN + ReLU, and the residual join BN + add + ReLU with the identity
 //                             or a second (downsample) BN, in one pass
-//   batchnorm_backward_nhwc:  batchnorm_backward with dy first masked by [relu_out > 0] when
-//                             relu_out is given (the ReLU after the BN), in the same two passes
+//   batchnorm_backward_nhwc:  the backward above, with dy first masked by [relu_out > 0] when
+//                             relu_out is given (the ReLU after the BN), in two passes
 // Sums run over a fixed number of row chunks, so results do not depend on the thread count.
 // `workspace`: batchnorm_nhwc_workspace_floats() floats (8-byte aligned; none on the CPU, whose
 // partial sums live on the stack), so that both devices' forms take the same arguments.

@@ -1,9 +1,10 @@
-// Pooling, NCHW.
-//   maxpool2d_forward: y = max over each R x R window (stride, pad; padding never wins), and
-//                      argmax[i] = the flat index (within the image plane) of the winner
-//   maxpool2d_backward: dx = scatter-add of dy at argmax (overwrites dx)
-//   global_avgpool_forward:  y[n, c] = mean over H*W of x[n, c]
-//   global_avgpool_backward: dx[n, c, :] = dy[n, c] / (H*W)
+// Pooling, channels-last (x [N, H, W, C]: the ResNet's layout on both devices).
+//   maxpool2d_forward_nhwc: y = max over each R x R window (stride, pad; padding never wins), and
+//                           argmax = the winner's index within the image plane (iy * W + ix, as
+//                           PyTorch's return_indices), per channel
+//   maxpool2d_backward_nhwc: dx = scatter-add of dy at argmax (overwrites dx)
+//   global_avgpool_forward_nhwc:  y[n, c] = mean over H*W of x[n, :, :, c]
+//   global_avgpool_backward_nhwc: dx[n, :, :, c] = dy[n, c] / (H*W)
 #pragma once
 #include <cstdint>
 
@@ -31,13 +32,7 @@ struct Pool2dShape {
 };
 
 namespace cpu {
-void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dShape& s);
-void maxpool2d_backward(float* dx, const float* dy, const int32_t* argmax, const Pool2dShape& s);
-void global_avgpool_forward(float* y, const float* x, int64_t NC, int64_t HW);
-void global_avgpool_backward(float* dx, const float* dy, int64_t NC, int64_t HW);
-
-// Channels-last forms (x [N, H, W, C]) for the CPU ResNet. argmax still indexes the image plane
-// (iy * W + ix, as PyTorch's return_indices), per channel. A window holding NaN yields its first NaN.
+// A window holding NaN yields its first NaN.
 void maxpool2d_forward_nhwc(float* y, int32_t* argmax, const float* x, const Pool2dShape& s);
 void maxpool2d_backward_nhwc(float* dx, const float* dy, const int32_t* argmax, const Pool2dShape& s);
 void global_avgpool_forward_nhwc(float* y, const float* x, int64_t N, int64_t HW, int64_t C);

@@ -19,27 +19,6 @@ void relu_backward(float* dx, const float* dy, const float* x, int64_t n) {
   });
 }
 
-void relu_backward_from_output(float* dx, const float* dy, const float* y, int64_t n) {
-  parallel_ranges(n, 1 << 15, [&](int64_t b, int64_t e) {
-#pragma omp simd
-    for (int64_t i = b; i < e; ++i) dx[i] = keep_if(y[i] > 0.f, dy[i]);
-  });
-}
-
-void add_relu(float* y, const float* a, const float* b, int64_t n) {
-  parallel_ranges(n, 1 << 15, [&](int64_t lo, int64_t hi) {
-#pragma omp simd
-    for (int64_t i = lo; i < hi; ++i) y[i] = std::max(a[i] + b[i], 0.f);
-  });
-}
-
-void add(float* y, const float* a, const float* b, int64_t n) {
-  parallel_ranges(n, 1 << 15, [&](int64_t lo, int64_t hi) {
-#pragma omp simd
-    for (int64_t i = lo; i < hi; ++i) y[i] = a[i] + b[i];
-  });
-}
-
 void add_relu_backward(float* dx, const float* dy, const float* y, int64_t n) {
   parallel_ranges(n, 1 << 15, [&](int64_t lo, int64_t hi) {
     if (!y) {
