@@ -150,6 +150,28 @@ void softmax_xent(Device d, float* dz, double* sums, float* row_loss, int32_t* r
   HG_CUDA(void, add_row_sums, sums, row_loss, row_correct, N);
 }
 
+LossSums::LossSums(Device d) : device_(d), sums_(2 * sizeof(double), d) { zero(); }
+
+void LossSums::zero() {
+  images = 0;
+  zero_bytes(sums_.get(), device_, 2 * sizeof(double));
+}
+
+LossSums::Taken LossSums::take() {
+  double s[2];
+  copy_bytes(s, Device::CPU, sums_.get(), device_, sizeof s);
+  const Taken out{s[0], images, static_cast<int64_t>(s[1])};
+  zero();
+  return out;
+}
+
+void LossSums::put_back(const Taken& t) {
+  if (t.images == 0) return;
+  const double v[2] = {t.loss, static_cast<double>(t.correct)};
+  copy_bytes(sums_.get(), device_, v, Device::CPU, sizeof v);
+  images = t.images;
+}
+
 void sgd_momentum(Device d, float* params, const float* grads, float* velocity, const ParamRanges& ranges, float lr,
                   float mu) {
   HG_ON_DEVICE(d, sgd_momentum_step, params, grads, velocity, ranges, lr, mu);

@@ -81,6 +81,24 @@ int64_t column_sums_workspace_floats(Device d, int64_t rows_max, int64_t cols);
 void column_sums(Device d, float* out, const float* x, int64_t rows, int64_t cols, float* workspace);
 void softmax_xent(Device d, float* dz, double* sums, float* row_loss, int32_t* row_correct, const float* z,
                   const int32_t* labels, int64_t N, int64_t K);
+// Those two sums, and the images they cover, kept on the device until someone asks: no copy and
+// no synchronisation in a training step.
+class LossSums {
+ public:
+  struct Taken {
+    double loss = 0;  // summed over images
+    int64_t images = 0, correct = 0;
+  };
+  explicit LossSums(Device d);
+  double* on_device() { return static_cast<double*>(sums_.get()); }
+  int64_t images = 0;  // the caller counts the images it adds
+  Taken take();                // read and zero (synchronises)
+  void put_back(const Taken& t);  // what take() returned goes back in
+ private:
+  void zero();
+  Device device_;
+  Buffer sums_;
+};
 
 // PyTorch's SGD with momentum over the ranges of one flat buffer (sgd.h).
 void sgd_momentum(Device d, float* params, const float* grads, float* velocity, const ParamRanges& ranges, float lr,

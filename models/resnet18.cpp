@@ -1,28 +1,19 @@
 #include "models/resnet18.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <cstring>
+#include <tuple>
 
 #include "host/einsum_ops.h"
+#include "host/layer_profile.h"
 #include "host/nn.h"
+#include "host/param_store.h"
 #include "host/step_graph.h"
 #include "kernels/philox.h"
 
 namespace handgrad {
 
 namespace {
-
-// One entry of the state dict: a parameter (in `params`), a running statistic (in `buffers`)
-// or a BN step counter (num_batches_tracked, kept on the host in `counters`).
-struct Entry {
-  enum Kind { Param, Buffer, Counter } kind;
-  std::string name;
-  Shape shape;
-  int64_t offset;  // into params / buffers / counters
-  int64_t numel() const { return shape_numel(shape); }
-};
 
 // A float array on the model's device.
 struct Array {
@@ -51,8 +42,8 @@ struct Block {
 };
 
 // The layer families a step's time is split into (set_profiling), in the order a step meets them.
-enum Family { kConvFwd, kBnFwd, kResidualAdd, kPool, kFcLoss, kBnBwd, kConvBwdData, kConvBwdFilter, kSgd, kFamilies };
-const char* const kFamilyNames[kFamilies] = {
+enum Family { kConvFwd, kBnFwd, kResidualAdd, kPool, kFcLoss, kBnBwd, kConvBwdData, kConvBwdFilter, kSgd };
+const std::vector<std::string> kFamilyNames = {
     "conv forward",       "batchnorm+relu forward", "residual add",         "pooling", "fc + loss",
     "batchnorm+relu backward", "conv backward data",     "conv backward filter", "sgd"};
 
@@ -64,11 +55,7 @@ struct ResNet18::Impl {
   int64_t batch, H, W, Cin, classes, n = 0;
   Device dev;
   bool tf32;
-  std::vector<Entry> entries;
-  std::vector<bool> trainable;  // per entry
-  Array params, grads, velocity, buffers;
-  std::vector<int64_t> counters;
-  int64_t param_end = 0, buffer_end = 0, counter_end = 0;
+  ParamStore store;  // parameters, gradients, momentum, running statistics, counters
 
   ConvBN stem;
   Array stem_relu, pool_out;
@@ -78,65 +65,37 @@ struct ResNet18::Impl {
   int64_t fc_w = 0, fc_b = 0, features = 512;
   Array feat, logits, dlogits, row_loss, conv_workspace, bn_workspace, sum_workspace;
   Buffer row_correct;  // int32 per image (the GPU's loss path)
-  Buffer loss_sums;    // two doubles on the device: the summed loss and right answers since take_sums()
-  int64_t summed_images = 0;
-  ParamRanges train_ranges;  // the trainable parameters as ranges of the flat buffer
+  nn::LossSums sums;   // the summed loss and right answers since take_sums(), on the device
   // The captured training step (train_step_graphed) and what it was captured for.
   StepGraph graph;
-  const void* graph_inputs[2] = {nullptr, nullptr};
-  float graph_lr = 0, graph_mu = 0;
+  using GraphKey = std::tuple<const void*, const void*, float, float>;  // images, labels, lr, momentum
+  GraphKey graph_for;
   std::string graph_disabled;  // why capture failed (then every step runs eagerly)
   Array g[5];          // backward scratch, each as large as the largest activation
   bool have_forward = false;
   bool planned_full_batch = false;  // an eager full-batch training step ran: every plan exists
   int64_t workspace_batch = 0;  // the batch size conv_workspace was last sized for
-  bool profiling = false;
-  double family_seconds[kFamilies] = {};
-
-  // Adds the wall time of its scope to a family's total while profiling (on the GPU the device
-  // is synchronised at both ends, so the time is the layer's own).
-  struct Span {
-    Impl* m;
-    Family f;
-    std::chrono::steady_clock::time_point t0;
-    Span(Impl* impl, Family family) : m(impl->profiling ? impl : nullptr), f(family) {
-      if (!m) return;
-      synchronize(m->dev);
-      t0 = std::chrono::steady_clock::now();
-    }
-    ~Span() noexcept(false) {
-      if (!m || std::uncaught_exceptions() > 0) return;
-      synchronize(m->dev);
-      m->family_seconds[f] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    }
-    Span(const Span&) = delete;
-    Span& operator=(const Span&) = delete;
-  };
-
-  int64_t add(Entry::Kind kind, const std::string& name, const Shape& shape) {
-    int64_t& end = kind == Entry::Param ? param_end : kind == Entry::Buffer ? buffer_end : counter_end;
-    entries.push_back({kind, name, shape, end});
-    end += shape_numel(shape);
-    return entries.back().offset;
-  }
+  LayerProfile profile;
+  using Span = LayerProfile::Scope;
 
   ConvBN make_convbn(const std::string& conv_name, const std::string& bn_name, int64_t C, int64_t K, int64_t R,
                      int64_t stride, int64_t pad, int64_t h, int64_t w) {
     ConvBN u;
     u.conv = nn::Conv2d({batch, C, h, w, K, R, R, stride, pad}, dev, tf32);
-    u.w = add(Entry::Param, conv_name + ".weight", {K, C, R, R});
-    u.gamma = add(Entry::Param, bn_name + ".weight", {K});
-    u.beta = add(Entry::Param, bn_name + ".bias", {K});
-    u.running_mean = add(Entry::Buffer, bn_name + ".running_mean", {K});
-    u.running_var = add(Entry::Buffer, bn_name + ".running_var", {K});
-    u.counter = add(Entry::Counter, bn_name + ".num_batches_tracked", {});
+    using Kind = ParamStore::Kind;
+    u.w = store.add(Kind::Param, conv_name + ".weight", {K, C, R, R});
+    u.gamma = store.add(Kind::Param, bn_name + ".weight", {K});
+    u.beta = store.add(Kind::Param, bn_name + ".bias", {K});
+    u.running_mean = store.add(Kind::Buffer, bn_name + ".running_mean", {K});
+    u.running_var = store.add(Kind::Buffer, bn_name + ".running_var", {K});
+    u.counter = store.add(Kind::Counter, bn_name + ".num_batches_tracked", {});
     u.conv_out.alloc(batch * K * u.shape().OH() * u.shape().OW(), dev);
     for (Array* a : {&u.save_mean, &u.save_invstd, &u.scale, &u.shift}) a->alloc(K, dev);
     return u;
   }
 
   Impl(int64_t b, int64_t h, int64_t w, Device d, bool tf, int64_t cin, int64_t k)
-      : batch(b), H(h), W(w), Cin(cin), classes(k), dev(d), tf32(tf) {
+      : batch(b), H(h), W(w), Cin(cin), classes(k), dev(d), tf32(tf), sums(d), profile(d, kFamilyNames) {
     HG_REQUIRE(b > 0 && h > 0 && w > 0 && cin > 0 && k > 0, "ResNet18: sizes must be positive");
     stem = make_convbn("conv1", "bn1", cin, 64, 7, 2, 3, h, w);
     int64_t sh = stem.shape().OH(), sw = stem.shape().OW();
@@ -163,20 +122,14 @@ struct ResNet18::Impl {
         C = K, sh = oh, sw = ow;
       }
     }
-    fc_w = add(Entry::Param, "fc.weight", {classes, features});
-    fc_b = add(Entry::Param, "fc.bias", {classes});
-    params.alloc(param_end, dev);
-    grads.alloc(param_end, dev);
-    velocity.alloc(param_end, dev);
-    buffers.alloc(buffer_end, dev);
-    counters.assign(counter_end, 0);
+    fc_w = store.add(ParamStore::Kind::Param, "fc.weight", {classes, features});
+    fc_b = store.add(ParamStore::Kind::Param, "fc.bias", {classes});
+    store.allocate(dev);
     feat.alloc(batch * features, dev);
     logits.alloc(batch * classes, dev);
     dlogits.alloc(batch * classes, dev);
     row_loss.alloc(batch, dev);
     row_correct = Buffer(sizeof(int32_t) * batch, dev);
-    loss_sums = Buffer(2 * sizeof(double), dev);
-    zero_sums();
     // Scratch, each sized once for the largest layer at the full batch.
     int64_t bn_ws = 1, act = stem.conv_out.t.numel();
     for_each_convbn([&](const ConvBN& u) {
@@ -189,35 +142,14 @@ struct ResNet18::Impl {
     bn_workspace.alloc(bn_ws, dev);
     sum_workspace.alloc(nn::column_sums_workspace_floats(dev, batch, classes), dev);
     for (Array& a : g) a.alloc(act, dev);
-    trainable.assign(entries.size(), true);
     set_freeze("none");
-  }
-
-  const Entry* find(const std::string& name) const {
-    for (const Entry& e : entries)
-      if (e.name == name) return &e;
-    return nullptr;
   }
 
   void set_freeze(const std::string& mode) {
     HG_REQUIRE(mode == "backbone" || mode == "none", "--freeze must be backbone or none, got '", mode, "'");
-    for (size_t i = 0; i < entries.size(); ++i) {
-      const std::string& nm = entries[i].name;
-      trainable[i] = entries[i].kind == Entry::Param && (mode == "none" || nm == "conv1.weight" || nm.rfind("fc.", 0) == 0);
-    }
-    // Trainable tensors that touch in the flat buffer merge into one range.
-    train_ranges = ParamRanges();
-    for (size_t i = 0; i < entries.size(); ++i) {
-      if (!trainable[i]) continue;
-      const int64_t b = entries[i].offset, e = b + entries[i].numel();
-      ParamRanges& r = train_ranges;
-      if (r.count > 0 && r.end[r.count - 1] == b) {
-        r.end[r.count - 1] = e;
-        continue;
-      }
-      HG_ASSERT(r.count < ParamRanges::kMax, "more than ", ParamRanges::kMax, " trainable ranges");
-      r.begin[r.count] = b, r.end[r.count] = e, ++r.count;
-    }
+    store.set_trainable([&](const ParamStore::Entry& e) {
+      return mode == "none" || e.name == "conv1.weight" || e.name.rfind("fc.", 0) == 0;
+    });
     for_each_convbn([&](ConvBN& u) {
       u.train_conv = mode == "none" || &u == &stem;
       u.train_bn = mode == "none";
@@ -225,9 +157,9 @@ struct ResNet18::Impl {
     graph.reset();  // a captured step updates the old ranges
   }
 
-  float* P(int64_t off) { return params.get() + off; }
-  float* G(int64_t off) { return grads.get() + off; }
-  float* B(int64_t off) { return buffers.get() + off; }
+  float* P(int64_t off) { return store.param(off); }
+  float* G(int64_t off) { return store.grad(off); }
+  float* B(int64_t off) { return store.buffer(off); }
 
   // ---------------------------------------------------------------------------------------
   // The layers.
@@ -274,17 +206,17 @@ struct ResNet18::Impl {
   void convbn_forward(ConvBN& u, const float* x, bool train) {
     u.input = x;
     {
-      const Span span(this, kConvFwd);
+      const Span span(profile, kConvFwd);
       u.conv.forward(u.conv_out.get(), x, P(u.w), conv_workspace.get());
     }
-    const Span span(this, kBnFwd);
+    const Span span(profile, kBnFwd);
     const int64_t K = u.shape().K;
     if (train) {
       nn::batchnorm_stats(dev, u.save_mean.get(), u.save_invstd.get(), B(u.running_mean), B(u.running_var),
                           u.conv_out.get(), rows(u), K, bn_workspace.get());
       nn::batchnorm_scale_shift(dev, u.scale.get(), u.shift.get(), P(u.gamma), P(u.beta), u.save_mean.get(),
                                 u.save_invstd.get(), K);
-      ++counters[u.counter];
+      ++store.counters()[u.counter];
     } else {
       nn::batchnorm_eval_scale_shift(dev, u.scale.get(), u.shift.get(), P(u.gamma), P(u.beta), B(u.running_mean),
                                      B(u.running_var), K);
@@ -293,7 +225,7 @@ struct ResNet18::Impl {
 
   // y = relu(bn(u) [+ bn(second) | + residual]): the ReLU after a BN, or a block's residual join.
   void bn_relu(float* y, const ConvBN& u, const ConvBN* second, const float* residual) {
-    const Span span(this, kBnFwd);
+    const Span span(profile, kBnFwd);
     nn::scale_shift_relu(dev, y, u.conv_out.get(), u.scale.get(), u.shift.get(),
                          second ? second->conv_out.get() : nullptr, second ? second->scale.get() : nullptr,
                          second ? second->shift.get() : nullptr, residual, rows(u), u.shape().K);
@@ -304,40 +236,19 @@ struct ResNet18::Impl {
   void convbn_backward(ConvBN& u, const float* dy, const float* relu_out, float* dx) {
     float* dconv = g[4].get();
     {
-      const Span span(this, kBnBwd);
+      const Span span(profile, kBnBwd);
       nn::batchnorm_backward(dev, dconv, u.train_bn ? G(u.gamma) : nullptr, u.train_bn ? G(u.beta) : nullptr, dy,
                              relu_out, u.conv_out.get(), P(u.gamma), u.save_mean.get(), u.save_invstd.get(), rows(u),
                              u.shape().K, bn_workspace.get());
     }
     if (u.train_conv) {
-      const Span span(this, kConvBwdFilter);
+      const Span span(profile, kConvBwdFilter);
       u.conv.backward_filter(G(u.w), dconv, u.input, conv_workspace.get());
     }
     if (dx) {
-      const Span span(this, kConvBwdData);
+      const Span span(profile, kConvBwdData);
       u.conv.backward_data(dx, dconv, P(u.w), conv_workspace.get());
     }
-  }
-
-  void zero_sums() {
-    summed_images = 0;
-    zero_bytes(loss_sums.get(), dev, 2 * sizeof(double));
-  }
-
-  ResNet18::Sums take_sums() {
-    double s[2];
-    copy_bytes(s, Device::CPU, loss_sums.get(), dev, sizeof s);
-    const ResNet18::Sums out{s[0], summed_images, static_cast<int64_t>(s[1])};
-    zero_sums();
-    return out;
-  }
-
-  // Sums taken out (zeroed) go back in.
-  void put_back(const ResNet18::Sums& sums) {
-    if (sums.images == 0) return;
-    const double v[2] = {sums.loss, static_cast<double>(sums.correct)};
-    copy_bytes(loss_sums.get(), dev, v, Device::CPU, sizeof v);
-    summed_images = sums.images;
   }
 
   void forward(const float* images, const int32_t* labels, int64_t count, bool train) {
@@ -346,7 +257,7 @@ struct ResNet18::Impl {
     convbn_forward(stem, images, train);
     bn_relu(stem_relu.get(), stem, nullptr, nullptr);
     {
-      const Span span(this, kPool);
+      const Span span(profile, kPool);
       nn::maxpool_forward(dev, pool_out.get(), static_cast<int32_t*>(pool_argmax.get()), stem_relu.get(), pool);
     }
     const float* cur = pool_out.get();
@@ -358,7 +269,7 @@ struct ResNet18::Impl {
       bn_relu(bl.out.get(), bl.c2, bl.has_down ? &bl.down : nullptr, bl.has_down ? nullptr : cur);
       cur = bl.out.get();
     }
-    const Span span(this, kFcLoss);  // with the global average pool
+    const Span span(profile, kFcLoss);  // with the global average pool
     const int64_t last_hw = blocks[7].c2.shape().OH() * blocks[7].c2.shape().OW();
     nn::global_avgpool_forward(dev, feat.get(), cur, n, last_hw, features);
     GemmShape gs;  // logits = feat fc.weight^T + fc.bias
@@ -366,16 +277,16 @@ struct ResNet18::Impl {
     nn::gemm(dev, logits.get(), feat.get(), P(fc_w), gs);
     nn::add_row_bias(dev, logits.get(), P(fc_b), n, classes);
     // The loss stays on the device until someone asks (take_sums): no copy, no synchronisation.
-    nn::softmax_xent(dev, train ? dlogits.get() : nullptr, static_cast<double*>(loss_sums.get()), row_loss.get(),
+    nn::softmax_xent(dev, train ? dlogits.get() : nullptr, sums.on_device(), row_loss.get(),
                      static_cast<int32_t*>(row_correct.get()), logits.get(), labels, n, classes);
     have_forward = train;
     planned_full_batch = planned_full_batch || (train && n == batch);
-    summed_images += n;
+    sums.images += n;
   }
 
   void sgd(float lr, float mu) {
-    const Span span(this, kSgd);
-    nn::sgd_momentum(dev, params.get(), grads.get(), velocity.get(), train_ranges, lr, mu);
+    const Span span(profile, kSgd);
+    nn::sgd_momentum(dev, store.params(), store.grads(), store.velocity(), store.train_ranges(), lr, mu);
     weights_changed(true);
   }
 
@@ -385,8 +296,8 @@ struct ResNet18::Impl {
   // replay reads the weights the previous one left, whatever the host-side flags said at
   // capture time; and since the packs were only recorded, every flag is stale again after.
   bool capture_train_step(const float* images, const int32_t* labels, float lr, float mu) {
-    const std::vector<int64_t> saved_counters = counters;
-    const int64_t saved_images = summed_images;
+    const std::vector<int64_t> saved_counters = store.counters();
+    const int64_t saved_images = sums.images;
     const bool ok = graph.capture(
         dev,
         [&] {
@@ -396,23 +307,22 @@ struct ResNet18::Impl {
           sgd(lr, mu);
         },
         &graph_disabled);
-    counters = saved_counters;
-    summed_images = saved_images;
+    store.counters() = saved_counters;
+    sums.images = saved_images;
     weights_changed(false);
-    if (ok) graph_inputs[0] = images, graph_inputs[1] = labels, graph_lr = lr, graph_mu = mu;
+    if (ok) graph_for = {images, labels, lr, mu};
     return ok;
   }
 
   // The first full-batch step runs eagerly: it makes every convolution plan (a plan made during
   // capture would allocate, or time algorithms, inside the graph).
   bool train_step_graphed(const float* images, const int32_t* labels, float lr, float mu) {
-    if (dev == Device::CUDA && graph_disabled.empty() && !profiling && planned_full_batch) {
-      const bool same = graph.ready() && graph_inputs[0] == images && graph_inputs[1] == labels && graph_lr == lr &&
-                        graph_mu == mu;
+    if (dev == Device::CUDA && graph_disabled.empty() && !profile.on && planned_full_batch) {
+      const bool same = graph.ready() && graph_for == GraphKey{images, labels, lr, mu};
       if (same || capture_train_step(images, labels, lr, mu)) {
         graph.replay();
-        for (int64_t& c : counters) ++c;  // every counter is a BN layer's num_batches_tracked
-        summed_images += batch;
+        for (int64_t& c : store.counters()) ++c;  // every counter is a BN layer's num_batches_tracked
+        sums.images += batch;
         n = batch;
         have_forward = true;
         return true;
@@ -435,18 +345,15 @@ struct ResNet18::Impl {
       convbn_backward(bl.c2, flow, bl.out.get(), dmid);
       convbn_backward(bl.c1, dmid, bl.mid.get(), below);
       const int64_t in_n = n * bl.c1.shape().C * bl.c1.shape().H * bl.c1.shape().W;
-      if (bl.has_down) {  // the downsample's gradient, then the join's: below += d(down)
-        convbn_backward(bl.down, flow, bl.out.get(), g[3].get());
-        const Span span(this, kResidualAdd);
-        nn::add_relu_backward(dev, below, g[3].get(), nullptr, in_n);
-      } else {  // the identity path: the gradient through the join's ReLU
-        const Span span(this, kResidualAdd);
-        nn::add_relu_backward(dev, below, flow, bl.out.get(), in_n);
+      if (bl.has_down) convbn_backward(bl.down, flow, bl.out.get(), g[3].get());
+      {  // the join: below += the downsample's gradient, or the identity's through the join's ReLU
+        const Span span(profile, kResidualAdd);
+        nn::add_relu_backward(dev, below, bl.has_down ? g[3].get() : flow, bl.has_down ? nullptr : bl.out.get(), in_n);
       }
       std::swap(flow, below);
     }
     {
-      const Span span(this, kPool);
+      const Span span(profile, kPool);
       nn::maxpool_backward(dev, below, flow, static_cast<const int32_t*>(pool_argmax.get()), pool);
     }
     convbn_backward(stem, below, stem_relu.get(), nullptr);  // nothing below the first conv
@@ -454,7 +361,7 @@ struct ResNet18::Impl {
 
   // dlogits -> the fc layer's gradients and, in dout, the gradient of the last block's output.
   void fc_backward(float* dout) {
-    const Span span(this, kFcLoss);
+    const Span span(profile, kFcLoss);
     // fc: dW = dlogits^T feat, db = column sums of dlogits, dfeat = dlogits W. (fc trains in
     // every freeze mode: it is always fresh.)
     float* dfeat = g[0].get();
@@ -479,107 +386,46 @@ ResNet18::~ResNet18() { delete impl_; }
 
 void ResNet18::init_random(uint64_t seed) {
   Impl& m = *impl_;
-  std::vector<float> params(m.param_end), buffers(m.buffer_end);
-  uint64_t stream = 0;
-  for (const Entry& e : m.entries) {
-    ++stream;
-    if (e.kind == Entry::Counter) {
-      m.counters[e.offset] = 0;
-      continue;
-    }
-    float* p = e.kind == Entry::Param ? &params[e.offset] : &buffers[e.offset];
-    const Philox rng(seed, stream);
+  m.store.init([&](const ParamStore::Entry& e, float* p) {
+    const Philox rng(seed, static_cast<uint64_t>(&e - m.store.entries().data()) + 1);  // a stream per entry
     const int64_t n = e.numel();
-    const auto ends_with = [&](const char* suffix) {
-      const std::string s(suffix);
-      return e.name.size() >= s.size() && e.name.compare(e.name.size() - s.size(), s.size(), s) == 0;
-    };
     if (e.name.rfind("fc.", 0) == 0) {  // nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
       const float bound = 1.f / std::sqrt(static_cast<float>(m.features));
       for (int64_t i = 0; i < n; ++i) p[i] = (2.f * rng.uniform(i) - 1.f) * bound;
     } else if (e.shape.size() == 4) {  // conv: kaiming_normal_(mode='fan_out', relu)
       const float std = std::sqrt(2.f / static_cast<float>(e.shape[0] * e.shape[2] * e.shape[3]));
       for (int64_t i = 0; i < n; ++i) p[i] = rng.normal(i) * std;
-    } else if (ends_with(".weight") || ends_with(".running_var")) {
-      std::fill(p, p + n, 1.f);
-    } else {  // BN bias, running_mean
-      std::fill(p, p + n, 0.f);
+    } else {  // BN: weight and running_var 1, bias and running_mean 0
+      const bool one = e.name.find(".weight") != std::string::npos || e.name.find(".running_var") != std::string::npos;
+      std::fill(p, p + n, one ? 1.f : 0.f);
     }
-  }
-  copy_bytes(m.params.get(), m.dev, params.data(), Device::CPU, sizeof(float) * params.size());
-  copy_bytes(m.buffers.get(), m.dev, buffers.data(), Device::CPU, sizeof(float) * buffers.size());
-  m.velocity.t = Tensor::zeros(m.velocity.t.shape(), m.dev);
+  });
   m.weights_changed(false);
   m.graph.reset();
 }
 
 void ResNet18::load(const StateDict& sd, bool strict) {
-  Impl& m = *impl_;
-  for (const auto& [name, t] : sd.entries) {
-    const Entry* e = m.find(name);
-    if (!e) {
-      HG_REQUIRE(!strict, "checkpoint key '", name, "' is not a parameter of the adapted ResNet18");
-      continue;
-    }
-    HG_REQUIRE(t.shape() == e->shape, "checkpoint key '", name, "' has shape ", shape_str(t.shape()),
-               ", the model needs ", shape_str(e->shape));
-    if (e->kind == Entry::Counter) {
-      HG_REQUIRE(t.dtype() == DType::I64, "checkpoint key '", name, "' must be an integer");
-      m.counters[e->offset] = t.data<int64_t>()[0];
-    } else {
-      HG_REQUIRE(t.dtype() == DType::F32, "checkpoint key '", name, "' must be floating point");
-      float* dst = e->kind == Entry::Param ? m.P(e->offset) : m.B(e->offset);
-      copy_bytes(dst, m.dev, t.data<float>(), Device::CPU, sizeof(float) * e->numel());
-    }
-  }
-  m.weights_changed(false);
-  m.graph.reset();
-  if (strict)
-    for (const Entry& e : m.entries) HG_REQUIRE(sd.find(e.name) != nullptr, "checkpoint lacks key '", e.name, "'");
+  impl_->store.load(sd, strict, "adapted ResNet18");
+  impl_->weights_changed(false);
+  impl_->graph.reset();
 }
 
-StateDict ResNet18::state_dict() const {
-  Impl& m = *impl_;
-  StateDict sd;
-  for (const Entry& e : m.entries) {
-    Tensor t = Tensor::empty(e.shape, Device::CPU, e.kind == Entry::Counter ? DType::I64 : DType::F32);
-    if (e.kind == Entry::Counter)
-      t.data<int64_t>()[0] = m.counters[e.offset];
-    else
-      copy_bytes(t.raw(), Device::CPU, e.kind == Entry::Param ? m.P(e.offset) : m.B(e.offset), m.dev, t.nbytes());
-    sd.add(e.name, std::move(t));
-  }
-  return sd;
-}
-
-StateDict ResNet18::momentum_state() const {
-  Impl& m = *impl_;
-  StateDict sd;
-  for (size_t i = 0; i < m.entries.size(); ++i) {
-    const Entry& e = m.entries[i];
-    if (!m.trainable[i]) continue;
-    Tensor t = Tensor::empty(e.shape);
-    copy_bytes(t.raw(), Device::CPU, m.velocity.get() + e.offset, m.dev, t.nbytes());
-    sd.add(e.name, std::move(t));
-  }
-  return sd;
-}
+StateDict ResNet18::state_dict() const { return impl_->store.state_dict(); }
+StateDict ResNet18::momentum_state() const { return impl_->store.momentum_state(); }
 
 void ResNet18::set_freeze(const std::string& mode) { impl_->set_freeze(mode); }
-
 void ResNet18::enqueue_forward(const float* images, const int32_t* labels, int64_t n, bool train) {
   impl_->forward(images, labels, n, train);
 }
-
-ResNet18::Sums ResNet18::take_sums() { return impl_->take_sums(); }
+ResNet18::Sums ResNet18::take_sums() { return impl_->sums.take(); }
 
 double ResNet18::forward(const float* images, const int32_t* labels, int64_t n, bool train, int64_t* correct) {
   // The running sums of a logging window may be pending (an evaluation at the end of an epoch
   // that the window does not end with): set them aside and put them back.
-  const Sums pending = impl_->take_sums();
+  const Sums pending = impl_->sums.take();
   impl_->forward(images, labels, n, train);
-  const Sums s = impl_->take_sums();
-  impl_->put_back(pending);
+  const Sums s = impl_->sums.take();
+  impl_->sums.put_back(pending);
   if (correct) *correct = s.correct;
   return s.loss / static_cast<double>(s.images);
 }
@@ -619,20 +465,13 @@ StateDict ResNet18::branches() const {
 }
 
 void ResNet18::backward() { impl_->backward(); }
-
 void ResNet18::sgd_step(float lr, float momentum) { impl_->sgd(lr, momentum); }
-
 bool ResNet18::train_step_graphed(const float* images, const int32_t* labels, float lr, float momentum) {
   return impl_->train_step_graphed(images, labels, lr, momentum);
 }
 
-void ResNet18::set_profiling(bool on) { impl_->profiling = on; }
-
-std::vector<std::pair<std::string, double>> ResNet18::profile_seconds() const {
-  std::vector<std::pair<std::string, double>> out;
-  for (int f = 0; f < kFamilies; ++f) out.emplace_back(kFamilyNames[f], impl_->family_seconds[f]);
-  return out;
-}
+void ResNet18::set_profiling(bool on) { impl_->profile.on = on; }
+std::vector<std::pair<std::string, double>> ResNet18::profile_seconds() const { return impl_->profile.seconds(); }
 
 std::string ResNet18::graph_disabled_reason() const {
   return impl_->dev == Device::CUDA ? impl_->graph_disabled : "CUDA graphs need the GPU";

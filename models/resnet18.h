@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "host/checkpoint.h"
+#include "host/nn.h"
 #include "host/tensor.h"
 
 namespace handgrad {
@@ -45,10 +46,7 @@ class ResNet18 {
   // cross-entropy loss and right answers are added to running sums that stay on the device
   // (no copy, no synchronisation) until take_sums() reads and clears them.
   void enqueue_forward(const float* images, const int32_t* labels, int64_t n, bool train);
-  struct Sums {
-    double loss = 0;  // summed over images
-    int64_t images = 0, correct = 0;
-  };
+  using Sums = nn::LossSums::Taken;  // loss summed over images, images, right answers
   Sums take_sums();
   // The mean loss of this batch and, in *correct, its right answers, at once (evaluation, tests);
   // running sums already pending are left as they were.

@@ -1,0 +1,105 @@
+#include "host/param_store.h"
+
+#include <algorithm>
+
+namespace handgrad {
+
+int64_t ParamStore::add(Kind kind, const std::string& name, const Shape& shape) {
+  int64_t& end = kind == Kind::Param ? param_end_ : kind == Kind::Buffer ? buffer_end_ : counter_end_;
+  entries_.push_back({kind, name, shape, end});
+  end += shape_numel(shape);
+  return entries_.back().offset;
+}
+
+void ParamStore::allocate(Device device) {
+  device_ = device;
+  for (Tensor* t : {&params_, &grads_, &velocity_}) *t = Tensor::zeros({std::max<int64_t>(param_end_, 1)}, device);
+  buffers_ = Tensor::zeros({std::max<int64_t>(buffer_end_, 1)}, device);
+  counters_.assign(counter_end_, 0);
+  set_trainable([](const Entry&) { return true; });
+}
+
+void ParamStore::set_trainable(const std::function<bool(const Entry&)>& trains) {
+  trainable_.assign(entries_.size(), false);
+  ranges_ = ParamRanges();
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    const Entry& e = entries_[i];
+    if (e.kind != Kind::Param || !trains(e)) continue;
+    trainable_[i] = true;
+    const int64_t b = e.offset, end = b + e.numel();
+    ParamRanges& r = ranges_;
+    if (r.count > 0 && r.end[r.count - 1] == b) {
+      r.end[r.count - 1] = end;
+      continue;
+    }
+    HG_ASSERT(r.count < ParamRanges::kMax, "more than ", ParamRanges::kMax, " trainable ranges");
+    r.begin[r.count] = b, r.end[r.count] = end, ++r.count;
+  }
+}
+
+void ParamStore::init(const std::function<void(const Entry&, float*)>& fill) {
+  std::vector<float> params(param_end_), buffers(buffer_end_);
+  for (const Entry& e : entries_) {
+    if (e.kind == Kind::Counter) counters_[e.offset] = 0;
+    else fill(e, (e.kind == Kind::Param ? params.data() : buffers.data()) + e.offset);
+  }
+  copy_bytes(params_.raw(), device_, params.data(), Device::CPU, sizeof(float) * params.size());
+  copy_bytes(buffers_.raw(), device_, buffers.data(), Device::CPU, sizeof(float) * buffers.size());
+  zero_bytes(velocity_.raw(), device_, velocity_.nbytes());
+}
+
+const ParamStore::Entry* ParamStore::find(const std::string& name) const {
+  for (const Entry& e : entries_)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+void ParamStore::load(const StateDict& sd, bool strict, const std::string& model) {
+  for (const auto& [name, t] : sd.entries) {
+    const Entry* e = find(name);
+    if (!e) {
+      HG_REQUIRE(!strict, "checkpoint key '", name, "' is not a parameter of the ", model);
+      continue;
+    }
+    HG_REQUIRE(t.shape() == e->shape, "checkpoint key '", name, "' has shape ", shape_str(t.shape()),
+               ", the model needs ", shape_str(e->shape));
+    if (e->kind == Kind::Counter) {
+      HG_REQUIRE(t.dtype() == DType::I64, "checkpoint key '", name, "' must be an integer");
+      counters_[e->offset] = t.data<int64_t>()[0];
+    } else {
+      HG_REQUIRE(t.dtype() == DType::F32, "checkpoint key '", name, "' must be floating point");
+      float* dst = e->kind == Kind::Param ? param(e->offset) : buffer(e->offset);
+      copy_bytes(dst, device_, t.data<float>(), Device::CPU, sizeof(float) * e->numel());
+    }
+  }
+  if (strict)
+    for (const Entry& e : entries_) HG_REQUIRE(sd.find(e.name) != nullptr, "checkpoint lacks key '", e.name, "'");
+}
+
+StateDict ParamStore::state_dict() const {
+  StateDict sd;
+  for (const Entry& e : entries_) {
+    Tensor t = Tensor::empty(e.shape, Device::CPU, e.kind == Kind::Counter ? DType::I64 : DType::F32);
+    if (e.kind == Kind::Counter)
+      t.data<int64_t>()[0] = counters_[e.offset];
+    else
+      copy_bytes(t.raw(), Device::CPU,
+                 (e.kind == Kind::Param ? params_ : buffers_).data<float>() + e.offset, device_, t.nbytes());
+    sd.add(e.name, std::move(t));
+  }
+  return sd;
+}
+
+StateDict ParamStore::momentum_state() const {
+  StateDict sd;
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    if (!trainable_[i]) continue;
+    const Entry& e = entries_[i];
+    Tensor t = Tensor::empty(e.shape);
+    copy_bytes(t.raw(), Device::CPU, velocity_.data<float>() + e.offset, device_, t.nbytes());
+    sd.add(e.name, std::move(t));
+  }
+  return sd;
+}
+
+}  // namespace handgrad
