@@ -15,6 +15,9 @@
 #include "test_util.h"
 
 namespace handgrad {
+void PrintTo(GemmTile t, std::ostream* os) {
+  *os << (t == GemmTile::Large ? "Large" : t == GemmTile::Small ? "Small" : "Narrow");
+}
 // Path names in assertion messages (gtest would print the enum's bytes).
 void PrintTo(StridedCopyKernel k, std::ostream* os) {
   *os << (k == StridedCopyKernel::TiledTranspose ? "TiledTranspose" : k == StridedCopyKernel::Gather32 ? "Gather32" : "Gather64");
@@ -116,6 +119,18 @@ TEST(CudaKernels, StridedCopyPermutesDiagonalsBroadcasts) {
 // Shapes that hit every tile configuration and every edge: multiples of the tile, one more,
 // one less, primes, K not a multiple of 16, tall-skinny, wide, batched with shared B.
 TEST(CudaKernels, GemmAgainstCpuTwinAndCublas) {
+  // The tiles these shapes take on an H100/H200 (132 SMs), pinned before anything runs: each
+  // configuration is reached, and a batch of tiny products never gets the 128x128 tile.
+  const auto tile = [](int64_t batch, int64_t M, int64_t N) {
+    GemmShape s;
+    s.batch = batch, s.M = M, s.N = N, s.K = 16;
+    return gemm_tile_for(s, 132);
+  };
+  EXPECT_EQ(tile(1, 2048, 2048), GemmTile::Large);
+  EXPECT_EQ(tile(1, 257, 255), GemmTile::Small);  // 6 large blocks: too few for 132 SMs
+  EXPECT_EQ(tile(1, 1000, 4), GemmTile::Narrow);
+  EXPECT_EQ(tile(70000, 3, 2), GemmTile::Small);  // tiny batched products
+  EXPECT_EQ(tile(3, 64, 10), GemmTile::Small);    // the ResNet's fc at batch 64
   HG_SKIP_WITHOUT_GPU();
   std::vector<GemmShape> shapes;
   for (auto [M, N, K] : {std::tuple{128, 128, 16}, {129, 127, 17}, {1, 1, 1}, {3, 5, 7},

@@ -225,24 +225,14 @@ void launch_tile(float* C, const float* A, const float* B, const GemmShape& s) {
   CUDA_CHECK_LAUNCH();
 }
 
-// Tile configurations. Large: 128x128 outputs per block, 8x8 per thread - the throughput shape.
-// Small: 64x64, 4x4 per thread - more blocks when the product is too small to fill the GPU.
-// Narrow: 128x32 - tall-skinny products (einsum 'abcd,ed->abce' with a small e).
-enum class TileConfig { Large, Small, Narrow };
-
+// The tile configurations gemm_tile_for (gemm.h) chooses between.
 template <bool TA, bool TB>
-void launch_config(TileConfig cfg, float* C, const float* A, const float* B, const GemmShape& s) {
+void launch_config(GemmTile cfg, float* C, const float* A, const float* B, const GemmShape& s) {
   switch (cfg) {
-    case TileConfig::Large: return launch_tile<128, 128, 16, 8, 8, TA, TB>(C, A, B, s);
-    case TileConfig::Small: return launch_tile<64, 64, 16, 4, 4, TA, TB>(C, A, B, s);
-    case TileConfig::Narrow: return launch_tile<128, 32, 16, 4, 4, TA, TB>(C, A, B, s);
+    case GemmTile::Large: return launch_tile<128, 128, 16, 8, 8, TA, TB>(C, A, B, s);
+    case GemmTile::Small: return launch_tile<64, 64, 16, 4, 4, TA, TB>(C, A, B, s);
+    case GemmTile::Narrow: return launch_tile<128, 32, 16, 4, 4, TA, TB>(C, A, B, s);
   }
-}
-
-TileConfig choose_tile(const GemmShape& s) {
-  if (s.N <= 32 && s.M >= 128) return TileConfig::Narrow;
-  const int64_t large_blocks = ((s.M + 127) / 128) * ((s.N + 127) / 128) * s.batch;
-  return large_blocks >= sm_count() ? TileConfig::Large : TileConfig::Small;
 }
 
 }  // namespace
@@ -254,7 +244,7 @@ void gemm_batched(float* C, const float* A, const float* B, const GemmShape& s) 
     CUDA_CHECK(cudaMemsetAsync(C, 0, sizeof(float) * s.batch * s.M * s.N, stream()));
     return;
   }
-  const TileConfig cfg = choose_tile(s);
+  const GemmTile cfg = gemm_tile_for(s, sm_count());
   if (!s.trans_a && !s.trans_b) return launch_config<false, false>(cfg, C, A, B, s);
   if (!s.trans_a && s.trans_b) return launch_config<false, true>(cfg, C, A, B, s);
   if (s.trans_a && !s.trans_b) return launch_config<true, false>(cfg, C, A, B, s);
