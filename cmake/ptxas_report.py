@@ -4,14 +4,14 @@
   ptxas_report.py compile DIR NVCC ARGS...   the build's CUDA compiler launcher (CMakeLists.txt):
       runs the compile with --resource-usage, keeps ptxas's lines out of the build log, writes
       them to DIR/<object>.tsv, and fails the compile on a finding for sm_90 (below)
-  ptxas_report.py report DIR [ARCH]          prints every kernel's row for ARCH (default 90) and
-      fails on the same findings, or when there is no row at all (ctest cuda.ptxas_report)
+  ptxas_report.py report DIR ARCH SOURCE.cu...   prints every kernel's row for ARCH of the objects
+      of these sources (the build's CUDA sources: records of deleted ones are ignored) and fails
+      on the same findings, or when a source has no record (ctest cuda.ptxas_report)
 
 Findings: a spill in any kernel (local memory traffic in an inner loop), and any stack frame
 in a kernel that takes the 64-dim parameter structs (kernels/einsum/strided.h): those must read
 their parameters in place (`const __grid_constant__`), not from a per-thread copy.
 """
-import glob
 import os
 import re
 import shutil
@@ -87,9 +87,13 @@ def compile_(out_dir, cmd):
     return 1 if bad else 0
 
 
-def report(out_dir, arch):
+def report(out_dir, arch, sources):
     rows = []
-    for path in sorted(glob.glob(os.path.join(out_dir, "*.tsv"))):
+    for source in sorted(sources):
+        path = os.path.join(out_dir, os.path.basename(source) + ".o.tsv")
+        if not os.path.exists(path):
+            print(f"ptxas report: no record for {source} under {out_dir} (not built through the launcher?)")
+            return 1
         with open(path) as f:
             next(f, None)
             for line in f:
@@ -119,7 +123,7 @@ def report(out_dir, arch):
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "compile":
         sys.exit(compile_(sys.argv[2], sys.argv[3:]))
-    if len(sys.argv) in (3, 4) and sys.argv[1] == "report":
-        sys.exit(report(sys.argv[2], sys.argv[3] if len(sys.argv) == 4 else CHECKED_ARCH))
+    if len(sys.argv) >= 5 and sys.argv[1] == "report":
+        sys.exit(report(sys.argv[2], sys.argv[3], sys.argv[4:]))
     print(__doc__, file=sys.stderr)
     sys.exit(2)

@@ -3,24 +3,28 @@
 // step down), so the time is the layer's own.
 #pragma once
 #include <chrono>
+#include <exception>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "host/device.h"
+#include "host/tensor.h"  // synchronize
 
 namespace handgrad {
 
 class LayerProfile {
  public:
-  LayerProfile(Device device, std::vector<std::string> families)
-      : device_(device), names_(std::move(families)), seconds_(names_.size(), 0.0) {}
+  template <size_t N>
+  LayerProfile(Device device, const char* const (&families)[N])
+      : device_(device), names_(families, families + N), seconds_(N, 0.0) {}
   bool on = false;
 
   class Scope {
    public:
     Scope(LayerProfile& p, int family) : p_(p.on ? &p : nullptr), family_(family) {
       if (!p_) return;
+      HG_ASSERT(family >= 0 && family < static_cast<int>(p_->seconds_.size()), "no layer family ", family);
       synchronize(p_->device_);
       t0_ = std::chrono::steady_clock::now();
     }

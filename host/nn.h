@@ -62,7 +62,7 @@ void scale_shift_relu(Device d, float* y, const float* x, const float* scale, co
 void batchnorm_backward(Device d, float* dx, float* dgamma, float* dbeta, const float* dy, const float* relu_out,
                         const float* x, const float* gamma, const float* save_mean, const float* save_invstd,
                         int64_t rows, int64_t C, float* workspace);
-// The residual join's backward: dx += dy * [y > 0].
+// The residual join's backward: dx += dy * [y > 0], or dx += dy where y is null.
 void add_relu_backward(Device d, float* dx, const float* dy, const float* y, int64_t n);
 
 // Pooling, channels-last (pooling.h).

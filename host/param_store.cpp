@@ -5,6 +5,7 @@
 namespace handgrad {
 
 int64_t ParamStore::add(Kind kind, const std::string& name, const Shape& shape) {
+  HG_ASSERT(!params_.defined(), "ParamStore::add after allocate()");
   int64_t& end = kind == Kind::Param ? param_end_ : kind == Kind::Buffer ? buffer_end_ : counter_end_;
   entries_.push_back({kind, name, shape, end});
   end += shape_numel(shape);
@@ -37,11 +38,12 @@ void ParamStore::set_trainable(const std::function<bool(const Entry&)>& trains) 
   }
 }
 
-void ParamStore::init(const std::function<void(const Entry&, float*)>& fill) {
+void ParamStore::init(const std::function<void(const Entry&, int64_t, float*)>& fill) {
   std::vector<float> params(param_end_), buffers(buffer_end_);
-  for (const Entry& e : entries_) {
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    const Entry& e = entries_[i];
     if (e.kind == Kind::Counter) counters_[e.offset] = 0;
-    else fill(e, (e.kind == Kind::Param ? params.data() : buffers.data()) + e.offset);
+    else fill(e, static_cast<int64_t>(i), (e.kind == Kind::Param ? params.data() : buffers.data()) + e.offset);
   }
   copy_bytes(params_.raw(), device_, params.data(), Device::CPU, sizeof(float) * params.size());
   copy_bytes(buffers_.raw(), device_, buffers.data(), Device::CPU, sizeof(float) * buffers.size());

@@ -44,8 +44,9 @@ class ParamStore {
   void set_trainable(const std::function<bool(const Entry&)>& trains);
   const ParamRanges& train_ranges() const { return ranges_; }
 
-  // Every float entry from fill(entry, its values on the host); counters and momentum to zero.
-  void init(const std::function<void(const Entry&, float*)>& fill);
+  // Every float entry from fill(entry, its index in entries(), its values on the host);
+  // counters and momentum to zero.
+  void init(const std::function<void(const Entry&, int64_t, float*)>& fill);
   // Takes every tensor of `sd` whose name and shape match; a name with another shape or dtype,
   // or (when `strict`) a missing or unknown name, is a UserError naming the key.
   void load(const StateDict& sd, bool strict, const std::string& model);

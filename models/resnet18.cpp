@@ -42,8 +42,8 @@ struct Block {
 };
 
 // The layer families a step's time is split into (set_profiling), in the order a step meets them.
-enum Family { kConvFwd, kBnFwd, kResidualAdd, kPool, kFcLoss, kBnBwd, kConvBwdData, kConvBwdFilter, kSgd };
-const std::vector<std::string> kFamilyNames = {
+enum Family { kConvFwd, kBnFwd, kResidualAdd, kPool, kFcLoss, kBnBwd, kConvBwdData, kConvBwdFilter, kSgd, kFamilies };
+constexpr const char* kFamilyNames[kFamilies] = {
     "conv forward",       "batchnorm+relu forward", "residual add",         "pooling", "fc + loss",
     "batchnorm+relu backward", "conv backward data",     "conv backward filter", "sgd"};
 
@@ -386,8 +386,8 @@ ResNet18::~ResNet18() { delete impl_; }
 
 void ResNet18::init_random(uint64_t seed) {
   Impl& m = *impl_;
-  m.store.init([&](const ParamStore::Entry& e, float* p) {
-    const Philox rng(seed, static_cast<uint64_t>(&e - m.store.entries().data()) + 1);  // a stream per entry
+  m.store.init([&](const ParamStore::Entry& e, int64_t index, float* p) {
+    const Philox rng(seed, static_cast<uint64_t>(index) + 1);  // a stream per entry
     const int64_t n = e.numel();
     if (e.name.rfind("fc.", 0) == 0) {  // nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
       const float bound = 1.f / std::sqrt(static_cast<float>(m.features));
@@ -396,8 +396,8 @@ void ResNet18::init_random(uint64_t seed) {
       const float std = std::sqrt(2.f / static_cast<float>(e.shape[0] * e.shape[2] * e.shape[3]));
       for (int64_t i = 0; i < n; ++i) p[i] = rng.normal(i) * std;
     } else {  // BN: weight and running_var 1, bias and running_mean 0
-      const bool one = e.name.find(".weight") != std::string::npos || e.name.find(".running_var") != std::string::npos;
-      std::fill(p, p + n, one ? 1.f : 0.f);
+      const std::string last = e.name.substr(e.name.rfind('.') + 1);
+      std::fill(p, p + n, last == "weight" || last == "running_var" ? 1.f : 0.f);
     }
   });
   m.weights_changed(false);
@@ -405,9 +405,9 @@ void ResNet18::init_random(uint64_t seed) {
 }
 
 void ResNet18::load(const StateDict& sd, bool strict) {
-  impl_->store.load(sd, strict, "adapted ResNet18");
-  impl_->weights_changed(false);
+  impl_->weights_changed(false);  // first: a load that fails half-way has changed weights too
   impl_->graph.reset();
+  impl_->store.load(sd, strict, "adapted ResNet18");
 }
 
 StateDict ResNet18::state_dict() const { return impl_->store.state_dict(); }

@@ -127,10 +127,12 @@ TEST(CudaKernels, GemmAgainstCpuTwinAndCublas) {
     return gemm_tile_for(s, 132);
   };
   EXPECT_EQ(tile(1, 2048, 2048), GemmTile::Large);
-  EXPECT_EQ(tile(1, 257, 255), GemmTile::Small);  // 6 large blocks: too few for 132 SMs
+  EXPECT_EQ(tile(1, 257, 255), GemmTile::Small);    // 6 large blocks: too few for 132 SMs
   EXPECT_EQ(tile(1, 1000, 4), GemmTile::Narrow);
-  EXPECT_EQ(tile(70000, 3, 2), GemmTile::Small);  // tiny batched products
-  EXPECT_EQ(tile(3, 64, 10), GemmTile::Small);    // the ResNet's fc at batch 64
+  EXPECT_EQ(tile(70000, 3, 2), GemmTile::Small);    // tiny batched products (the 128x128 tile before)
+  EXPECT_EQ(tile(200, 64, 64), GemmTile::Small);    // at the threshold
+  EXPECT_EQ(tile(200, 65, 200), GemmTile::Large);   // wider than 64 both ways, enough blocks
+  EXPECT_EQ(tile(1, 64, 10), GemmTile::Small);      // the ResNet's fc at batch 64
   HG_SKIP_WITHOUT_GPU();
   std::vector<GemmShape> shapes;
   for (auto [M, N, K] : {std::tuple{128, 128, 16}, {129, 127, 17}, {1, 1, 1}, {3, 5, 7},

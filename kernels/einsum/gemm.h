@@ -23,14 +23,13 @@ void check_gemm_shape(const GemmShape& s);
 
 // The CUDA GEMM's tile for a product on a GPU of `sms` SMs (host code, so a test pins the
 // choice on any machine). Narrow (128x32): tall-skinny products. Large (128x128, 8x8 per
-// thread): products that fill most of such a tile, when enough of them fill the GPU. Small
-// (64x64, 4x4 per thread) otherwise: more blocks for a small product, and a batch of tiny
-// products (the ResNet's fc at a small batch, einsum's batched 3x2s) does not leave most of a
-// 256-thread block computing padding.
+// thread): products wider than 64 both ways, when enough of them fill the GPU. Small (64x64,
+// 4x4 per thread) otherwise: more blocks for a small product, and a batch of tiny products
+// (einsum's batched 3x2s) pads each of its outputs to a quarter of the area a Large tile would.
 enum class GemmTile { Large, Small, Narrow };
 inline GemmTile gemm_tile_for(const GemmShape& s, int sms) {
   if (s.N <= 32 && s.M >= 128) return GemmTile::Narrow;
-  if (s.M < 96 || s.N < 96) return GemmTile::Small;
+  if (s.M <= 64 || s.N <= 64) return GemmTile::Small;
   const int64_t large_blocks = ((s.M + 127) / 128) * ((s.N + 127) / 128) * s.batch;
   return large_blocks >= sms ? GemmTile::Large : GemmTile::Small;
 }
