@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "host/einsum.h"
 #include "host/einsum_ops.h"
@@ -27,6 +28,7 @@
 #include "kernels/einsum/elementwise.h"
 #include "kernels/einsum/gemm.h"
 #include "kernels/einsum/reduce.h"
+#include "kernels/philox.h"
 #include "kernels/random/random.h"
 #ifdef HANDGRAD_WITH_OPENBLAS
 #include <cblas.h>
@@ -252,6 +254,33 @@ void BM_cpu_chain(benchmark::State& st) {
   time_cpu(st, [&] { benchmark::DoNotOptimize(einsum(kChain, p)); });
 }
 BENCHMARK(BM_cpu_chain)->Apply(chain_sizes)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The contraction-order planner alone (no kernels): a random problem of n operands over 52
+// labels of sizes 2..9, each operand 2..4 labels, half the once-held labels in the output.
+// Exact search up to kEinsumOptimalMaxOperands operands, the greedy orders beyond.
+void BM_plan_order(benchmark::State& st) {
+  const int n = static_cast<int>(st.range(0));
+  const Philox rng(2024, static_cast<uint64_t>(n));
+  uint64_t draw = 0;
+  std::vector<std::vector<int>> inputs(n);
+  std::map<int, int64_t> size;
+  std::map<int, int> held;
+  for (int l = 0; l < 52; ++l) size[l] = 2 + static_cast<int64_t>(rng.uniform_int(draw++, 8));
+  for (auto& in : inputs) {
+    std::set<int> labels;
+    for (int k = 2 + static_cast<int>(rng.uniform_int(draw++, 3)); k > 0; --k)
+      labels.insert(static_cast<int>(rng.uniform_int(draw++, 52)));
+    in.assign(labels.begin(), labels.end());
+    for (int l : labels) ++held[l];
+  }
+  std::vector<int> output;
+  for (auto [l, c] : held)
+    if (c == 1 && rng.uniform_int(draw++, 2)) output.push_back(l);
+  std::string method;
+  for (auto _ : st) method = plan_einsum_order(inputs, output, size, EinsumOrder::Auto).method;
+  st.SetLabel(method);
+}
+BENCHMARK(BM_plan_order)->Arg(10)->Arg(12)->Arg(13)->Arg(14)->Arg(16)->Arg(32)->Arg(52)->Arg(1000)->Unit(benchmark::kMillisecond);
 
 void BM_cpu_gemm(benchmark::State& st) {
   const GemmShape s = course_gemm(st);

@@ -65,7 +65,9 @@ int cmd_einsum(const EinsumArgs& a) {
   }
   for (Tensor& t : dev_tensors) args.push_back(&t);
   EinsumPlanLog log;
-  const EinsumOrder order = a.order == "left-to-right" ? EinsumOrder::LeftToRight : EinsumOrder::Auto;
+  const EinsumOrder order = a.order == "left-to-right" ? EinsumOrder::LeftToRight
+                            : a.order == "greedy"      ? EinsumOrder::Greedy
+                                                       : EinsumOrder::Auto;
   const auto t0 = std::chrono::steady_clock::now();
   Tensor out = einsum(a.equation, args, &log, order);
   synchronize(dev);
@@ -181,8 +183,10 @@ int main(int argc, char** argv) {
   ein->add_flag("--plan", ea.plan,
                 "print the contraction order (FLOPs, intermediate sizes, against left to right) and how each step was "
                 "lowered onto kernels (ellipsis dims print as digits)");
-  ein->add_option("--order", ea.order, "auto (fewest FLOPs, as torch with opt_einsum) | left-to-right (as torch without)")
-      ->check(CLI::IsMember({"auto", "left-to-right"}))
+  ein->add_option("--order", ea.order,
+                  "auto (fewest FLOPs, as torch with opt_einsum) | greedy (opt_einsum's greedy alone) | "
+                  "left-to-right (as torch without)")
+      ->check(CLI::IsMember({"auto", "greedy", "left-to-right"}))
       ->capture_default_str();
 
   ReportOptions ro;

@@ -1,6 +1,7 @@
 #include "host/einsum.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <map>
 
@@ -21,9 +22,10 @@ std::string label_name(int id) {
 using Labels = std::vector<int>;
 
 // 3.4e+07 (FLOP counts and sizes, which overflow int64 in the worst orders).
+// Counts as they are (exact below 2^53), in scientific notation only past 10^12.
 std::string sci(double v) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, v < 1e5 ? "%.0f" : "%.3g", v);
+  std::snprintf(buf, sizeof buf, v < 1e12 ? "%.0f" : "%.4g", v);
   return buf;
 }
 
@@ -405,7 +407,9 @@ Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& ope
   // Pairwise contractions in the planned order; each result joins the operands.
   std::vector<Labels> input_labels;
   for (const Operand& op : ops) input_labels.push_back(op.labels);
+  const auto plan_start = std::chrono::steady_clock::now();
   const EinsumOrderPlan order_plan = plan_einsum_order(input_labels, out_labels, plan.size, order);
+  const double plan_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - plan_start).count();
   if (log && !order_plan.steps.empty()) {
     const EinsumOrderPlan l2r = plan_einsum_order(input_labels, out_labels, plan.size, EinsumOrder::LeftToRight);
     std::vector<std::string> names;
@@ -416,8 +420,11 @@ Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& ope
       log->order.push_back(cat("step ", k + 1, ": ", names[st.a], ",", names[st.b], " -> ", names.back(), "  ",
                                sci(st.flops), " FLOPs, result ", sci(st.size), " elements"));
     }
-    log->order.push_back(cat(order_plan.method, ": ", sci(order_plan.flops), " FLOPs, largest intermediate ", sci(order_plan.largest),
-                             " elements; left to right: ", sci(l2r.flops), " FLOPs, largest ", sci(l2r.largest)));
+    char planned[32];
+    std::snprintf(planned, sizeof planned, "%.3f", plan_ms);
+    log->order.push_back(cat(order_plan.method, " (planned in ", planned, " ms): ", sci(order_plan.flops),
+                             " FLOPs, largest intermediate ", sci(order_plan.largest), " elements; left to right: ",
+                             sci(l2r.flops), " FLOPs, largest ", sci(l2r.largest)));
   }
   for (size_t k = 0; k < order_plan.steps.size(); ++k) {
     const EinsumStep& st = order_plan.steps[k];

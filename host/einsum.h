@@ -35,10 +35,14 @@ EinsumEquation parse_einsum(const std::string& equation);
 // The order of the pairwise contractions. Auto: the fewest FLOPs (opt_einsum's count: the
 // product of the sizes of every label the two operands hold, twice that when one is summed),
 // found exactly by dynamic programming over subsets for up to kEinsumOptimalMaxOperands
-// operands, greedily beyond (the cheapest pair whose result is no larger than the largest input
-// or the output). LeftToRight: ((A B) C) ..., torch.einsum's order without opt_einsum.
-enum class EinsumOrder { Auto, LeftToRight };
-constexpr int kEinsumOptimalMaxOperands = 10;
+// operands; beyond, the cheaper of two greedy orders: opt_einsum's (the pair sharing a label
+// whose contraction frees the most memory; outer products last) and, up to
+// kEinsumGreedyFlopsMaxOperands, the cheapest pair by FLOPs whose result is no larger than the
+// largest input or the output. Greedy: opt_einsum's greedy alone. LeftToRight: ((A B) C) ...,
+// torch.einsum's order without opt_einsum.
+enum class EinsumOrder { Auto, Greedy, LeftToRight };
+constexpr int kEinsumOptimalMaxOperands = 13;
+constexpr int kEinsumGreedyFlopsMaxOperands = 64;
 
 // One pairwise contraction. Operand ids: the inputs 0..n-1, then step k's result is n + k.
 struct EinsumStep {
@@ -49,6 +53,7 @@ struct EinsumStep {
 struct EinsumOrderPlan {
   std::vector<EinsumStep> steps;
   double flops = 0, largest = 0;  // in all; the largest intermediate (elements)
+  long double exact_flops = 0;    // the same total, finite for any sizes (plans are compared by it)
   std::string method;
 };
 // Labels are ids as in EinsumTerm (ellipsis dims from 52 on, below 128); sizes are the

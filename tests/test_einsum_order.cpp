@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <set>
 
@@ -218,11 +219,25 @@ TEST(EinsumOrder, ManyOperandsAgreeWithTheReference) {
     std::vector<const Tensor*> ps;
     for (Tensor& t : ts) ps.push_back(&t);
     const ReferenceResult ref = einsum_reference(eq, ps);
-    for (EinsumOrder order : {EinsumOrder::Auto, EinsumOrder::LeftToRight}) {
+    // The scale of the rounding error: the same sums over the terms' magnitudes (a sum that
+    // cancels, e.g. a scalar result of 9 operands, is small next to its terms in any order).
+    std::vector<Tensor> abs_ts;
+    std::vector<const Tensor*> abs_ps;
+    for (const Tensor& t : ts) {
+      abs_ts.push_back(t.clone());
+      for (int64_t i = 0; i < t.numel(); ++i) abs_ts.back().data<float>()[i] = std::fabs(t.data<float>()[i]);
+    }
+    for (Tensor& t : abs_ts) abs_ps.push_back(&t);
+    const std::vector<double> scale = einsum_reference(eq, abs_ps).values;
+    const double max_scale = *std::max_element(scale.begin(), scale.end());
+    for (EinsumOrder order : {EinsumOrder::Auto, EinsumOrder::Greedy, EinsumOrder::LeftToRight}) {
       EinsumPlanLog log;
       Tensor out = einsum(eq, ps, &log, order);
       ASSERT_EQ(out.shape(), ref.shape) << eq;
-      EXPECT_LT(test::rel_err(out.to_vector(), ref.values), 1e-5) << eq;
+      const std::vector<float> got = out.to_vector();
+      double err = 0;
+      for (size_t i = 0; i < got.size(); ++i) err = std::max(err, std::fabs(got[i] - ref.values[i]));
+      EXPECT_LT(err, 1e-5 * max_scale) << eq;
       EXPECT_EQ(log.order.size(), static_cast<size_t>(n)) << eq;  // n - 1 steps and the summary
     }
   }
@@ -242,4 +257,122 @@ TEST(EinsumOrder, MoreThanEightDims) {
       EXPECT_LT(test::rel_err(out.to_vector(), ref.values), 1e-5) << c.equation;
     }
   }
+}
+
+// opt_einsum's greedy never joins two operands without a label in common while two live operands
+// share one (the old cheapest-pair greedy started with outer products of small unrelated
+// operands, whose labels then rode through every later step), and every plan is valid.
+TEST(EinsumOrder, GreedyJoinsSharingOperandsFirst) {
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    const int n = 3 + static_cast<int>(seed % 30);
+    std::vector<std::vector<int>> inputs;
+    std::vector<int> output;
+    std::map<int, int64_t> size;
+    random_problem(seed + 7000, n, &inputs, &output, &size);
+    const EinsumOrderPlan plan = plan_einsum_order(inputs, output, size, EinsumOrder::Greedy);
+    check_plan(plan, inputs, output, size);
+    std::vector<LabelSet> live;
+    for (const auto& in : presummed(inputs, output)) live.emplace_back(in.begin(), in.end());
+    std::vector<bool> used(live.size(), false);
+    const auto share = [](const LabelSet& a, const LabelSet& b) {
+      return std::any_of(a.begin(), a.end(), [&](int l) { return b.count(l) > 0; });
+    };
+    for (const EinsumStep& s : plan.steps) {
+      if (!share(live[s.a], live[s.b])) {
+        for (size_t i = 0; i < live.size(); ++i)
+          for (size_t j = i + 1; j < live.size(); ++j) {
+            ASSERT_FALSE(!used[i] && !used[j] && share(live[i], live[j]))
+                << "seed " << seed << ": an outer product while operands " << i << " and " << j << " share a label";
+          }
+      }
+      used[s.a] = used[s.b] = true;
+      live.emplace_back(s.result.begin(), s.result.end());
+      used.push_back(false);
+    }
+  }
+}
+
+// Beyond the exact search, Auto keeps the cheaper greedy order: never worse than opt_einsum's
+// rule alone. And a hard case written down by hand: a chain a0..a12 (every size 2 but the chain
+// ends) hung with 12 small vectors of labels no one else holds, for which a cheapest-pair greedy
+// multiplies the vectors together first; opt_einsum's rule contracts the chain, then multiplies
+// the vectors in last (12 outer products of at most 2^12 terms: under 4 * 2^13 in all).
+TEST(EinsumOrder, GreedyOrdersBeyondTheExactSearch) {
+  for (uint64_t seed = 0; seed < 60; ++seed) {
+    const int n = kEinsumOptimalMaxOperands + 1 + static_cast<int>(seed % 20);
+    std::vector<std::vector<int>> inputs;
+    std::vector<int> output;
+    std::map<int, int64_t> size;
+    random_problem(seed + 9000, n, &inputs, &output, &size);
+    const EinsumOrderPlan best = plan_einsum_order(inputs, output, size, EinsumOrder::Auto);
+    const EinsumOrderPlan memory = plan_einsum_order(inputs, output, size, EinsumOrder::Greedy);
+    check_plan(best, inputs, output, size);
+    EXPECT_LE(best.exact_flops, memory.exact_flops) << "seed " << seed;
+  }
+  std::vector<std::vector<int>> inputs;
+  std::map<int, int64_t> size;
+  std::vector<int> output = {0, 12};
+  for (int i = 0; i < 12; ++i) inputs.push_back({i, i + 1});  // the chain: labels 0..12
+  for (int i = 0; i < 12; ++i) inputs.push_back({20 + i});    // the vectors: labels 20..31, in the output
+  for (int l = 0; l <= 12; ++l) size[l] = 2;
+  for (int l = 20; l < 32; ++l) size[l] = 2, output.push_back(l);
+  const EinsumOrderPlan plan = plan_einsum_order(inputs, output, size, EinsumOrder::Auto);
+  check_plan(plan, inputs, output, size);
+  // The chain: 11 contractions of 2x2 by 2x2 (2 * 8 FLOPs each); then 12 outer products onto a
+  // result that doubles each time, from 4 x 2 terms to 2^14.
+  double bound = 11 * 16;
+  for (int k = 1; k <= 12; ++k) bound += std::pow(2.0, 2 + k);
+  EXPECT_LE(plan.flops, bound) << plan.method;
+}
+
+// Sizes of 0 and sizes whose products leave a double's range: costs stay finite (no inf, no NaN),
+// ties are broken, and every order completes - the exact search and both greedy orders (three
+// and eleven empty operands over labels of 2^40). einsum() itself gives torch's answer: zeros.
+TEST(EinsumOrder, EmptyAndHugeSizesPlanAndRun) {
+  for (int n : {3, 11, 40}) {
+    std::vector<std::vector<int>> inputs;
+    std::map<int, int64_t> size{{0, 0}};
+    for (int i = 0; i < n; ++i) {
+      inputs.push_back({0, 1 + i, 1 + (i + 1) % n});
+      size[1 + i] = int64_t(1) << 40;
+    }
+    for (EinsumOrder order : {EinsumOrder::Auto, EinsumOrder::Greedy, EinsumOrder::LeftToRight}) {
+      const EinsumOrderPlan plan = plan_einsum_order(inputs, {}, size, order);
+      ASSERT_EQ(plan.steps.size(), static_cast<size_t>(n - 1)) << n;
+      EXPECT_FALSE(std::isnan(plan.flops)) << n;
+    }
+    std::map<int, int64_t> huge;  // every size 2^40: products up to 2^(40 * 40), past a double
+    for (int l = 0; l <= n; ++l) huge[l] = int64_t(1) << 40;
+    const EinsumOrderPlan big = plan_einsum_order(inputs, {}, huge, EinsumOrder::Auto);
+    ASSERT_EQ(big.steps.size(), static_cast<size_t>(n - 1)) << n;
+    EXPECT_TRUE(std::isfinite(static_cast<double>(std::log2(big.exact_flops)))) << n;
+  }
+  // The reproducer's shape: operands of shape (0, 2^40 x 30) hold no element.
+  std::vector<Tensor> ts;
+  std::string eq;
+  for (int i = 0; i < 3; ++i) {
+    Shape shape{0};
+    if (i) eq += ",";
+    eq += 'z';
+    for (int k = 0; k < 4; ++k) shape.push_back(int64_t(1) << 40), eq += char('a' + 4 * i + k);
+    ts.push_back(Tensor::zeros(shape));
+  }
+  eq += "->";
+  std::vector<const Tensor*> ps;
+  for (Tensor& t : ts) ps.push_back(&t);
+  for (EinsumOrder order : {EinsumOrder::Auto, EinsumOrder::LeftToRight}) {
+    Tensor out = einsum(eq, ps, nullptr, order);
+    EXPECT_EQ(out.numel(), 1) << eq;
+    EXPECT_EQ(out.to_vector(), std::vector<float>{0.f}) << eq;
+  }
+}
+
+// Planning is fast: a,a,...,a->a at 1000 operands (the old greedy's O(n^4) took minutes at 960)
+// and a random problem of 52 operands over 52 labels finish well inside a second here; the
+// times themselves are the benchmark's (bench_einsum BM_plan_order).
+TEST(EinsumOrder, ManyOperandsPlanQuickly) {
+  std::vector<std::vector<int>> same(1000, std::vector<int>{0});
+  const EinsumOrderPlan plan = plan_einsum_order(same, {0}, {{0, 5}}, EinsumOrder::Auto);
+  EXPECT_EQ(plan.steps.size(), 999u);
+  EXPECT_DOUBLE_EQ(plan.flops, 999 * 5.0);
 }

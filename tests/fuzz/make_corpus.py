@@ -131,6 +131,20 @@ for k, (dims, eq) in enumerate([((2, 3, 3, 2), "ij,jk->ik"), ((2, 3, 2, 3), "ij,
                                 ((), ". ..")]):
     put("einsum", f"case{k}", bytes([len(dims)] + list(dims)) + eq.encode())
 
+# --- the contraction-order planner: [operands - 2][64 label sizes][8-byte label masks][output mask]
+def order_case(masks, sizes, out_mask=0):
+    size_bytes = bytes(sizes.get(l, 100) for l in range(64))
+    return bytes([len(masks) - 2]) + size_bytes + b"".join(m.to_bytes(8, "little") for m in masks) + \
+        out_mask.to_bytes(2, "little")
+put("order", "chain", order_case([3 << i for i in range(12)], {}, 1 | 1 << 12))
+# The empty-operand reproducers: a label of size 0 (byte < 16) in every operand, the others 2^40
+# (byte 240); three and eleven operands.
+for n in (3, 11):
+    put("order", f"empty{n}", order_case([1 | 1 << (1 + i) | 1 << (1 + (i + 1) % n) for i in range(n)],
+                                         {0: 0, **{l: 240 for l in range(1, 64)}}))
+put("order", "same_label_64", order_case([1] * 64, {0: 100}, 1))  # a,a,...,a->a
+put("order", "huge", order_case([(1 << 40) - 1 >> i & 0xFFFFFF for i in range(16)], {l: 255 for l in range(64)}))
+
 # --- --expr ---------------------------------------------------------------------------------
 for k, text in enumerate(["y1 = (x1 + x2)^2; y2 = (x1 - x2)^2", "y1 = exp(x1) * sin(x2) / log(x3)",
                           "y1 = relu(-x1 + 2.5e-1)^3", "y1 = x99999999999", "y1 = x1^99999999999",
