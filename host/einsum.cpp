@@ -251,6 +251,21 @@ class Planner {
       return out;
     }
 
+    // An empty operand: the result is zeros (sums over nothing), only its shape to make - the
+    // GEMM's index products below could leave int64 for dims that hold no element.
+    if (a.t->numel() == 0 || b.t->numel() == 0) {
+      Shape shape;
+      for (int l : batch) shape.push_back(std::max(dim(a, l), dim(b, l)));
+      for (int l : m) shape.push_back(dim(a, l));
+      for (int l : n) shape.push_back(dim(b, l));
+      out.labels = batch;
+      out.labels.insert(out.labels.end(), m.begin(), m.end());
+      out.labels.insert(out.labels.end(), n.begin(), n.end());
+      note("zeros " + labels_str(out.labels) + " (an operand is empty)");
+      out.own(Tensor::zeros(shape, a.t->device()));
+      return out;
+    }
+
     // Batched GEMM: A as [batch, M, K] (or [batch, K, M]), B as [batch, K, N] (or [batch, N, K]).
     std::map<int, int64_t> shared;  // batch and summed labels, at the larger of the two sizes
     for (const Labels* ls : {&batch, &k})

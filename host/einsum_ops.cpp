@@ -98,8 +98,14 @@ Tensor sum_axes(const Tensor& in, const std::vector<int>& axes) {
     HG_ASSERT(a >= 0 && a < n && !summed[a], "bad axis ", a);
     summed[a] = true;
   }
-  // Sum the last run of summed axes first: each run is one [outer, R, inner] pass.
   Shape shape = in.shape();
+  if (in.numel() == 0) {  // sums over nothing are 0 (and the products below could overflow)
+    Shape kept;
+    for (int d = 0; d < n; ++d)
+      if (!summed[d]) kept.push_back(shape[d]);
+    return Tensor::zeros(kept, in.device());
+  }
+  // Sum the last run of summed axes first: each run is one [outer, R, inner] pass.
   Tensor cur;
   const Tensor* src = &in;
   int end = n;

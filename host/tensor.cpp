@@ -1,5 +1,6 @@
 #include "host/tensor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 #include <mutex>
@@ -18,10 +19,11 @@ const char* dtype_name(DType t) { return t == DType::F32 ? "float32" : "int64"; 
 int64_t shape_numel(const Shape& s) {
   HG_REQUIRE(s.size() <= static_cast<size_t>(kMaxDims), "tensors have at most ", kMaxDims,
              " dimensions, got ", s.size());
+  for (int64_t d : s) HG_REQUIRE(d >= 0, "negative dimension in shape ", shape_str(s));
+  if (std::find(s.begin(), s.end(), 0) != s.end()) return 0;  // however large the other dims
   int64_t n = 1;
   for (int64_t d : s) {
-    HG_REQUIRE(d >= 0, "negative dimension in shape ", shape_str(s));
-    if (d != 0 && n > std::numeric_limits<int64_t>::max() / 8 / d)
+    if (n > std::numeric_limits<int64_t>::max() / 8 / d)
       throw UserError(cat("shape ", shape_str(s), " is too large"));
     n *= d;
   }

@@ -19,13 +19,15 @@ namespace handgrad {
 constexpr int kMaxDims = 64;
 using Shape = std::vector<int64_t>;
 
-// Row-major strides of a contiguous tensor of this shape, in elements.
+// Row-major strides of a contiguous tensor of this shape, in elements. Saturating: a tensor with
+// a zero dim may have others whose product leaves int64 (it holds no element, so no stride is
+// ever used to reach one), and that must not overflow (undefined behaviour).
 inline Shape contiguous_strides(const Shape& s) {
   Shape st(s.size());
   int64_t acc = 1;
   for (int i = static_cast<int>(s.size()) - 1; i >= 0; --i) {
     st[i] = acc;
-    acc *= s[i];
+    if (__builtin_mul_overflow(acc, s[i], &acc)) acc = INT64_MAX;
   }
   return st;
 }

@@ -347,23 +347,27 @@ TEST(EinsumOrder, EmptyAndHugeSizesPlanAndRun) {
     ASSERT_EQ(big.steps.size(), static_cast<size_t>(n - 1)) << n;
     EXPECT_TRUE(std::isfinite(static_cast<double>(std::log2(big.exact_flops)))) << n;
   }
-  // The reproducer's shape: operands of shape (0, 2^40 x 30) hold no element.
-  std::vector<Tensor> ts;
-  std::string eq;
-  for (int i = 0; i < 3; ++i) {
-    Shape shape{0};
-    if (i) eq += ",";
-    eq += 'z';
-    for (int k = 0; k < 4; ++k) shape.push_back(int64_t(1) << 40), eq += char('a' + 4 * i + k);
-    ts.push_back(Tensor::zeros(shape));
-  }
-  eq += "->";
-  std::vector<const Tensor*> ps;
-  for (Tensor& t : ts) ps.push_back(&t);
-  for (EinsumOrder order : {EinsumOrder::Auto, EinsumOrder::LeftToRight}) {
-    Tensor out = einsum(eq, ps, nullptr, order);
-    EXPECT_EQ(out.numel(), 1) << eq;
-    EXPECT_EQ(out.to_vector(), std::vector<float>{0.f}) << eq;
+  // The reproducers' shapes: operands of shape (0, 2^40 x k) hold no element. Three of 4 labels
+  // each, and a chain of 16 (past the exact search) whose GEMMs would multiply 2^40 by 2^40.
+  for (const auto& [n, step] : {std::pair{3, 4}, std::pair{16, 3}}) {
+    std::vector<Tensor> ts;
+    std::string eq;
+    const std::string letters = "ABCDEFGHIJKLMNOPQRSTUVWXYabcdefghijklmnopqrstuvwxy";
+    for (int i = 0; i < n; ++i) {
+      Shape shape{0};
+      if (i) eq += ",";
+      eq += 'z';
+      for (int k = 0; k < 4; ++k) shape.push_back(int64_t(1) << 40), eq += letters[(step * i + k) % 50];
+      ts.push_back(Tensor::zeros(shape));
+    }
+    eq += "->";
+    std::vector<const Tensor*> ps;
+    for (Tensor& t : ts) ps.push_back(&t);
+    for (EinsumOrder order : {EinsumOrder::Auto, EinsumOrder::Greedy, EinsumOrder::LeftToRight}) {
+      Tensor out = einsum(eq, ps, nullptr, order);
+      EXPECT_EQ(out.numel(), 1) << eq;
+      EXPECT_EQ(out.to_vector(), std::vector<float>{0.f}) << eq;
+    }
   }
 }
 
