@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "host/dispatch.h"
 #include "kernels/einsum/elementwise.h"
 #include "kernels/einsum/reduce.h"
 #include "kernels/einsum/strided_copy.h"
@@ -12,9 +13,6 @@ namespace {
 void same_device(const Tensor& a, const Tensor& b, const char* op) {
   HG_REQUIRE(a.device() == b.device(), op, ": operands are on different devices (",
              device_name(a.device()), " and ", device_name(b.device()), ")");
-}
-[[maybe_unused]] [[noreturn]] void no_cuda() {
-  throw UserError("a CUDA tensor reached an op, but this build has no CUDA backend");
 }
 // Largest offset a strided read can reach, to check a view stays inside its tensor.
 int64_t max_offset(const Shape& shape, const Shape& strides) {
@@ -32,13 +30,7 @@ void mul_into(Tensor& out, const Tensor& a, const Tensor& b) {
              shape_str(a.shape()), ", ", shape_str(b.shape()), " -> ", shape_str(out.shape()));
   same_device(a, b, "mul");
   same_device(a, out, "mul");
-  if (a.device() == Device::CPU)
-    return cpu::mul(out.data<float>(), a.data<float>(), b.data<float>(), a.numel());
-#ifdef HANDGRAD_WITH_CUDA
-  cuda::mul(out.data<float>(), a.data<float>(), b.data<float>(), a.numel());
-#else
-  no_cuda();
-#endif
+  HG_ON_DEVICE(a.device(), mul, out.data<float>(), a.data<float>(), b.data<float>(), a.numel());
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
@@ -56,15 +48,7 @@ Tensor mul_broadcast(const Tensor& a, const Shape& stride_a, const Tensor& b,
   Tensor out = Tensor::empty(out_shape, a.device());
   if (out.numel() == 0) return out;
   const StridedView<2> view = make_strided_view<2>(out_shape, {stride_a, stride_b});
-  if (a.device() == Device::CPU) {
-    cpu::mul_broadcast(out.data<float>(), a.data<float>(), b.data<float>(), view);
-  } else {
-#ifdef HANDGRAD_WITH_CUDA
-    cuda::mul_broadcast(out.data<float>(), a.data<float>(), b.data<float>(), view);
-#else
-    no_cuda();
-#endif
-  }
+  HG_ON_DEVICE(a.device(), mul_broadcast, out.data<float>(), a.data<float>(), b.data<float>(), view);
   return out;
 }
 
@@ -73,16 +57,12 @@ void sum_middle_into(Tensor& out, const Tensor& in, int64_t outer, int64_t R, in
   same_device(in, out, "sum");
   if (in.device() == Device::CPU)
     return cpu::sum_middle(out.data<float>(), in.data<float>(), outer, R, inner);
-#ifdef HANDGRAD_WITH_CUDA
-  const int64_t ws = cuda::sum_middle_workspace(outer, R, inner);
+  const int64_t ws = HG_CUDA(int64_t, sum_middle_workspace, outer, R, inner);
   Tensor workspace = ws ? Tensor::empty({ws}, Device::CUDA) : Tensor();
-  cuda::sum_middle(out.data<float>(), in.data<float>(), outer, R, inner,
-                   ws ? workspace.data<float>() : nullptr);
+  HG_CUDA(void, sum_middle, out.data<float>(), in.data<float>(), outer, R, inner,
+          ws ? workspace.data<float>() : nullptr);
   // The workspace goes back to the allocator's cache while the kernel may still be queued:
   // safe, because all work runs on one stream, in order.
-#else
-  no_cuda();
-#endif
 }
 
 Tensor sum_middle(const Tensor& in, int64_t outer, int64_t R, int64_t inner, const Shape& out_shape) {
@@ -136,15 +116,7 @@ Tensor strided_copy(const Tensor& in, const Shape& out_shape, const Shape& in_st
   Tensor out = Tensor::empty(out_shape, in.device());
   if (out.numel() == 0) return out;
   const StridedView<1> view = make_strided_view<1>(out_shape, {in_strides});
-  if (in.device() == Device::CPU) {
-    cpu::strided_copy(out.data<float>(), in.data<float>(), view);
-  } else {
-#ifdef HANDGRAD_WITH_CUDA
-    cuda::strided_copy(out.data<float>(), in.data<float>(), view);
-#else
-    no_cuda();
-#endif
-  }
+  HG_ON_DEVICE(in.device(), strided_copy, out.data<float>(), in.data<float>(), view);
   return out;
 }
 
@@ -170,13 +142,7 @@ void gemm_batched_into(Tensor& C, const Tensor& A, const Tensor& B, const GemmSh
     HG_ASSERT((s.batch - 1) * s.stride_a + (a_rows - 1) * s.lda + a_cols <= A.numel(), "A bounds");
     HG_ASSERT((s.batch - 1) * s.stride_b + (b_rows - 1) * s.ldb + b_cols <= B.numel(), "B bounds");
   }
-  if (A.device() == Device::CPU)
-    return cpu::gemm_batched(C.data<float>(), A.data<float>(), B.data<float>(), s);
-#ifdef HANDGRAD_WITH_CUDA
-  cuda::gemm_batched(C.data<float>(), A.data<float>(), B.data<float>(), s);
-#else
-  no_cuda();
-#endif
+  HG_ON_DEVICE(A.device(), gemm_batched, C.data<float>(), A.data<float>(), B.data<float>(), s);
 }
 
 Tensor gemm_batched(const Tensor& A, const Tensor& B, const GemmShape& s) {
