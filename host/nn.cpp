@@ -65,9 +65,8 @@ int64_t batchnorm_workspace_floats(Device d, int64_t rows, int64_t C) {
 
 void batchnorm_stats(Device d, float* save_mean, float* save_invstd, float* running_mean, float* running_var,
                      const float* x, int64_t rows, int64_t C, float* workspace) {
-  const BatchNormShape defaults;  // PyTorch's eps and momentum
-  HG_ON_DEVICE(d, batchnorm_stats_nhwc, save_mean, save_invstd, running_mean, running_var, x, rows, C, defaults.eps,
-               defaults.momentum, workspace);
+  HG_ON_DEVICE(d, batchnorm_stats_nhwc, save_mean, save_invstd, running_mean, running_var, x, rows, C, kBatchNormEps,
+               kBatchNormMomentum, workspace);
 }
 
 void batchnorm_scale_shift(Device d, float* scale, float* shift, const float* gamma, const float* beta,
@@ -78,7 +77,7 @@ void batchnorm_scale_shift(Device d, float* scale, float* shift, const float* ga
 void batchnorm_eval_scale_shift(Device d, float* scale, float* shift, const float* gamma, const float* beta,
                                 const float* running_mean, const float* running_var, int64_t C) {
   HG_ON_DEVICE(d, batchnorm_eval_scale_shift, scale, shift, gamma, beta, running_mean, running_var, C,
-               BatchNormShape().eps);
+               kBatchNormEps);
 }
 
 void scale_shift_relu(Device d, float* y, const float* x, const float* scale, const float* shift, const float* x2,

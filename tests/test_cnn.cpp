@@ -76,7 +76,7 @@ TEST(CnnLayers, ChannelsLastLayersAgainstLoops) {
   // C = 20: one full block of 16 channels and a partial one; C = 64 with more rows than a chunk.
   for (auto [rows, C] : {std::pair<int64_t, int64_t>{21, 20}, {36 * 40, 64}, {3, 5}}) {
     const std::string what = cat(rows, "x", C);
-    const float eps = BatchNormShape().eps, mom = BatchNormShape().momentum;
+    const float eps = kBatchNormEps, mom = kBatchNormMomentum;
     Tensor x = random_tensor({rows, C}, 4), x2 = random_tensor({rows, C}, 12), res = random_tensor({rows, C}, 16);
     Tensor gamma = random_tensor({C}, 5), beta = random_tensor({C}, 6), dy = random_tensor({rows, C}, 7);
     for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += 2.f;  // a mean away from 0
@@ -368,7 +368,7 @@ TEST(CnnCuda, LayersMatchCpuTwins) {
     Tensor gx = dev(x), gg = dev(gamma), gb = dev(beta);
     Tensor gws = poisoned({cuda::batchnorm_nhwc_workspace_floats(rows, C)}, Device::CUDA);
     Tensor m = poisoned({C}), is = poisoned({C}), gm = poisoned({C}, Device::CUDA), gis = poisoned({C}, Device::CUDA);
-    const float eps = BatchNormShape().eps, momentum = BatchNormShape().momentum;
+    const float eps = kBatchNormEps, momentum = kBatchNormMomentum;
     cpu::batchnorm_stats_nhwc(m.data<float>(), is.data<float>(), rm.data<float>(), rv.data<float>(), x.data<float>(),
                               rows, C, eps, momentum, nullptr);
     cuda::batchnorm_stats_nhwc(gm.data<float>(), gis.data<float>(), grm.data<float>(), grv.data<float>(),

@@ -12,10 +12,8 @@
 
 namespace handgrad {
 
-struct BatchNormShape {
-  int64_t N = 1, C = 1, HW = 1;
-  float eps = 1e-5f, momentum = 0.1f;
-};
+// PyTorch's BatchNorm2d defaults.
+constexpr float kBatchNormEps = 1e-5f, kBatchNormMomentum = 0.1f;
 
 namespace cpu {
 // Split so that the passes PyTorch runs one after another fold into one:
