@@ -85,15 +85,8 @@ void check_linear(Device dev, uint64_t seed, std::vector<GradcheckResult>& out) 
   s1.M = D, s1.N = H, s1.K = N, s1.trans_a = true, s1.lda = D, s1.ldb = H;
   GemmShape s2;  // dX [N, D] = G [N, H] W^T [H, D]
   s2.M = N, s2.N = D, s2.K = H, s2.trans_b = true, s2.lda = H, s2.ldb = H;
-  if (dev == Device::CPU) {
-    cpu::gemm_batched(dw, x, g, s1);
-    cpu::gemm_batched(dx, g, w, s2);
-  } else {
-#ifdef HANDGRAD_WITH_CUDA
-    cuda::gemm_batched(dw, x, g, s1);
-    cuda::gemm_batched(dx, g, w, s2);
-#endif
-  }
+  nn::gemm(dev, dw, x, g, s1);
+  nn::gemm(dev, dx, g, w, s2);
   const auto DW = run.get(dw, D * H), DX = run.get(dx, N * D);
   auto loss = [&](const std::vector<double>& xx, const std::vector<double>& ww) {
     double l = 0;
@@ -121,10 +114,7 @@ void check_linear(Device dev, uint64_t seed, std::vector<GradcheckResult>& out) 
   // Q2's batch-1 kernels: dW = x^T dy (one row of X).
   float* dw1 = run.out(D * H);
   const LinearRowShape ls{1, D, H, D * H};
-  if (dev == Device::CPU) cpu::linear_row_backward_weight(dw1, RowSource{x}, g, ls);
-#ifdef HANDGRAD_WITH_CUDA
-  else cuda::linear_row_backward_weight(dw1, RowSource{x}, g, ls);
-#endif
+  nn::linear_row_backward_weight(dev, dw1, RowSource{x}, g, ls);
   const auto DW1 = run.get(dw1, D * H);
   auto loss1 = [&](const std::vector<double>& ww) {
     double l = 0;
@@ -145,10 +135,7 @@ void check_relu(Device dev, uint64_t seed, std::vector<GradcheckResult>& out) {
   const auto G = randn_vec(n, seed, 5);
   DeviceRun run{dev, {}};
   float *x = run.put(X), *g = run.put(G), *dx = run.out(n);
-  if (dev == Device::CPU) cpu::relu_backward(dx, g, x, n);
-#ifdef HANDGRAD_WITH_CUDA
-  else cuda::relu_backward(dx, g, x, n);
-#endif
+  nn::relu_backward(dev, dx, g, x, n);
   auto loss = [&](const std::vector<double>& t) {
     double l = 0;
     for (int64_t i = 0; i < n; ++i) l += G[i] * std::max(t[i], 0.0);
@@ -164,10 +151,7 @@ void check_mse(Device dev, uint64_t seed, std::vector<GradcheckResult>& out) {
   float *yh = run.put(Yh), *y = run.put(Y), *dy = run.out(M), *log = run.out(M);
   Tensor step = Tensor::zeros({1}, dev, DType::I64);
   const RowSource target{y, 1};
-  if (dev == Device::CPU) cpu::mse_loss_grad(log, 1, step.data<int64_t>(), dy, yh, target, M);
-#ifdef HANDGRAD_WITH_CUDA
-  else cuda::mse_loss_grad(log, 1, step.data<int64_t>(), dy, yh, target, M);
-#endif
+  nn::mse_loss_grad(dev, log, 1, step.data<int64_t>(), dy, yh, target, M);
   auto loss = [&](const std::vector<double>& t) {
     double l = 0;
     for (int64_t m = 0; m < M; ++m) l += (t[m] - Y[m]) * (t[m] - Y[m]);
