@@ -322,10 +322,20 @@ class Planner {
 
 }  // namespace
 
-Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& operands,
-              EinsumPlanLog* log, EinsumOrder order) {
+namespace {
+
+// The labels of an equation over operands of these shapes: each operand's (the ellipsis
+// expanded, repeats kept), the output's, and every label's broadcast size. Throws UserError,
+// in torch.einsum's words, when they do not fit.
+struct ResolvedEinsum {
+  std::vector<Labels> inputs;
+  Labels output;
+  std::map<int, int64_t> size;
+};
+
+ResolvedEinsum resolve_einsum(const std::string& equation, const std::vector<Shape>& shapes) {
   const EinsumEquation eq = parse_einsum(equation);
-  const size_t n_ops = operands.size();
+  const size_t n_ops = shapes.size();
   HG_REQUIRE(n_ops > 0, "einsum(): must provide at least one operand");
   if (eq.inputs.size() < n_ops)
     throw UserError(cat("einsum(): more operands were provided (", n_ops,
@@ -333,20 +343,12 @@ Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& ope
   if (eq.inputs.size() > n_ops)
     throw UserError(cat("einsum(): fewer operands were provided (", n_ops,
                         ") than specified in the equation (", eq.inputs.size(), ")"));
-  for (size_t i = 0; i < n_ops; ++i) {
-    HG_REQUIRE(operands[i] && operands[i]->defined(), "einsum(): operand ", i, " is undefined");
-    HG_REQUIRE(operands[i]->dtype() == DType::F32, "einsum(): operand ", i, " is ",
-               dtype_name(operands[i]->dtype()), "; einsum takes float32");
-    HG_REQUIRE(operands[i]->device() == operands[0]->device(), "einsum(): operand ", i, " is on ",
-               device_name(operands[i]->device()), ", operand 0 on ",
-               device_name(operands[0]->device()));
-  }
 
   // Expand ellipses into labels kLetters + j, right-aligned across operands (numpy broadcasting).
   int ell_rank = 0;
   for (size_t i = 0; i < n_ops; ++i) {
     const EinsumTerm& t = eq.inputs[i];
-    const int nl = static_cast<int>(t.labels.size()), nd = operands[i]->ndim();
+    const int nl = static_cast<int>(t.labels.size()), nd = static_cast<int>(shapes[i].size());
     if (t.ellipsis_at < 0 && nl != nd)
       throw UserError(cat("einsum(): the number of subscripts in the equation (", nl,
                           ") does not match the number of dimensions (", nd, ") for operand ", i,
@@ -366,17 +368,16 @@ Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& ope
     return out;
   };
 
-  Planner plan(log);
-  std::vector<Operand> ops(n_ops);
+  ResolvedEinsum r;
   std::map<int, int> count;  // occurrences of each label over all inputs
   for (size_t i = 0; i < n_ops; ++i) {
     const EinsumTerm& t = eq.inputs[i];
-    ops[i].t = operands[i];
-    ops[i].labels = expand_term(t, operands[i]->ndim() - static_cast<int>(t.labels.size()));
+    r.inputs.push_back(expand_term(t, static_cast<int>(shapes[i].size()) - static_cast<int>(t.labels.size())));
     std::map<int, int64_t> own;
-    for (size_t d = 0; d < ops[i].labels.size(); ++d) {
-      const int l = ops[i].labels[d];
-      const int64_t sz = operands[i]->shape()[d];
+    for (size_t d = 0; d < r.inputs[i].size(); ++d) {
+      const int l = r.inputs[i][d];
+      const int64_t sz = shapes[i][d];
+      HG_REQUIRE(sz >= 0, "einsum(): operand ", i, " has a negative dimension (", sz, ")");
       ++count[l];
       auto it = own.find(l);
       if (it != own.end() && it->second != sz)
@@ -385,9 +386,9 @@ Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& ope
       own[l] = sz;
     }
     for (auto [l, sz] : own) {
-      auto it = plan.size.find(l);
-      if (it == plan.size.end() || it->second == 1) {
-        plan.size[l] = sz;
+      auto it = r.size.find(l);
+      if (it == r.size.end() || it->second == 1) {
+        r.size[l] = sz;
       } else if (sz != 1 && sz != it->second) {
         throw UserError(cat("einsum(): subscript ", label_name(l), " has size ", sz,
                             " for operand ", i, " which does not broadcast with previously seen size ",
@@ -396,18 +397,82 @@ Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& ope
     }
   }
 
-  // The output's labels.
-  Labels out_labels;
   if (eq.explicit_output) {
-    out_labels = expand_term(eq.output, ell_rank);
+    r.output = expand_term(eq.output, ell_rank);
     for (int l : eq.output.labels)
       if (!count.count(l))
         throw UserError(cat("einsum(): output subscript ", label_name(l),
                             " does not appear in the equation for any input operand"));
   } else {
-    for (int j = 0; j < ell_rank; ++j) out_labels.push_back(kLetters + j);
+    for (int j = 0; j < ell_rank; ++j) r.output.push_back(kLetters + j);
     for (auto [l, c] : count)  // std::map: sorted, uppercase before lowercase, as torch
-      if (l < kLetters && c == 1) out_labels.push_back(l);
+      if (l < kLetters && c == 1) r.output.push_back(l);
+  }
+  return r;
+}
+
+// Operand i's labels that the rest of the equation needs: what take_diagonals and sum_unneeded
+// leave of it before the pairwise contractions.
+Labels needed_labels(const std::vector<Labels>& inputs, const Labels& output, size_t i) {
+  Labels keep = output;
+  for (size_t j = 0; j < inputs.size(); ++j)
+    if (j != i) keep.insert(keep.end(), inputs[j].begin(), inputs[j].end());
+  Labels out;
+  for (int l : inputs[i])
+    if (!contains(out, l) && contains(keep, l)) out.push_back(l);
+  return out;
+}
+
+// "ab,bc -> ac" for each step of `plan` over operands with these labels.
+std::vector<std::string> step_equations(const std::vector<Labels>& inputs, const EinsumOrderPlan& plan,
+                                        const char* arrow = "->") {
+  std::vector<std::string> names, out;
+  for (const Labels& ls : inputs) names.push_back(labels_str(ls));
+  for (const EinsumStep& st : plan.steps) {
+    names.push_back(labels_str(st.result));
+    out.push_back(names[st.a] + "," + names[st.b] + arrow + names.back());
+  }
+  return out;
+}
+
+}  // namespace
+
+EinsumPath einsum_path(const std::string& equation, const std::vector<Shape>& shapes, EinsumOrder order) {
+  const ResolvedEinsum r = resolve_einsum(equation, shapes);
+  EinsumPath path;
+  for (size_t i = 0; i < r.inputs.size(); ++i) path.inputs.push_back(needed_labels(r.inputs, r.output, i));
+  path.output = r.output;
+  path.sizes = r.size;
+  const auto t0 = std::chrono::steady_clock::now();
+  path.plan = plan_einsum_order(path.inputs, path.output, path.sizes, order);
+  path.plan_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  path.left_to_right = plan_einsum_order(path.inputs, path.output, path.sizes, EinsumOrder::LeftToRight);
+  path.step_equations = step_equations(path.inputs, path.plan);
+  return path;
+}
+
+Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& operands,
+              EinsumPlanLog* log, EinsumOrder order) {
+  const size_t n_ops = operands.size();
+  std::vector<Shape> shapes;
+  for (size_t i = 0; i < n_ops; ++i) {
+    HG_REQUIRE(operands[i] && operands[i]->defined(), "einsum(): operand ", i, " is undefined");
+    HG_REQUIRE(operands[i]->dtype() == DType::F32, "einsum(): operand ", i, " is ",
+               dtype_name(operands[i]->dtype()), "; einsum takes float32");
+    HG_REQUIRE(operands[i]->device() == operands[0]->device(), "einsum(): operand ", i, " is on ",
+               device_name(operands[i]->device()), ", operand 0 on ",
+               device_name(operands[0]->device()));
+    shapes.push_back(operands[i]->shape());
+  }
+  ResolvedEinsum resolved = resolve_einsum(equation, shapes);
+  const Labels out_labels = resolved.output;
+
+  Planner plan(log);
+  plan.size = resolved.size;
+  std::vector<Operand> ops(n_ops);
+  for (size_t i = 0; i < n_ops; ++i) {
+    ops[i].t = operands[i];
+    ops[i].labels = resolved.inputs[i];
   }
 
   // Diagonals first, then labels that no other operand and not the output needs.
@@ -427,13 +492,11 @@ Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& ope
   const double plan_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - plan_start).count();
   if (log && !order_plan.steps.empty()) {
     const EinsumOrderPlan l2r = plan_einsum_order(input_labels, out_labels, plan.size, EinsumOrder::LeftToRight);
-    std::vector<std::string> names;
-    for (const Labels& ls : input_labels) names.push_back(labels_str(ls));
+    const std::vector<std::string> eqs = step_equations(input_labels, order_plan, " -> ");
     for (size_t k = 0; k < order_plan.steps.size(); ++k) {
       const EinsumStep& st = order_plan.steps[k];
-      names.push_back(labels_str(st.result));
-      log->order.push_back(cat("step ", k + 1, ": ", names[st.a], ",", names[st.b], " -> ", names.back(), "  ",
-                               sci(st.flops), " FLOPs, result ", sci(st.size), " elements"));
+      log->order.push_back(cat("step ", k + 1, ": ", eqs[k], "  ", sci(st.flops), " FLOPs, result ", sci(st.size),
+                               " elements"));
     }
     char planned[32];
     std::snprintf(planned, sizeof planned, "%.3f", plan_ms);

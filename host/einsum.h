@@ -70,6 +70,21 @@ struct EinsumPlanLog {
   std::vector<std::string> steps;
 };
 
+// The contraction order einsum() would take for operands of these shapes, without operands
+// (opt_einsum.contract_path's question): the labels each operand brings to it (diagonals taken,
+// labels nothing else needs summed beforehand), the plan, left to right's for comparison, and
+// each step as an equation ("ab,bc->ac"). Throws UserError as einsum() does.
+struct EinsumPath {
+  std::vector<std::vector<int>> inputs;
+  std::vector<int> output;
+  std::map<int, int64_t> sizes;
+  EinsumOrderPlan plan, left_to_right;
+  std::vector<std::string> step_equations;
+  double plan_ms = 0;
+};
+EinsumPath einsum_path(const std::string& equation, const std::vector<Shape>& shapes,
+                       EinsumOrder order = EinsumOrder::Auto);
+
 // All operands on one device; the result is on that device.
 Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& operands,
               EinsumPlanLog* log = nullptr, EinsumOrder order = EinsumOrder::Auto);

@@ -126,8 +126,14 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   ptr_ = raw_alloc(cls, device);
 }
 
+Buffer Buffer::borrow(void* ptr, size_t bytes, Device device) {
+  Buffer b;
+  b.ptr_ = ptr, b.bytes_ = bytes, b.device_ = device, b.borrowed_ = true;
+  return b;
+}
+
 Buffer::~Buffer() {
-  if (!ptr_) return;
+  if (!ptr_ || borrowed_) return;
   const size_t cls = size_class(bytes_);
   Pool& p = pool(device_);
   {
@@ -187,6 +193,16 @@ Tensor Tensor::empty(const Shape& shape, Device device, DType dtype) {
   t.dtype_ = dtype;
   t.defined_ = true;
   t.buf_ = Buffer(static_cast<size_t>(t.numel_) * dtype_size(dtype), device);
+  return t;
+}
+
+Tensor Tensor::borrow(void* data, const Shape& shape, DType dtype, Device device) {
+  Tensor t;
+  t.numel_ = shape_numel(shape);
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.defined_ = true;
+  t.buf_ = Buffer::borrow(data, static_cast<size_t>(t.numel_) * dtype_size(dtype), device);
   return t;
 }
 

@@ -29,6 +29,9 @@ class Buffer {
  public:
   Buffer() = default;
   Buffer(size_t bytes, Device device);
+  // Memory someone else owns (a numpy array, a torch tensor): used in place, never freed here;
+  // the owner keeps it alive for as long as the buffer is used.
+  static Buffer borrow(void* ptr, size_t bytes, Device device);
   ~Buffer();
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
@@ -47,8 +50,10 @@ class Buffer {
     std::swap(ptr_, o.ptr_);
     std::swap(bytes_, o.bytes_);
     std::swap(device_, o.device_);
+    std::swap(borrowed_, o.borrowed_);
   }
   void* ptr_ = nullptr;
+  bool borrowed_ = false;
   size_t bytes_ = 0;
   Device device_ = Device::CPU;
 };
@@ -62,6 +67,8 @@ class Tensor {
   static Tensor full(const Shape& shape, float value, Device device = Device::CPU);
   static Tensor from_vector(const Shape& shape, const std::vector<float>& values,
                             Device device = Device::CPU);
+  // A tensor over contiguous memory someone else owns (see Buffer::borrow): no copy.
+  static Tensor borrow(void* data, const Shape& shape, DType dtype, Device device);
 
   Tensor(Tensor&&) noexcept = default;
   Tensor& operator=(Tensor&&) noexcept = default;

@@ -32,7 +32,11 @@ struct MlpData {
   Tensor X, Y, W1, W2, indices;  // host
 };
 
-Tensor load_or(const std::string& path, const Shape& shape, uint64_t seed, uint64_t stream) {
+Tensor load_or(const Tensor* given, const std::string& path, const Shape& shape, uint64_t seed, uint64_t stream) {
+  if (given) {
+    HG_REQUIRE(given->dtype() == DType::F32 && given->device() == Device::CPU, "Q2 inputs must be float32 on the CPU");
+    return given->clone();
+  }
   if (path.empty()) return randn(shape, seed, stream);
   return read_npy_f32(path);
 }
@@ -47,25 +51,27 @@ void expect_shape(Tensor& t, const Shape& want, const std::string& what) {
 MlpData make_data(MlpConfig& cfg) {
   MlpData d;
   // Replayed files fix the sizes; the flags must agree with them.
-  d.X = load_or(cfg.x_path, {cfg.n, cfg.d}, cfg.seed, kStreamX);
+  d.X = load_or(cfg.x, cfg.x_path, {cfg.n, cfg.d}, cfg.seed, kStreamX);
   HG_REQUIRE(d.X.ndim() == 2, "--x must be a 2-D array [n, d], got ", shape_str(d.X.shape()));
   cfg.n = d.X.shape()[0];
   cfg.d = d.X.shape()[1];
-  d.W1 = load_or(cfg.w1_path, {cfg.d, cfg.h}, cfg.seed, kStreamW1);
+  d.W1 = load_or(cfg.w1, cfg.w1_path, {cfg.d, cfg.h}, cfg.seed, kStreamW1);
   HG_REQUIRE(d.W1.ndim() == 2, "--w1 must be a 2-D array [d, h], got ", shape_str(d.W1.shape()));
   cfg.h = d.W1.shape()[1];
   expect_shape(d.W1, {cfg.d, cfg.h}, "--w1");
-  d.Y = load_or(cfg.y_path, {cfg.n}, cfg.seed, kStreamY);
+  d.Y = load_or(cfg.y, cfg.y_path, {cfg.n}, cfg.seed, kStreamY);
   expect_shape(d.Y, {cfg.n}, "--y");
-  d.W2 = load_or(cfg.w2_path, {cfg.h}, cfg.seed, kStreamW2);
+  d.W2 = load_or(cfg.w2, cfg.w2_path, {cfg.h}, cfg.seed, kStreamW2);
   expect_shape(d.W2, {cfg.h}, "--w2");
   HG_REQUIRE(cfg.n > 0 && cfg.d > 0 && cfg.h > 0, "sizes must be positive (n=", cfg.n, ", d=",
              cfg.d, ", h=", cfg.h, ")");
-  if (cfg.indices_path.empty()) {
+  if (cfg.indices_path.empty() && !cfg.indices) {
     d.indices = Tensor::empty({cfg.iters}, Device::CPU, DType::I64);
     fill_uniform_int(d.indices, static_cast<uint64_t>(cfg.n), cfg.seed, kStreamIdx);
   } else {
-    d.indices = read_npy_i64(cfg.indices_path);
+    if (cfg.indices) HG_REQUIRE(cfg.indices->dtype() == DType::I64 && cfg.indices->device() == Device::CPU,
+                                "Q2 indices must be int64 on the CPU");
+    d.indices = cfg.indices ? cfg.indices->clone() : read_npy_i64(cfg.indices_path);
     HG_REQUIRE(d.indices.ndim() == 1 && d.indices.numel() >= cfg.iters, "--indices must be a 1-D array of at least ",
                cfg.iters, " sample indices, got ", shape_str(d.indices.shape()));
     const int64_t* idx = d.indices.data<int64_t>();
@@ -76,6 +82,33 @@ MlpData make_data(MlpConfig& cfg) {
   for (const Tensor* t : {&d.X, &d.Y, &d.W1, &d.W2})
     for (float v : t->to_vector()) HG_REQUIRE(std::isfinite(v), "replayed inputs must be finite");
   return d;
+}
+
+// cpu::mlp_train in blocks of iterations, one model at a time, calling `between` after each
+// block: the same steps in the same order (models are independent), so the same numbers.
+void train_in_blocks(float* params, float* losses, int64_t* diverged, const MlpRun& r,
+                     const std::function<void()>& between) {
+  constexpr int64_t kBlock = 1 << 16;
+  const int64_t P = mlp_param_count(r.d, r.h);
+  for (int64_t m = 0; m < r.models; ++m) {
+    diverged[m] = -1;
+    for (int64_t t0 = 0; t0 < r.iters; t0 += kBlock) {
+      MlpRun block = r;
+      block.models = 1;
+      block.iters = std::min(kBlock, r.iters - t0);
+      block.indices = r.indices + t0;
+      block.lr = r.lr + m;
+      int64_t d = -1;
+      cpu::mlp_train(params + m * P, losses + m * r.iters + t0, &d, block);
+      between();
+      if (d >= 0) {
+        diverged[m] = t0 + d;
+        std::fill(losses + m * r.iters + t0 + block.iters, losses + (m + 1) * r.iters,
+                  std::numeric_limits<float>::quiet_NaN());
+        break;
+      }
+    }
+  }
 }
 
 // After a run whose kernels do not stop by themselves: find each model's divergence and
@@ -343,14 +376,15 @@ MlpResult run_mlp(const MlpConfig& config) {
   HG_REQUIRE(!cfg.lrs.empty(), "--lr needs at least one learning rate");
   for (float lr : cfg.lrs)
     HG_REQUIRE(std::isfinite(lr) && lr > 0, "--lr must be positive and finite, got ", lr);
-  HG_REQUIRE(cfg.x_path.empty() == false || (cfg.n > 0 && cfg.d > 0), "--n and --d must be positive (n=", cfg.n, ", d=", cfg.d, ")");
-  HG_REQUIRE(cfg.w1_path.empty() == false || cfg.h > 0, "--h must be positive, got ", cfg.h);
+  HG_REQUIRE(cfg.x_path.empty() == false || cfg.x || (cfg.n > 0 && cfg.d > 0), "--n and --d must be positive (n=", cfg.n, ", d=", cfg.d, ")");
+  HG_REQUIRE(cfg.w1_path.empty() == false || cfg.w1 || cfg.h > 0, "--h must be positive, got ", cfg.h);
   HG_REQUIRE(cfg.n * cfg.d < (int64_t(1) << 32) && cfg.d * cfg.h < (int64_t(1) << 30) && cfg.iters < (int64_t(1) << 31),
              "problem too large (n*d < 2^32, d*h < 2^30, iters < 2^31)");
   MlpResult res;
   res.device = cfg.device;
   res.impl = resolve_mlp_impl(cfg.impl, cfg.device);
   MlpData data = make_data(cfg);
+  res.n = cfg.n, res.d = cfg.d, res.h = cfg.h;
 
   const int64_t M = static_cast<int64_t>(cfg.lrs.size()), P = mlp_param_count(cfg.d, cfg.h);
   Tensor params = Tensor::empty({M, P});
@@ -381,7 +415,8 @@ MlpResult run_mlp(const MlpConfig& config) {
   if (res.impl == "cpu") {
     losses.assign(M * cfg.iters, 0.f);
     const auto t0 = std::chrono::steady_clock::now();
-    cpu::mlp_train(params.data<float>(), losses.data(), diverged.data(), run);
+    if (cfg.between_blocks) train_in_blocks(params.data<float>(), losses.data(), diverged.data(), run, cfg.between_blocks);
+    else cpu::mlp_train(params.data<float>(), losses.data(), diverged.data(), run);
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else {
     HG_REQUIRE(built_with_cuda(), "--impl ", res.impl, " needs the CUDA backend, and this build has none");
@@ -412,14 +447,14 @@ MlpResult run_mlp(const MlpConfig& config) {
       res.best = static_cast<int>(m);
     res.models.push_back(std::move(mr));
   }
-  if (res.best < 0) {
+  if (res.best < 0 && cfg.throw_if_all_diverge) {
     const MlpModelResult& m0 = res.models[0];
     throw UserError(cat("training diverged at iteration ", m0.diverged_at, " (counted from 0; loss ",
                         m0.losses[m0.diverged_at], ") with lr ", lr_str(m0.lr),
                         M > 1 ? " and every other lr of the sweep" : "",
                         ": try a smaller --lr (1e-5, the default, converges on the default problem)"));
   }
-  if (cfg.write_files) write_outputs(cfg, res);
+  if (cfg.write_files && res.best >= 0) write_outputs(cfg, res);
   return res;
 }
 

@@ -4,10 +4,12 @@
 // (Q2_output.txt, mlp_loss.csv, question2_result.pdf, mlp_summary.json).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "host/device.h"
+#include "host/tensor.h"
 
 namespace handgrad {
 
@@ -29,6 +31,15 @@ struct MlpConfig {
   // W2 [h] or [h, 1]; int64 indices [>= iters], each in [0, n).
   std::string x_path, y_path, w1_path, w2_path, indices_path;
   std::string save_weights_dir;  // writes W1.npy, W2.npy of the best model
+  // In-memory inputs (the Python module), in place of the files above: CPU tensors of the same
+  // shapes and dtypes (copied; they are small).
+  const Tensor *x = nullptr, *y = nullptr, *w1 = nullptr, *w2 = nullptr, *indices = nullptr;
+  // A run where every model diverges is a UserError naming the iteration (the CLI); false
+  // returns the result with best = -1 instead.
+  bool throw_if_all_diverge = true;
+  // Called between blocks of iterations on the CPU (it may throw to stop the run: Ctrl-C in
+  // Python); the GPU trainers run to the end in one go.
+  std::function<void()> between_blocks;
 };
 
 struct MlpModelResult {
@@ -42,6 +53,7 @@ struct MlpModelResult {
 struct MlpResult {
   std::string impl;
   Device device = Device::CPU;
+  int64_t n = 0, d = 0, h = 0;  // the sizes trained (replayed inputs fix them)
   double seconds = 0, us_per_iter = 0;
   int best = -1;  // the converged model with the lowest mean loss over the last 1000 iterations
   std::vector<MlpModelResult> models;

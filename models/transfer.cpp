@@ -69,6 +69,10 @@ std::string find_imagenet_weights() {
 // (conv1) and 10 classes (fc, always fresh), or torchvision's random init.
 void init_model(ResNet18& model, const TransferConfig& cfg) {
   model.init_random(cfg.seed);
+  if (cfg.initial_state) {
+    model.load(*cfg.initial_state, /*strict=*/true);
+    return;
+  }
   if (!cfg.checkpoint.empty()) {
     model.load(read_state_dict(cfg.checkpoint), /*strict=*/true);
     return;
@@ -220,6 +224,14 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
         out.result.loss_curve.emplace_back(seen, loss);
         window_steps = 0;
       }
+      if (cfg.on_step) {
+        TransferProgress p;
+        p.epoch = epoch + 1, p.epochs = cfg.epochs, p.step = step + 1, p.steps = total_steps;
+        if (!out.result.loss_curve.empty()) p.loss = out.result.loss_curve.back().second;
+        p.images_per_second = seen / std::max(elapsed(), 1e-9);
+        p.eta_seconds = (total_steps - step - 1) * cfg.batch_size / std::max(p.images_per_second, 1e-9);
+        cfg.on_step(p);
+      }
       if (cfg.progress && ((step + 1) % (tty ? 5 : 100) == 0 || step + 1 == total_steps)) {
         const double t = elapsed(), ips = seen / t;
         char loss[32] = "-";  // the last logged loss (none before the first log point)
@@ -235,8 +247,9 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
     if (cfg.eval) {
       const auto [l, a] = evaluate(model, test, cfg.batch_size, nullptr);  // the model is sized for one batch
       out.epoch_eval.push_back({int(epoch + 1), {l, a}});
-      std::fprintf(stderr, "[%s] epoch %lld: test loss %.4f, test accuracy %.2f%%\n", label.c_str(),
-                   (long long)epoch + 1, l, 100 * a);
+      if (cfg.progress)
+        std::fprintf(stderr, "[%s] epoch %lld: test loss %.4f, test accuracy %.2f%%\n", label.c_str(),
+                     (long long)epoch + 1, l, 100 * a);
     }
   }
   out.result.batch_size = cfg.batch_size;
@@ -258,6 +271,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   }
   if (!cfg.save_checkpoint.empty()) write_safetensors(cfg.save_checkpoint, model.state_dict());
   if (!cfg.save_momentum.empty()) write_safetensors(cfg.save_momentum, model.momentum_state());
+  if (cfg.keep_state) out.result.state = std::make_shared<StateDict>(model.state_dict());
   return out;
 }
 
@@ -334,10 +348,18 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
   std::vector<std::pair<std::string, RunOutput>> runs;
   for (const TransferConfig& c : configs) runs.emplace_back(config_label(c), train_one(c, train, test, config_label(c)));
 
+  size_t best = 0;
+  for (size_t i = 0; i < runs.size(); ++i)
+    if (runs[i].second.result.test_accuracy > runs[best].second.result.test_accuracy) best = i;
+  const std::string weights_label = cfg.initial_state ? "a given state dict"
+                                    : !cfg.checkpoint.empty() ? "checkpoint " + cfg.checkpoint
+                                    : cfg.weights == "none" ? "random init (--weights none)" : "ImageNet weights";
+  if (!cfg.write_files) {
+    runs[best].second.result.weights = weights_label;
+    return std::move(runs[best].second.result);
+  }
   fs::create_directories(cfg.out_dir);
   const fs::path dir(cfg.out_dir);
-  const std::string weights_label = !cfg.checkpoint.empty() ? "checkpoint " + cfg.checkpoint
-                                    : cfg.weights == "none" ? "random init (--weights none)" : "ImageNet weights";
   json j = {{"weights", weights_label}, {"label", cfg.label}, {"freeze", cfg.freeze}, {"epochs", cfg.epochs}, {"max_steps", cfg.max_steps},
             {"shuffle", cfg.shuffle}, {"seed", cfg.seed}, {"device", device_name(cfg.device)}};
   j["tf32"] = cfg.tf32;
@@ -348,7 +370,6 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
   }
   report_conv_algorithms(cfg.device, cfg.cudnn_find);
   j["runs"] = json::array();
-  size_t best = 0;
   for (size_t i = 0; i < runs.size(); ++i) {
     const TransferResult& r = runs[i].second.result;
     const TransferConfig& c = configs[i];
@@ -363,7 +384,6 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
       j["runs"].back()["profile_ms_per_step"] = prof;
       print_profile(runs[i].first, r);
     }
-    if (r.test_accuracy > runs[best].second.result.test_accuracy) best = i;
   }
   j["best"] = runs[best].first;
   const std::string prefix = cfg.grid ? "q3_grid" : "q3";
@@ -408,19 +428,20 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
 }
 
 std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg) {
-  HG_REQUIRE(!cfg.checkpoint.empty(), "transfer eval needs --checkpoint");
+  HG_REQUIRE(!cfg.checkpoint.empty() || cfg.state, "transfer eval needs --checkpoint");
   HG_REQUIRE(cfg.limit >= 0, "--limit must not be negative");
   const FashionMnist data = load_fashion_mnist(cfg.data_dir);
   const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.limit, cfg.device);
   choose_conv_algorithms(cfg.device, cfg.cudnn_find);
   ResNet18 model(cfg.batch_size, data.test_images.rows, data.test_images.cols, cfg.device, cfg.tf32);
-  model.load(read_state_dict(cfg.checkpoint), /*strict=*/true);
+  if (cfg.state) model.load(*cfg.state, /*strict=*/true);
+  else model.load(read_state_dict(cfg.checkpoint), /*strict=*/true);
   std::vector<float> logits;
   const auto [loss, acc] = evaluate(model, test, cfg.batch_size, cfg.dump_logits.empty() ? nullptr : &logits);
   if (!cfg.dump_logits.empty())
     write_npy(cfg.dump_logits, Tensor::from_vector({test.count, 10}, logits));
   report_conv_algorithms(cfg.device, cfg.cudnn_find);
-  std::printf("eval on %lld test images: test loss %.4f, test accuracy %.2f%%\n", (long long)test.count, loss, 100 * acc);
+  if (!cfg.quiet) std::printf("eval on %lld test images: test loss %.4f, test accuracy %.2f%%\n", (long long)test.count, loss, 100 * acc);
   return {loss, acc};
 }
 

@@ -1,13 +1,24 @@
 // Q3: transfer learning of ResNet18 on FashionMNIST - the data pipeline, the training and
 // evaluation loops, the grid search, checkpoints and the outputs (CSV, PDF, JSON).
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "host/checkpoint.h"
 #include "host/device.h"
 
 namespace handgrad {
+
+// Where a training run stands, after each step (TransferConfig::on_step).
+struct TransferProgress {
+  int64_t epoch = 0, epochs = 0, step = 0, steps = 0;  // 1-based
+  double loss = NAN;                                  // the last logged mean loss (NaN before the first)
+  double images_per_second = 0, eta_seconds = 0;
+};
 
 struct TransferConfig {
   std::string weights;     // "" search the torch hub caches, "none" random init, else a path
@@ -35,6 +46,13 @@ struct TransferConfig {
   bool profile = false;     // time each layer family over the steady steps (ResNet18::set_profiling)
   std::string pdf_name = "question3_result.pdf";
   std::string label;  // shown in titles and summaries, e.g. "reduced grid: 150 steps per configuration"
+  // The Python module's hooks: a starting state dict (an adapted model, as --checkpoint), a call
+  // after every step (it may throw to stop the run: Ctrl-C), the trained state dict kept in the
+  // result, and no files or summary lines.
+  const StateDict* initial_state = nullptr;
+  std::function<void(const TransferProgress&)> on_step;
+  bool keep_state = false;
+  bool write_files = true;
 };
 
 struct TransferResult {
@@ -48,6 +66,7 @@ struct TransferResult {
   int64_t steps = 0;
   std::vector<std::pair<int64_t, double>> loss_curve;  // (samples seen, loss)
   std::vector<std::pair<std::string, double>> profile_ms_per_step;  // --profile: (layer family, ms)
+  std::shared_ptr<StateDict> state;  // the trained model (TransferConfig::keep_state)
 };
 
 // The torchvision ImageNet checkpoint in the torch hub caches, or "" when there is none.
@@ -61,6 +80,8 @@ struct TransferEvalConfig {
   int64_t limit = 0, batch_size = 256;
   bool normalize = false, tf32 = false, cudnn_find = false;
   Device device = Device::CPU;
+  const StateDict* state = nullptr;  // in place of the checkpoint file (the Python module)
+  bool quiet = false;                // no summary line
 };
 // `handgrad transfer eval`: returns {test loss, accuracy}.
 std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg);

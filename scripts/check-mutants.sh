@@ -16,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 
 git ls-files -co --exclude-standard -z | (cd "$repo" && xargs -0 cp --parents -t "$work")
 cmake -S "$work" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHANDGRAD_CUDA=OFF \
-      -DHANDGRAD_TESTS=OFF -DHANDGRAD_BENCH=OFF >/dev/null 2>&1
+      -DHANDGRAD_TESTS=OFF -DHANDGRAD_BENCH=OFF -DHANDGRAD_PYTHON=OFF >/dev/null 2>&1
 build() { cmake --build "$work/build" --target handgrad >/dev/null; }
 
 run_oracle() {  # prints the first failure (or the last line), returns the oracle's exit code

@@ -13,7 +13,7 @@ TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(npy idx zip pickle safetensors einsum expr order)
 command -v clang++ >/dev/null || { echo "fuzz: clang++ is needed (apt-get install clang libclang-rt-14-dev)"; exit 2; }
 SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
-CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHANDGRAD_FUZZ=ON \
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHANDGRAD_FUZZ=ON -DHANDGRAD_PYTHON=OFF \
   -DHANDGRAD_TESTS=OFF -DHANDGRAD_BENCH=OFF -DHANDGRAD_CUDA=OFF -DHANDGRAD_OPENBLAS=OFF "-DCMAKE_CXX_FLAGS=$SAN" >/dev/null
 cmake --build build-fuzz -j "$(nproc)" --target $(printf 'fuzz_%s ' "${TARGETS[@]}")
 python3 tests/fuzz/make_corpus.py build-fuzz/seeds >/dev/null

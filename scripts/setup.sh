@@ -26,7 +26,8 @@ step() {
 
 REQUIRED=(build-essential cmake ninja-build git pkg-config patch
           libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
-          libopenblas-openmp-dev python3 python3-numpy python3-matplotlib)
+          libopenblas-openmp-dev python3 python3-numpy python3-matplotlib
+          python3-dev pybind11-dev libdlpack-dev python3-pytest python3-venv)
 # The PyTorch oracle, the real FashionMNIST and oneDNN (the fast CPU convolutions): installed
 # where the distribution has them (Debian 12 does); elsewhere the tests that need the first two
 # skip with a message, and the build falls back to im2col convolutions (saying so).

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-HANDGRAD_BUILD_DIR=build-asan scripts/build.sh -DHANDGRAD_CUDA=OFF -DHANDGRAD_BENCH=OFF \
+HANDGRAD_BUILD_DIR=build-asan scripts/build.sh -DHANDGRAD_CUDA=OFF -DHANDGRAD_BENCH=OFF -DHANDGRAD_PYTHON=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS=$SAN" "-DCMAKE_EXE_LINKER_FLAGS=$SAN"
 # Leaks in the runtime libraries' own thread pools at exit are theirs, not handgrad's.
 export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"

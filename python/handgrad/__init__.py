@@ -1,0 +1,120 @@
+"""handgrad from Python: the same C++ core as the `handgrad` command, on numpy arrays and torch tensors.
+
+    >>> import numpy as np, handgrad
+    >>> a, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
+    >>> handgrad.einsum("ij,jk->ik", a, b)          # a numpy array, computed by handgrad's kernels
+
+Arrays: numpy arrays (buffer protocol) and torch tensors (DLPack, CPU or CUDA). A float32,
+C-contiguous input is read in place, never copied; any other (float64, int, a transposed view, a
+list) is converted to float32 C-contiguous first. Results are float32 and come back as the
+caller's kind (a torch tensor if any operand was one, else a numpy array) on the caller's device,
+in handgrad's own buffer (no copy).
+
+Errors: bad input raises ValueError with handgrad's one-line message; anything else RuntimeError.
+Long calls (training) run without the GIL and stop with KeyboardInterrupt on Ctrl-C between steps.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+from . import _core
+from ._core import PathInfo, ResNet18
+
+__version__: str = _core.__version__
+__all__ = [
+    "einsum", "contract_path", "PathInfo", "train_mlp", "ResNet18", "train_transfer", "evaluate_transfer",
+    "autodiff", "cuda_available", "info",
+]
+
+def cuda_available() -> bool:
+    """True when this handgrad was built with CUDA and a GPU is usable."""
+    return _core.cuda_available()
+
+
+def info() -> Dict[str, Any]:
+    """What this module is: version, commit, whether CUDA was built in and is usable."""
+    return {
+        "version": _core.__version__,
+        "commit": _core.commit,
+        "built_with_cuda": _core.built_with_cuda,
+        "cuda_available": _core.cuda_available(),
+        "cuda_unavailable_reason": _core.cuda_unavailable_reason(),
+    }
+
+
+def einsum(equation: str, *operands: Any, order: str = "auto", device: Optional[str] = None) -> Any:
+    """torch.einsum's semantics on handgrad's kernels.
+
+    `order`: "auto" (the fewest FLOPs, as torch.einsum with opt_einsum), "greedy" (opt_einsum's
+    greedy) or "left-to-right" (torch.einsum without opt_einsum). `device`: None computes where
+    the operands are; "cpu" / "cuda" / "auto" moves them there first (a numpy caller still gets
+    a numpy array back). Results are float32.
+    """
+    return _core.einsum(equation, *operands, order=order, device=device)
+
+
+def contract_path(equation: str, *operands: Any, order: str = "auto") -> Tuple[list, PathInfo]:
+    """The contraction order einsum() takes, in the shape of opt_einsum.contract_path.
+
+    Operands may be arrays or shapes (tuples of ints). Returns (path, info): `path` lists each
+    step's pair of positions in the current operand list (the pair leaves it, its result is
+    appended), as opt_einsum's; `info` has each step's equation, FLOPs and result size, the totals
+    (`opt_cost`, `naive_cost`: left to right), `largest_intermediate` and `method`; print it.
+    """
+    return _core.contract_path(equation, *operands, order=order)
+
+
+def train_mlp(x: Any = None, y: Any = None, w1: Any = None, w2: Any = None, indices: Any = None, *,
+              lrs: Union[float, Sequence[float]] = 1e-5, iters: int = 100000, log_every: int = 100,
+              n: int = 500, d: int = 64, h: int = 64, seed: int = 2024, device: str = "auto",
+              impl: str = "auto") -> Dict[str, Any]:
+    """Q2: the two-layer ReLU regression MLP trained by batch-1 SGD, every derivative by hand.
+
+    Data X [n, d], Y [n], weights W1 [d, h], W2 [h] and the sample indices (int, [>= iters]) are
+    drawn from `seed` where not given (the CLI's problem). `lrs`: one rate or a sweep (trained
+    side by side). Returns {"impl", "device", "seconds", "us_per_iter", "best", "models": [{"lr",
+    "losses" (every iteration's), "w1", "w2" (final weights), "diverged_at" (None or the
+    iteration), "final_loss", "last1000_mean", "dataset_mse"}]}; `best` is None when every model
+    diverged. Inputs are copied (they are small).
+    """
+    lr_list = [float(lrs)] if isinstance(lrs, (int, float)) else [float(v) for v in lrs]
+    return _core.train_mlp(x, y, w1, w2, indices, lr_list, int(iters), int(log_every), int(n), int(d), int(h),
+                           int(seed), device, impl)
+
+
+def train_transfer(*, data_dir: str = "", weights: Optional[str] = None, state_dict: Optional[dict] = None,
+                   freeze: str = "backbone", batch_size: int = 16, lr: float = 0.01, momentum: float = 0.0,
+                   epochs: int = 2, max_steps: int = 0, eval: bool = True, eval_limit: int = 0, seed: int = 2024,
+                   device: str = "auto", normalize: bool = False, conv1_init: str = "rgb-sum",
+                   progress: Union[bool, Callable[[dict], None]] = True, log_every: int = 20,
+                   shuffle: bool = True) -> Dict[str, Any]:
+    """Q3: fine-tune ResNet18 on FashionMNIST (as `handgrad transfer train`).
+
+    Starts from `state_dict` (an adapted model: 1-channel conv1, 10-class fc) if given, else from
+    `weights`: None finds torchvision's ImageNet file in the torch hub cache, "none" is random
+    init, else a .pth / .safetensors path. `freeze`: "backbone" (only conv1 and fc train) or
+    "none". `progress`: True prints a progress line on stderr, False is silent, a callable gets
+    {"epoch", "epochs", "step", "steps", "loss", "images_per_second", "eta_seconds"} after every
+    step. Returns {"history": {"samples_seen", "train_loss"}, "final_train_loss", "test_loss",
+    "test_accuracy", "steps", "seconds", "images_per_second", "weights", "state_dict"}.
+    """
+    return _core.train_transfer(data_dir, weights, state_dict, freeze, int(batch_size), float(lr), float(momentum),
+                                int(epochs), int(max_steps), bool(eval), int(eval_limit), int(seed), device,
+                                bool(normalize), conv1_init, progress, int(log_every), bool(shuffle))
+
+
+def evaluate_transfer(state_dict: dict, *, data_dir: str = "", limit: int = 0, batch_size: int = 256,
+                      device: str = "auto", normalize: bool = False) -> Tuple[float, float]:
+    """Q3: (test loss, test accuracy) of an adapted ResNet18 state dict on FashionMNIST's test set."""
+    return _core.evaluate_transfer(state_dict, data_dir, int(limit), int(batch_size), device, bool(normalize))
+
+
+def autodiff(function: str = "squared", point: Sequence[float] = (2.0, 4.0)) -> Dict[str, Any]:
+    """Q4: forward- and reverse-mode traces of a function at a point.
+
+    `function`: "squared" (y1 = (x1 + x2)^2, y2 = (x1 - x2)^2, the homework's), "expanded", or
+    text such as "y1 = (x1 + x2)^2; y2 = exp(x1) * x2". Returns {"function", "point", "tables"
+    (one per seed: rows of primal, value, derivative, dvalue), "jacobian_forward",
+    "jacobian_reverse", "outputs", "text" (the tables as the homework lays them out)}.
+    """
+    return _core.autodiff(function, [float(v) for v in point])

@@ -1,0 +1,43 @@
+# Type stubs for handgrad (the docstrings are in __init__.py and the module).
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+__version__: str
+
+class PathInfo:
+    equation: str
+    method: str
+    contractions: List[Tuple[int, int]]
+    step_equations: List[str]
+    step_flops: List[float]
+    step_sizes: List[float]
+    opt_cost: float
+    naive_cost: float
+    largest_intermediate: float
+    plan_ms: float
+    speedup: float
+
+class ResNet18:
+    device: str
+    def __init__(self, state_dict: Optional[Dict[str, Any]] = None, *, seed: int = 2024, device: str = "auto") -> None: ...
+    def state_dict(self) -> Dict[str, Any]: ...
+    def load_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> None: ...
+    def forward(self, images: Any) -> Any: ...
+    def __call__(self, images: Any) -> Any: ...
+
+def cuda_available() -> bool: ...
+def info() -> Dict[str, Any]: ...
+def einsum(equation: str, *operands: Any, order: str = "auto", device: Optional[str] = None) -> Any: ...
+def contract_path(equation: str, *operands: Any, order: str = "auto") -> Tuple[List[Tuple[int, ...]], PathInfo]: ...
+def train_mlp(x: Any = None, y: Any = None, w1: Any = None, w2: Any = None, indices: Any = None, *,
+              lrs: Union[float, Sequence[float]] = 1e-5, iters: int = 100000, log_every: int = 100,
+              n: int = 500, d: int = 64, h: int = 64, seed: int = 2024, device: str = "auto",
+              impl: str = "auto") -> Dict[str, Any]: ...
+def train_transfer(*, data_dir: str = "", weights: Optional[str] = None, state_dict: Optional[Dict[str, Any]] = None,
+                   freeze: str = "backbone", batch_size: int = 16, lr: float = 0.01, momentum: float = 0.0,
+                   epochs: int = 2, max_steps: int = 0, eval: bool = True, eval_limit: int = 0, seed: int = 2024,
+                   device: str = "auto", normalize: bool = False, conv1_init: str = "rgb-sum",
+                   progress: Union[bool, Callable[[Dict[str, Any]], None]] = True, log_every: int = 20,
+                   shuffle: bool = True) -> Dict[str, Any]: ...
+def evaluate_transfer(state_dict: Dict[str, Any], *, data_dir: str = "", limit: int = 0, batch_size: int = 256,
+                      device: str = "auto", normalize: bool = False) -> Tuple[float, float]: ...
+def autodiff(function: str = "squared", point: Sequence[float] = (2.0, 4.0)) -> Dict[str, Any]: ...

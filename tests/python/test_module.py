@@ -1,0 +1,257 @@
+"""The Python module against PyTorch: values, zero-copy, errors, Ctrl-C, state dicts both ways.
+
+Run by ctest (python.module) with the build's python/ folder on PYTHONPATH; skipped, with the
+reason, where the module was not built or torch is missing.
+"""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+handgrad = pytest.importorskip("handgrad", reason="the handgrad module was not built (see CMake's output)")
+torch = pytest.importorskip("torch", reason="torch (the oracle) is not installed")
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from pyhelpers import fashion_dir  # noqa: E402
+
+RNG = np.random.default_rng(2024)
+
+
+def rand(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+# --- einsum ---------------------------------------------------------------------------------
+CASES = [
+    ("abcd,abcd->abcd", [(2, 3, 4, 5), (2, 3, 4, 5)]),
+    ("abcd,ed->abce", [(2, 3, 4, 5), (6, 5)]),
+    ("abcd->abd", [(2, 3, 4, 5)]),
+    ("ij,jk->ik", [(7, 5), (5, 3)]),
+    ("bij,bjk->bik", [(4, 3, 5), (4, 5, 2)]),
+    ("ii->i", [(6, 6)]),
+    ("...ij,...jk", [(2, 1, 3, 4), (5, 4, 2)]),
+    ("ab,cd,bc->ad", [(8, 9), (10, 11), (9, 10)]),
+    ("i,i->", [(13,), (13,)]),
+    ("ij->ji", [(3, 8)]),
+]
+
+
+@pytest.mark.parametrize("eq,shapes", CASES)
+def test_einsum_matches_torch_numpy_in_numpy_out(eq, shapes):
+    ops = [rand(*s) for s in shapes]
+    got = handgrad.einsum(eq, *ops)
+    want = torch.einsum(eq, *[torch.from_numpy(o).double() for o in ops]).numpy()
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("eq,shapes", CASES[:5])
+def test_einsum_torch_in_torch_out(eq, shapes):
+    ops = [torch.from_numpy(rand(*s)) for s in shapes]
+    got = handgrad.einsum(eq, *ops)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32 and got.device.type == "cpu"
+    torch.testing.assert_close(got, torch.einsum(eq, *ops), rtol=1e-4, atol=1e-4)
+
+
+def test_orders_agree():
+    ops = [rand(6, 7), rand(8, 9), rand(7, 8)]
+    ref = handgrad.einsum("ab,cd,bc->ad", *ops, order="left-to-right")
+    for order in ("auto", "greedy"):
+        np.testing.assert_allclose(handgrad.einsum("ab,cd,bc->ad", *ops, order=order), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_inputs_are_read_in_place_and_results_not_copied():
+    a, b = rand(30, 40), rand(40, 50)
+    assert handgrad._core._input_address(a) == (a.ctypes.data, False)
+    ta = torch.from_numpy(a)
+    assert handgrad._core._input_address(ta) == (ta.data_ptr(), False)
+    before = handgrad._core._stats()
+    out = handgrad.einsum("ij,jk->ik", a, b)
+    after = handgrad._core._stats()
+    assert after["inputs_converted"] == before["inputs_converted"]
+    assert after["inputs_borrowed"] == before["inputs_borrowed"] + 2
+    # The array numpy got is handgrad's result buffer (a capsule owns it), not a copy of it.
+    assert out.ctypes.data == after["last_result_address"] and not out.flags.owndata
+    tout = handgrad.einsum("ij,jk->ik", ta, torch.from_numpy(b))
+    assert tout.data_ptr() == handgrad._core._stats()["last_result_address"]
+    # The result outlives everything else: the capsule keeps it.
+    del a, b, ta
+    assert np.isfinite(out).all()
+
+
+def test_other_inputs_are_converted_not_misread():
+    a = rand(5, 6)
+    for other in (a.astype(np.float64), a.T.copy().T, np.asfortranarray(a), a.tolist(),
+                  torch.from_numpy(a).double(), torch.from_numpy(a.T.copy()).t()):
+        before = handgrad._core._stats()["inputs_converted"]
+        got = handgrad.einsum("ij->ji", other)
+        np.testing.assert_array_equal(np.asarray(got), a.T)
+        if not (isinstance(other, np.ndarray) and other.dtype == np.float32 and other.flags.c_contiguous):
+            assert handgrad._core._stats()["inputs_converted"] == before + 1
+    # A strided view of a float32 array: converted, and the values are the view's.
+    big = rand(8, 8)
+    np.testing.assert_array_equal(handgrad.einsum("ij->ij", big[::2, 1::3]), big[::2, 1::3])
+    # A tensor that requires grad is read through detach().
+    w = torch.ones(3, 3, requires_grad=True)
+    assert float(handgrad.einsum("ij->", w)) == 9.0
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: handgrad.einsum("ij,jk->iz", rand(2, 3), rand(3, 4)), "output subscript 'z'"),
+    (lambda: handgrad.einsum("ij,jk->ik", rand(2, 3), rand(4, 4)), "subscript 'j'"),
+    (lambda: handgrad.einsum("ij->", rand(2, 3), rand(2, 3)), "more operands"),
+    (lambda: handgrad.einsum("i(j", rand(2, 3)), "einsum"),
+    (lambda: handgrad.einsum("ij", np.array([["a", "b"]])), "cannot be read"),
+    (lambda: handgrad.einsum("ij", rand(2, 2), order="best"), "order must be"),
+    (lambda: handgrad.contract_path("ij,jk", (2, 3), "x"), "neither an array nor a shape"),
+    (lambda: handgrad.train_mlp(lrs=[-1.0], iters=10), "--lr must be positive"),
+    (lambda: handgrad.ResNet18({"conv1.weight": np.zeros((3, 3))}, device="cpu"), "conv1.weight"),
+    (lambda: handgrad.autodiff("y1 = x1 +", (1.0,)), ""),
+    (lambda: handgrad.einsum("ij", rand(2, 2), device="tpu"), "device"),
+])
+def test_bad_input_is_a_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_contract_path_matches_opt_einsum_conventions():
+    path, info = handgrad.contract_path("ab,cd,bc->ad", (256, 256), (256, 256), (256, 256))
+    assert path == [(0, 2), (0, 1)]
+    assert info.opt_cost == 2 * 256 ** 3 * 2 and info.naive_cost > 100 * info.opt_cost
+    assert info.step_equations == ["ab,bc->ac", "ac,cd->ad"]
+    assert "Complete contraction:  ab,cd,bc->ad" in str(info)
+    # Arrays and shapes give the same path; one operand is opt_einsum's [(0,)].
+    ops = [rand(4, 5), rand(6, 7), rand(5, 6)]
+    assert handgrad.contract_path("ab,cd,bc->ad", *ops)[0] == handgrad.contract_path(
+        "ab,cd,bc->ad", *[o.shape for o in ops])[0]
+    assert handgrad.contract_path("ij->i", (3, 4))[0] == [(0,)]
+
+
+# --- Q2 -------------------------------------------------------------------------------------
+def test_mlp_matches_a_torch_replay():
+    n, d, h, iters, lr = 50, 8, 6, 300, 1e-3
+    X, Y, W1, W2 = rand(n, d), rand(n), rand(d, h) * 0.3, rand(h) * 0.3
+    idx = RNG.integers(0, n, iters)
+    r = handgrad.train_mlp(X, Y, W1, W2, idx, lrs=lr, iters=iters, device="cpu")
+    m = r["models"][0]
+    w1, w2 = torch.from_numpy(W1.copy()), torch.from_numpy(W2.copy())
+    losses = []
+    for t in range(iters):  # the manual backward, replayed in torch (float32)
+        x, y = torch.from_numpy(X[idx[t]]), torch.tensor(Y[idx[t]])
+        a = x @ w1
+        ar = torch.relu(a)
+        yp = ar @ w2
+        losses.append(float((yp - y) ** 2))
+        dy = 2 * (yp - y)
+        dw2 = ar * dy
+        da = (dy * w2) * (a >= 0)
+        w1 = w1 - lr * torch.outer(x, da)
+        w2 = w2 - lr * dw2
+    np.testing.assert_allclose(m["losses"], losses, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(m["w1"], w1.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(m["w2"], w2.numpy(), rtol=1e-4, atol=1e-6)
+    assert m["diverged_at"] is None and r["best"] == 0
+
+
+def test_mlp_divergence_is_returned_not_raised():
+    r = handgrad.train_mlp(lrs=[0.03, 1e-5], iters=2000, device="cpu")
+    assert r["models"][0]["diverged_at"] is not None and r["models"][1]["diverged_at"] is None
+    assert r["best"] == 1 and np.isnan(r["models"][0]["losses"][-1])
+    r = handgrad.train_mlp(lrs=0.03, iters=200, device="cpu")
+    assert r["best"] is None
+
+
+# --- Q3 -------------------------------------------------------------------------------------
+def torchvision_resnet18():
+    torchvision = pytest.importorskip("torchvision")
+    net = torchvision.models.resnet18(num_classes=10)
+    net.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    return net
+
+
+def test_state_dict_round_trip_through_torchvision():
+    x = rand(6, 1, 28, 28)
+    ours = handgrad.ResNet18(seed=7, device="cpu")
+    net = torchvision_resnet18()
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    net.eval()
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(x))
+    np.testing.assert_allclose(ours(x), theirs.numpy(), rtol=1e-4, atol=1e-4)
+    # And back: torchvision's weights (with trained-looking BN statistics) into handgrad.
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+        theirs = net(torch.from_numpy(x))
+    back = handgrad.ResNet18(net.state_dict(), device="cpu")
+    got = back(torch.from_numpy(x))
+    assert isinstance(got, torch.Tensor)
+    torch.testing.assert_close(got, theirs, rtol=1e-4, atol=1e-4)
+    assert set(back.state_dict()) == set(net.state_dict())
+
+
+@pytest.mark.skipif(fashion_dir() is None, reason="FashionMNIST is not installed (dataset-fashion-mnist)")
+def test_transfer_trains_reports_progress_and_returns_a_loadable_state():
+    seen = []
+    r = handgrad.train_transfer(weights="none", batch_size=8, max_steps=6, log_every=3, eval_limit=64,
+                                device="cpu", progress=seen.append, data_dir=fashion_dir())
+    assert [p["step"] for p in seen] == list(range(1, 7)) and seen[-1]["steps"] == 6
+    assert len(r["history"]["train_loss"]) == 2 and r["steps"] == 6
+    loss, acc = handgrad.evaluate_transfer(r["state_dict"], limit=64, device="cpu", data_dir=fashion_dir())
+    assert abs(loss - r["test_loss"]) < 1e-6 and acc == r["test_accuracy"]
+    net = torchvision_resnet18()
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in r["state_dict"].items()})
+
+
+# --- Q4 -------------------------------------------------------------------------------------
+def test_autodiff_tables():
+    r = handgrad.autodiff("squared", (2, 4))
+    assert r["outputs"] == [36.0, 4.0]
+    assert r["jacobian_forward"] == r["jacobian_reverse"] == [[12.0, 12.0], [-4.0, 4.0]]
+    assert len(r["tables"]) == 4 and "Table 1" in r["text"]
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------
+@pytest.mark.skipif(fashion_dir() is None, reason="FashionMNIST is not installed (dataset-fashion-mnist)")
+def test_ctrl_c_stops_training_with_keyboard_interrupt():
+    code = textwrap.dedent("""
+        import sys, handgrad
+        try:
+            handgrad.train_transfer(weights="none", epochs=1, eval=False, device="cpu", progress=False,
+                                    data_dir=sys.argv[1])
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(42)
+        print("finished")
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code, fashion_dir()], stdout=subprocess.PIPE, text=True)
+    time.sleep(4)  # past start-up and the data, into the steps
+    t0 = time.time()
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 42 and "interrupted" in out
+    assert time.time() - t0 < 10
+
+
+def test_ctrl_c_stops_mlp_between_blocks():
+    code = textwrap.dedent("""
+        import sys, handgrad
+        try:
+            handgrad.train_mlp(iters=2**25, lrs=1e-5, device="cpu")
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(42)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    time.sleep(3)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 42 and "interrupted" in out
