@@ -5,7 +5,10 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <sys/wait.h>
 
 #include "host/atomic_file.h"
 #include "host/einsum.h"
@@ -344,6 +347,87 @@ json report_q5(const ReportOptions& opt, bool& ok) {
   return {{"checks", rows}, {"pass", pass}};
 }
 
+// The homework's question1-3.py (python/homework/): copied into the report folder and run, each
+// in a scratch folder (their own plots must not replace the report's), through `import handgrad`.
+// Where to find them, the module and the Python it was built for: the source tree and build folder
+// this binary came from (the environment's handgrad, if installed, otherwise).
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string last_line(std::string text) {
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text.substr(text.rfind('\n') + 1);  // npos + 1 == 0: the whole text
+}
+
+std::string sh_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+json report_python(const ReportOptions& opt, bool& ok) {
+  const fs::path dir(opt.out_dir);
+  std::error_code ec;
+  fs::path scripts = fs::path(HANDGRAD_SOURCE_DIR) / "python" / "homework";
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!fs::exists(scripts / "question1.py") && !ec) scripts = exe.parent_path().parent_path() / "python" / "homework";
+  json out = json::object();
+  if (!fs::exists(scripts / "question1.py")) {
+    std::printf("Python scripts: python/homework/ not found next to this handgrad: FAIL\n");
+    ok = false;
+    return {{"error", "python/homework not found"}};
+  }
+  std::string pythonpath;
+  if (!ec && fs::exists(exe.parent_path() / "python" / "handgrad" / "__init__.py"))
+    pythonpath = fs::absolute(exe.parent_path() / "python").string();
+#ifdef HANDGRAD_PYTHON_EXECUTABLE
+  std::string python = HANDGRAD_PYTHON_EXECUTABLE;
+#else
+  std::string python = "python3";
+#endif
+  if (const char* env = std::getenv("HANDGRAD_PYTHON")) python = env;
+  for (const char* name : {"question1.py", "question2.py", "question3.py"})
+    write_file_atomic((dir / name).string(), read_text(scripts / name));
+  // A build without the module (the GPU check's staged build: no pybind11 for its Python) and no
+  // installed handgrad: the scripts go into the zip unrun, and the report says so.
+  if (pythonpath.empty() &&
+      std::system((sh_quote(python) + " -c 'import handgrad' >/dev/null 2>&1").c_str()) != 0) {
+    std::printf("Python: question1-3.py not run: this handgrad was built without its Python module and %s "
+                "cannot import one (apt-get install pybind11-dev python3-dev libdlpack-dev, rebuild)\n",
+                python.c_str());
+    return {{"skipped", "no handgrad module for " + python}};
+  }
+  const fs::path scratch = dir / "python-check";
+  fs::create_directories(scratch);
+  bool all = true;
+  for (const char* name : {"question1.py", "question2.py", "question3.py"}) {
+    // Q3 trains for an hour on a CPU: the script's quick mode. Q1 and Q2 take seconds in full.
+    const bool quick = opt.quick || std::string(name) == "question3.py";
+    const fs::path log = scratch / (std::string(name) + ".log");
+    std::string cmd = "cd " + sh_quote(scratch.string()) + " && ";
+    if (!pythonpath.empty()) cmd += "PYTHONPATH=" + sh_quote(pythonpath) + "${PYTHONPATH:+:$PYTHONPATH} ";
+    cmd += "timeout 1200 " + sh_quote(python) + " " + sh_quote(fs::absolute(dir / name).string()) +
+           (quick ? " --quick" : "") + " --device " + device_name(opt.device) +
+           (std::string(name) == "question1.py" ? "" : " --out .") + " > " + sh_quote(log.filename().string()) +
+           " 2>&1";
+    const double t = now_s();
+    const int rc = std::system(cmd.c_str());
+    const int code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    const std::string tail = last_line(read_text(log));
+    all = all && code == 0;
+    std::printf("Python: %s%s -> exit %d in %.1f s: %s\n", name, quick ? " --quick" : "", code, now_s() - t, tail.c_str());
+    out[name] = {{"exit_code", code}, {"quick", quick}, {"seconds", now_s() - t}, {"last_line", tail},
+                 {"log", (fs::path("python-check") / log.filename()).string()}};
+  }
+  ok = ok && all;
+  out["pass"] = all;
+  return out;
+}
+
 }  // namespace
 
 int run_report(const ReportOptions& opt) {
@@ -373,6 +457,11 @@ int run_report(const ReportOptions& opt) {
     const double t = now_s();
     summary[e.key] = e.run(opt, ok);
     std::printf("[report] %.2s done in %.1f s\n", e.title, now_s() - t);  // "Q1 done in ..."
+  }
+  if (opt.only.empty()) {  // the checklist's question1-3.py, run through the Python module
+    std::printf("[report] question1-3.py ...\n");
+    std::fflush(stdout);
+    summary["python_scripts"] = report_python(opt, ok);
   }
   const double total = now_s() - t0;
   summary["seconds"] = total;
@@ -430,11 +519,23 @@ int run_report(const ReportOptions& opt) {
     md += cat("\n## Q5: FC-layer gradient\n\ndL/dW = X^T dL/dY, derived in `question5.pdf` (source: "
               "docs/fc_gradient.md); gradient checks: ", summary["q5"]["pass"].get<bool>() ? "all pass" : "FAILURES",
               " (`q5_gradcheck.txt`).\n");
+  if (summary.contains("python_scripts") && !summary["python_scripts"].contains("skipped")) {
+    md += "\n## question1-3.py\n\nThe checklist's scripts, computing through `import handgrad` and checking against "
+          "PyTorch (torch.einsum; the manual-backward MLP replayed in torch; torchvision's ResNet18 on handgrad's "
+          "trained weights). Run here from this folder (logs in `python-check/`):\n\n| script | exit | last line |\n|---|---|---|\n";
+    for (const char* name : {"question1.py", "question2.py", "question3.py"})
+      if (summary["python_scripts"].contains(name)) {
+        const json& r = summary["python_scripts"][name];
+        md += cat("| `", name, r["quick"].get<bool>() ? " --quick" : "", "` | ", r["exit_code"].get<int>(), " | ",
+                  r["last_line"].get<std::string>(), " |\n");
+      }
+  }
   write_file_atomic((fs::path(opt.out_dir) / "README.md").string(), md);
   write_file_atomic((fs::path(opt.out_dir) / "report.json").string(), summary.dump(2) + "\n");
   // The deliverables in one archive (what exists: a subset run or a missing plot leaves gaps).
   std::vector<std::pair<std::string, std::string>> files;
-  for (const char* f : {"README.md", "report.json", "q1_einsum.txt", "Q2_output.txt", "question2_result.pdf",
+  for (const char* f : {"README.md", "report.json", "question1.py", "question2.py", "question3.py", "q1_einsum.txt",
+                        "Q2_output.txt", "question2_result.pdf",
                         "mlp_loss.csv", "question3_result.pdf", "question3_grid.pdf", "q3_grid.md", "q4_autodiff.txt",
                         "q4_squared.json", "question4.pdf", "q5_gradcheck.txt", "question5.pdf"}) {
     const fs::path p = fs::path(opt.out_dir) / f;

@@ -635,6 +635,7 @@ logits [n, 10] of images [n, 1, H, W] in evaluation mode (running BatchNorm stat
         py::arg("freeze"), py::arg("batch_size"), py::arg("lr"), py::arg("momentum"), py::arg("epochs"),
         py::arg("max_steps"), py::arg("eval"), py::arg("eval_limit"), py::arg("seed"), py::arg("device"),
         py::arg("normalize"), py::arg("conv1_init"), py::arg("progress"), py::arg("log_every"), py::arg("shuffle"));
+  m.def("imagenet_weights_path", &locate_imagenet_weights);
   m.def("evaluate_transfer", &evaluate_transfer_py, py::arg("state_dict"), py::arg("data_dir"), py::arg("limit"),
         py::arg("batch_size"), py::arg("device"), py::arg("normalize"));
 

@@ -23,12 +23,17 @@ from ._core import PathInfo, ResNet18
 __version__: str = _core.__version__
 __all__ = [
     "einsum", "contract_path", "PathInfo", "train_mlp", "ResNet18", "train_transfer", "evaluate_transfer",
-    "autodiff", "cuda_available", "info",
+    "autodiff", "cuda_available", "imagenet_weights_path", "info",
 ]
 
 def cuda_available() -> bool:
     """True when this handgrad was built with CUDA and a GPU is usable."""
     return _core.cuda_available()
+
+
+def imagenet_weights_path() -> str:
+    """torchvision's ImageNet ResNet18 file in the torch hub cache ("" when there is none)."""
+    return _core.imagenet_weights_path()
 
 
 def info() -> Dict[str, Any]:
