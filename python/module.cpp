@@ -46,6 +46,21 @@ struct InteropStats {
 };
 InteropStats g_stats;
 
+// torch's objects the interop needs, looked up once (leaked on purpose: they must outlive every
+// call, and Python tears modules down in its own order at exit).
+struct TorchHandles {
+  py::handle float32, from_dlpack;
+};
+const TorchHandles& torch_handles() {
+  static const TorchHandles h = [] {
+    TorchHandles t;
+    t.float32 = py::object(py::module_::import("torch").attr("float32")).release();
+    t.from_dlpack = py::object(py::module_::import("torch.utils.dlpack").attr("from_dlpack")).release();
+    return t;
+  }();
+  return h;
+}
+
 bool is_torch_tensor(py::handle o) {
   const py::handle type = reinterpret_cast<PyObject*>(Py_TYPE(o.ptr()));
   const std::string module = py::str(type.attr("__module__"));
@@ -111,14 +126,15 @@ Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
   if (b.kind == ArrayKind::Torch) {
     // DLPack refuses tensors that require grad; a float32 contiguous tensor stays as it is.
     src = src.attr("detach")();
-    py::object f32 = py::module_::import("torch").attr("float32");
-    if (!py::object(src.attr("dtype")).equal(f32) || !py::bool_(src.attr("is_contiguous")())) {
+    const py::handle f32 = torch_handles().float32;
+    if (!py::object(src.attr("dtype")).is(f32) || !py::bool_(src.attr("is_contiguous")())) {
       src = src.attr("to")(f32).attr("contiguous")();
       b.converted = true;
     }
   }
-  const py::tuple dev = src.attr("__dlpack_device__")();
-  const int dev_type = dev[0].cast<int>();
+  // torch's __dlpack_device__ is Python code (2 us here); its is_cuda tells the same.
+  const int dev_type = b.kind == ArrayKind::Torch ? (py::bool_(src.attr("is_cuda")) ? kDLCUDA : kDLCPU)
+                                                  : py::tuple(src.attr("__dlpack_device__")())[0].cast<int>();
   // On a GPU, ask the producer to order its pending work before handgrad's stream (the legacy
   // default stream, DLPack's stream 1).
   py::object cap = dev_type == kDLCUDA ? src.attr("__dlpack__")(py::arg("stream") = 1) : src.attr("__dlpack__")();
@@ -192,7 +208,7 @@ py::object to_torch(Tensor t) {
       m->deleter(m);
     }
   });
-  return py::module_::import("torch.utils.dlpack").attr("from_dlpack")(cap);
+  return torch_handles().from_dlpack(cap);
 }
 
 py::object to_caller(Tensor t, ArrayKind kind) {
