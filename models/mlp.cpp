@@ -84,30 +84,50 @@ MlpData make_data(MlpConfig& cfg) {
   return d;
 }
 
-// cpu::mlp_train in blocks of iterations, one model at a time, calling `between` after each
-// block: the same steps in the same order (models are independent), so the same numbers.
+// cpu::mlp_train in blocks of iterations, calling `between` after each block: the same steps in
+// the same order (a model's steps depend on nothing but its own state), so the same numbers. Each
+// block trains the models still alive in one call (in parallel, as one call over the whole run
+// would); once one has diverged, the others' parameters are gathered into a scratch run.
 void train_in_blocks(float* params, float* losses, int64_t* diverged, const MlpRun& r,
                      const std::function<void()>& between) {
   constexpr int64_t kBlock = 1 << 16;
-  const int64_t P = mlp_param_count(r.d, r.h);
-  for (int64_t m = 0; m < r.models; ++m) {
-    diverged[m] = -1;
-    for (int64_t t0 = 0; t0 < r.iters; t0 += kBlock) {
-      MlpRun block = r;
-      block.models = 1;
-      block.iters = std::min(kBlock, r.iters - t0);
-      block.indices = r.indices + t0;
-      block.lr = r.lr + m;
-      int64_t d = -1;
-      cpu::mlp_train(params + m * P, losses + m * r.iters + t0, &d, block);
-      between();
-      if (d >= 0) {
-        diverged[m] = t0 + d;
+  const int64_t P = mlp_param_count(r.d, r.h), M = r.models;
+  std::vector<float> block_losses(M * std::min(kBlock, r.iters)), alive_params, alive_lr;
+  std::vector<int64_t> block_diverged(M);
+  std::fill(diverged, diverged + M, -1);
+  for (int64_t t0 = 0; t0 < r.iters; t0 += kBlock) {
+    std::vector<int64_t> alive;
+    for (int64_t m = 0; m < M; ++m)
+      if (diverged[m] < 0) alive.push_back(m);
+    if (alive.empty()) break;
+    const int64_t A = static_cast<int64_t>(alive.size());
+    MlpRun block = r;
+    block.models = A;
+    block.iters = std::min(kBlock, r.iters - t0);
+    block.indices = r.indices + t0;
+    float* p = params;
+    if (A < M) {
+      alive_params.resize(A * P);
+      alive_lr.resize(A);
+      for (int64_t k = 0; k < A; ++k) {
+        std::copy_n(params + alive[k] * P, P, alive_params.data() + k * P);
+        alive_lr[k] = r.lr[alive[k]];
+      }
+      p = alive_params.data();
+      block.lr = alive_lr.data();
+    }
+    cpu::mlp_train(p, block_losses.data(), block_diverged.data(), block);
+    for (int64_t k = 0; k < A; ++k) {
+      const int64_t m = alive[k];
+      if (A < M) std::copy_n(alive_params.data() + k * P, P, params + m * P);
+      std::copy_n(block_losses.data() + k * block.iters, block.iters, losses + m * r.iters + t0);
+      if (block_diverged[k] >= 0) {
+        diverged[m] = t0 + block_diverged[k];
         std::fill(losses + m * r.iters + t0 + block.iters, losses + (m + 1) * r.iters,
                   std::numeric_limits<float>::quiet_NaN());
-        break;
       }
     }
+    between();
   }
 }
 

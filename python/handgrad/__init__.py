@@ -83,8 +83,11 @@ def train_mlp(x: Any = None, y: Any = None, w1: Any = None, w2: Any = None, indi
     diverged. Inputs are copied (they are small).
     """
     lr_list = [float(lrs)] if isinstance(lrs, (int, float)) else [float(v) for v in lrs]
-    return _core.train_mlp(x, y, w1, w2, indices, lr_list, int(iters), int(log_every), int(n), int(d), int(h),
-                           int(seed), device, impl)
+    r = _core.train_mlp(x, y, w1, w2, indices, lr_list, int(iters), int(log_every), int(n), int(d), int(h),
+                        int(seed), device, impl)
+    for m, lr in zip(r["models"], lr_list):
+        m["lr"] = lr  # the caller's value, not its float32 rounding
+    return r
 
 
 def train_transfer(*, data_dir: str = "", weights: Optional[str] = None, state_dict: Optional[dict] = None,

@@ -159,6 +159,20 @@ def test_mlp_matches_a_torch_replay():
     assert m["diverged_at"] is None and r["best"] == 0
 
 
+@pytest.mark.skipif(not os.environ.get("HANDGRAD_CLI"), reason="HANDGRAD_CLI (the handgrad binary) is not set")
+def test_mlp_in_interruptible_blocks_is_the_cli_bit_for_bit(tmp_path):
+    # 70000 iterations cross a block boundary (65536), with a model diverging in the first block.
+    iters = 70000
+    subprocess.run([os.environ["HANDGRAD_CLI"], "mlp", "--iters", str(iters), "--lr", "1e-5,0.03", "--no-plot",
+                    "--device", "cpu", "--out-dir", str(tmp_path), "--save-weights", str(tmp_path / "w")],
+                   check=True, capture_output=True)
+    r = handgrad.train_mlp(lrs=[1e-5, 0.03], iters=iters, device="cpu")
+    best = r["models"][r["best"]]
+    assert r["models"][1]["diverged_at"] is not None and best["lr"] == 1e-5
+    np.testing.assert_array_equal(best["w1"], np.load(tmp_path / "w" / "W1.npy"))
+    np.testing.assert_array_equal(best["w2"].reshape(-1), np.load(tmp_path / "w" / "W2.npy").reshape(-1))
+
+
 def test_mlp_divergence_is_returned_not_raised():
     r = handgrad.train_mlp(lrs=[0.03, 1e-5], iters=2000, device="cpu")
     assert r["models"][0]["diverged_at"] is not None and r["models"][1]["diverged_at"] is None
