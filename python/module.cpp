@@ -16,6 +16,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <mutex>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -69,6 +70,8 @@ bool is_torch_tensor(py::handle o) {
 
 bool contiguous(const DLTensor& t) {
   if (!t.strides) return true;
+  for (int d = 0; d < t.ndim; ++d)
+    if (t.shape[d] == 0) return true;  // no element to misread (torch gives empty tensors any strides)
   int64_t expect = 1;
   for (int d = t.ndim - 1; d >= 0; --d) {
     if (t.shape[d] != 1 && t.strides[d] != expect) return false;
@@ -200,7 +203,18 @@ py::object to_torch(Tensor t) {
   d.shape = e->shape.data();
   d.strides = nullptr;  // compact, row-major
   e->managed.manager_ctx = e;
-  e->managed.deleter = [](DLManagedTensor* m) { delete static_cast<Exported*>(m->manager_ctx); };
+  // A consumer may still have work queued on its own stream that reads a GPU result: wait for the
+  // device before the buffer goes back to handgrad's pool (a CPU result just goes).
+  e->managed.deleter = [](DLManagedTensor* m) {
+    auto* ex = static_cast<Exported*>(m->manager_ctx);
+    if (ex->tensor.device() == Device::CUDA) {
+      try {
+        synchronize(Device::CUDA);
+      } catch (...) {  // a deleter must not throw; the error surfaces at the next call
+      }
+    }
+    delete ex;
+  };
   g_stats.last_result = reinterpret_cast<uintptr_t>(d.data);
   py::capsule cap(&e->managed, "dltensor", [](PyObject* c) {
     if (PyCapsule_IsValid(c, "dltensor")) {  // never consumed
@@ -221,6 +235,11 @@ std::optional<Device> device_arg(const std::optional<std::string>& device) {
   if (!device) return std::nullopt;
   return parse_device(*device);
 }
+
+// The core drives one GPU stream and shared library handles from one host thread at a time:
+// every call into it holds this lock, taken after the GIL is released (so a thread waiting for
+// it never holds the GIL that a running call's Ctrl-C check or progress callback needs).
+std::mutex g_core;
 
 // ---------------------------------------------------------------------------------------------
 // Ctrl-C and progress
@@ -255,6 +274,7 @@ py::object einsum_py(const std::string& equation, py::args operands, const std::
   Tensor out;
   {
     py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> core(g_core);
     std::vector<Tensor> moved;  // operands copied to the requested device
     moved.reserve(in.size());   // so the pointers into it stay valid
     std::vector<const Tensor*> ptrs;
@@ -267,12 +287,12 @@ py::object einsum_py(const std::string& equation, py::args operands, const std::
       }
     }
     out = einsum(equation, ptrs, nullptr, ord);
+    // A numpy caller gets a host array whatever device computed it; a torch caller gets it on
+    // the device its operands were on.
+    if (kind == ArrayKind::Torch && !in.empty() && out.device() != in[0].tensor.device())
+      out = out.to(in[0].tensor.device());
     synchronize(out.device());  // the caller's library may read it on another stream
   }
-  // A numpy caller gets a host array whatever device computed it; a torch caller gets it on the
-  // device its operands were on.
-  if (kind == ArrayKind::Torch && !in.empty() && out.device() != in[0].tensor.device())
-    out = out.to(in[0].tensor.device());
   return to_caller(std::move(out), kind);
 }
 
@@ -424,6 +444,7 @@ py::dict train_mlp_py(py::object x, py::object y, py::object w1, py::object w2, 
   MlpResult r;
   {
     py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> core(g_core);
     r = run_mlp(cfg);
   }
   py::list models;
@@ -459,12 +480,29 @@ class PyResNet18 {
  public:
   PyResNet18(std::optional<py::dict> state, uint64_t seed, const std::string& device)
       : device_(parse_device(device)) {
-    make(1, 28, 28);
+    std::optional<StateDict> sd;
+    if (state) sd = dict_to_state(*state);
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> core(g_core);
+    model_ = std::make_unique<ResNet18>(1, 28, 28, device_);
     model_->init_random(seed);
-    if (state) load(*state, true);
+    if (sd) model_->load(*sd, true);
   }
-  py::dict state_dict() const { return state_to_dict(model_->state_dict()); }
-  void load(const py::dict& d, bool strict) { model_->load(dict_to_state(d), strict); }
+  py::dict state_dict() const {
+    StateDict sd;
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> core(g_core);
+      sd = model_->state_dict();
+    }
+    return state_to_dict(sd);
+  }
+  void load(const py::dict& d, bool strict) {
+    const StateDict sd = dict_to_state(d);
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> core(g_core);
+    model_->load(sd, strict);
+  }
   std::string device() const { return device_name(device_); }
 
   py::object forward(py::handle images) {
@@ -474,14 +512,17 @@ class PyResNet18 {
                "images must be [n, 1, H, W] with n, H, W > 0, got ", shape_str(s));
     const int64_t n = s[0], H = s[2], W = s[3], chunk = std::min<int64_t>(n, 256);
     std::vector<float> logits(n * 10);
+    Tensor out;
     {
       py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> core(g_core);
       Tensor images_dev = in.tensor.device() == device_ ? Tensor() : in.tensor.to(device_);
       const float* px = (images_dev.defined() ? images_dev : in.tensor).data<float>();
-      if (chunk != batch_ || H != h_ || W != w_) {
-        const StateDict sd = model_->state_dict();
-        make(chunk, H, W);
-        model_->load(sd, true);
+      if (chunk != batch_ || H != h_ || W != w_) {  // a model sized for these images, same weights
+        auto sized = std::make_unique<ResNet18>(chunk, H, W, device_);
+        sized->load(model_->state_dict(), true);
+        model_ = std::move(sized);  // only once it is whole: a failure above keeps the old model
+        batch_ = chunk, h_ = H, w_ = W;
       }
       Buffer labels(sizeof(int32_t) * chunk, device_);
       zero_bytes(labels.get(), device_, labels.bytes());
@@ -492,21 +533,17 @@ class PyResNet18 {
         const std::vector<float> l = model_->logits();
         std::copy(l.begin(), l.begin() + m * 10, logits.begin() + b * 10);
       }
+      out = Tensor::from_vector({n, 10}, logits);
+      if (in.kind == ArrayKind::Torch && in.tensor.device() != Device::CPU) out = out.to(in.tensor.device());
+      synchronize(out.device());
     }
-    Tensor out = Tensor::from_vector({n, 10}, logits);
-    if (in.kind == ArrayKind::Torch && in.tensor.device() != Device::CPU) out = out.to(in.tensor.device());
     return to_caller(std::move(out), in.kind);
   }
 
  private:
-  void make(int64_t batch, int64_t h, int64_t w) {
-    model_.reset();
-    model_ = std::make_unique<ResNet18>(batch, h, w, device_);
-    batch_ = batch, h_ = h, w_ = w;
-  }
   Device device_;
   std::unique_ptr<ResNet18> model_;
-  int64_t batch_ = 0, h_ = 0, w_ = 0;
+  int64_t batch_ = 1, h_ = 28, w_ = 28;
 };
 
 py::dict train_transfer_py(const std::string& data_dir, const std::optional<std::string>& weights,
@@ -542,6 +579,7 @@ py::dict train_transfer_py(const std::string& data_dir, const std::optional<std:
   TransferResult r;
   {
     py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> core(g_core);
     r = run_transfer_train(cfg);
   }
   py::dict out;
@@ -571,6 +609,7 @@ py::tuple evaluate_transfer_py(const py::dict& state_dict, const std::string& da
   std::pair<double, double> r;
   {
     py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> core(g_core);
     r = run_transfer_eval(cfg);
   }
   return py::make_tuple(r.first, r.second);
@@ -677,6 +716,7 @@ logits [n, 10] of images [n, 1, H, W] in evaluation mode (running BatchNorm stat
     for (size_t i = 0; i < operands.size(); ++i) in.push_back(borrow_array(operands[i], "operand"));
     for (Borrowed& b : in) ptrs.push_back(&b.tensor);
     py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> core(g_core);
     einsum(equation, ptrs);  // warm-up
     const auto t0 = std::chrono::steady_clock::now();
     for (int r = 0; r < reps; ++r) einsum(equation, ptrs);

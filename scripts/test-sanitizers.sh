@@ -12,5 +12,8 @@ HANDGRAD_BUILD_DIR=build-asan scripts/build.sh -DHANDGRAD_CUDA=OFF -DHANDGRAD_BE
 export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+# No Python module in this build (a sanitized extension cannot be loaded into python): the report
+# packs question1-3.py unrun, and says so.
+export HG_REPORT_ALLOW_NO_MODULE=1
 # The mutant check rebuilds without sanitizers; its patch test needs no second run.
 ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -E '^mutants\.' "$@"

@@ -10,12 +10,17 @@ list) is converted to float32 C-contiguous first. Results are float32 and come b
 caller's kind (a torch tensor if any operand was one, else a numpy array) on the caller's device,
 in handgrad's own buffer (no copy).
 
+GPU: CUDA tensors must be on cuda:0 and be used while cuda:0 is the current device (handgrad
+drives one GPU). Calls from several Python threads are serialised.
+
 Errors: bad input raises ValueError with handgrad's one-line message; anything else RuntimeError.
 Long calls (training) run without the GIL and stop with KeyboardInterrupt on Ctrl-C between steps.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as _np
 
 from . import _core
 from ._core import PathInfo, ResNet18
@@ -82,7 +87,7 @@ def train_mlp(x: Any = None, y: Any = None, w1: Any = None, w2: Any = None, indi
     iteration), "final_loss", "last1000_mean", "dataset_mse"}]}; `best` is None when every model
     diverged. Inputs are copied (they are small).
     """
-    lr_list = [float(lrs)] if isinstance(lrs, (int, float)) else [float(v) for v in lrs]
+    lr_list = [float(lrs)] if _np.ndim(lrs) == 0 else [float(v) for v in lrs]
     r = _core.train_mlp(x, y, w1, w2, indices, lr_list, int(iters), int(log_every), int(n), int(d), int(h),
                         int(seed), device, impl)
     for m, lr in zip(r["models"], lr_list):

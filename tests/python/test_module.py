@@ -102,6 +102,40 @@ def test_other_inputs_are_converted_not_misread():
     assert float(handgrad.einsum("ij->", w)) == 9.0
 
 
+def test_empty_and_odd_operands():
+    # torch gives empty tensors arbitrary strides: still read (nothing to misread).
+    assert handgrad.einsum("ij->i", torch.zeros(5, 0)).shape == (5,)
+    assert handgrad.einsum("ij->i", np.zeros((5, 0), np.float32)).shape == (5,)
+    np.testing.assert_array_equal(handgrad.einsum("ij->ji", rand(3, 4).astype(">f4")).shape, (4, 3))
+    assert float(handgrad.einsum("->", np.float32(3.0))) == 3.0
+    ro = rand(4, 4)
+    ro.flags.writeable = False
+    np.testing.assert_allclose(handgrad.einsum("ii->", ro), np.trace(ro), rtol=1e-5)
+
+
+def test_calls_from_several_threads_are_serialised():
+    import threading
+    model = handgrad.ResNet18(seed=3, device="cpu")
+    x = rand(3, 1, 28, 28)
+    want = model(x)
+    errors = []
+
+    def work(batch):
+        for _ in range(4):
+            model(rand(batch, 1, 28, 28))  # re-sizes the model while the others use it
+            c = handgrad.einsum("ij,jk->ik", np.ones((40, 30), np.float32), np.ones((30, 20), np.float32))
+            if not (c == 30).all():
+                errors.append(c)
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in (2, 5, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    np.testing.assert_array_equal(model(x), want)
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda: handgrad.einsum("ij,jk->iz", rand(2, 3), rand(3, 4)), "output subscript 'z'"),
     (lambda: handgrad.einsum("ij,jk->ik", rand(2, 3), rand(4, 4)), "subscript 'j'"),
