@@ -4,14 +4,18 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <sstream>
 
 #include "commands/report.h"
+#include "host/atomic_file.h"
 #include "host/checkpoint.h"
 #include "host/device.h"
 #include "host/einsum.h"
 #include "host/gradcheck.h"
+#include "host/memory.h"
 #include "host/npy.h"
 #include "kernels/nn/conv2d.h"
 #include "models/autodiff.h"
@@ -57,6 +61,7 @@ struct EinsumArgs {
 
 int cmd_einsum(const EinsumArgs& a) {
   const Device dev = parse_device(a.device);
+  check_output_file(a.output, "-o");
   std::vector<Tensor> host, dev_tensors;
   for (const std::string& path : a.inputs) host.push_back(read_npy_f32(path));
   std::vector<const Tensor*> args;
@@ -95,6 +100,7 @@ std::vector<double> parse_number_list(const std::string& text, const char* flag)
       used = 0;
     }
     HG_REQUIRE(used > 0 && used == item.size(), flag, ": '", item, "' is not a number");
+    HG_REQUIRE(std::isfinite(v), flag, ": '", item, "' is not a finite number");
     out.push_back(v);
   }
   return out;
@@ -162,6 +168,25 @@ std::string one_line(const std::string& msg) {
   return out;
 }
 
+// CLI11 reads "" as 0 and "-1" as 2^64 - 1 for an unsigned option: every numeric flag must hold
+// a number, and an unsigned one a number without a sign (recursively, every subcommand's).
+void harden_numeric_flags(CLI::App* app) {
+  for (CLI::Option* opt : app->get_options()) {
+    const std::string type = opt->get_type_name();
+    if (type != "INT" && type != "UINT" && type != "FLOAT") continue;
+    const bool unsigned_only = type == "UINT";
+    opt->check(CLI::Validator(
+        [unsigned_only](std::string& v) -> std::string {
+          if (v.find_first_not_of(" \t") == std::string::npos) return "must not be empty";
+          if (unsigned_only && v.find_first_not_of(" \t0123456789") != std::string::npos)
+            return "must be a whole number >= 0, got '" + v + "'";
+          return "";
+        },
+        "", "NUMBER"));
+  }
+  for (CLI::App* sub : app->get_subcommands({})) harden_numeric_flags(sub);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -169,6 +194,11 @@ int main(int argc, char** argv) {
   CLI::App app{"handgrad: the COMP4901Y HW1 exercises on handwritten CUDA kernels (CPU twin included)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(HANDGRAD_VERSION) + " (" + build_commit() + ")");
+  app.fallthrough();  // the options below may follow the subcommand
+  std::string max_memory;
+  app.add_option("--max-memory", max_memory,
+                 "the memory budget: refuse an allocation larger than this (e.g. 8G; default: the cgroup's limit or "
+                 "the available memory; also $HANDGRAD_MAX_MEMORY)");
 
   std::string info_device = "auto";
   CLI::App* info = app.add_subcommand("info", "Devices, library versions, and the backend --device auto picks");
@@ -289,6 +319,7 @@ int main(int argc, char** argv) {
   gc->add_option("op", gc_op, "linear|relu|mse|xent|conv|all")->capture_default_str();
   gc->add_option("--device", gc_device, "auto|cpu|cuda")->capture_default_str();
 
+  harden_numeric_flags(&app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -303,6 +334,11 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (!max_memory.empty()) {
+      const uint64_t bytes = parse_memory_size(max_memory, "--max-memory");
+      HG_REQUIRE(bytes > 0, "--max-memory must be positive");
+      set_memory_budget(bytes);
+    }
     if (*info) return cmd_info(info_device);
     if (*ein) return cmd_einsum(ea);
     if (*insp) return cmd_inspect(inspect_path, inspect_json);
@@ -339,6 +375,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*conv) {
+      check_output_file(convert_out, "convert:");
       write_safetensors(convert_out, read_state_dict(convert_in));
       std::printf("wrote %s\n", convert_out.c_str());
       return 0;
@@ -355,6 +392,11 @@ int main(int argc, char** argv) {
       return run_report(ro);
     }
   } catch (const UserError& e) {
+    std::fprintf(stderr, "handgrad: error: %s\n", one_line(e.what()).c_str());
+    return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path handgrad was given that the file system refuses (a folder where a file should be, no
+    // permission): bad input, named.
     std::fprintf(stderr, "handgrad: error: %s\n", one_line(e.what()).c_str());
     return 2;
   } catch (const std::bad_alloc&) {

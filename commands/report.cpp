@@ -8,7 +8,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <sys/wait.h>
 
 #include "host/atomic_file.h"
 #include "host/einsum.h"
@@ -17,6 +16,7 @@
 #include "host/npy.h"
 #include "host/plot.h"
 #include "host/random.h"
+#include "host/subprocess.h"
 #include "host/zip.h"
 #include "kernels/nn/conv2d.h"
 #include "kernels/philox.h"
@@ -363,12 +363,6 @@ std::string last_line(std::string text) {
   return text.substr(text.rfind('\n') + 1);  // npos + 1 == 0: the whole text
 }
 
-std::string sh_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 json report_python(const ReportOptions& opt, bool& ok) {
   const fs::path dir(opt.out_dir);
   std::error_code ec;
@@ -394,8 +388,9 @@ json report_python(const ReportOptions& opt, bool& ok) {
     write_file_atomic((dir / name).string(), read_text(scripts / name));
   // A build without the module (the GPU check's staged build: no pybind11 for its Python) and no
   // installed handgrad: the scripts go into the zip unrun, and the report says so.
-  if (pythonpath.empty() &&
-      std::system((sh_quote(python) + " -c 'import handgrad' >/dev/null 2>&1").c_str()) != 0) {
+  ProcessOptions quiet;
+  quiet.quiet = true;
+  if (pythonpath.empty() && !run_process({python, "-c", "import handgrad"}, quiet).ok()) {
     std::printf("Python: question1-3.py not run: this handgrad was built without its Python module and %s "
                 "cannot import one (apt-get install pybind11-dev python3-dev libdlpack-dev, rebuild)\n",
                 python.c_str());
@@ -408,17 +403,22 @@ json report_python(const ReportOptions& opt, bool& ok) {
     // Q3 trains for an hour on a CPU: the script's quick mode. Q1 and Q2 take seconds in full.
     const bool quick = opt.quick || std::string(name) == "question3.py";
     const fs::path log = scratch / (std::string(name) + ".log");
-    std::string cmd = "cd " + sh_quote(scratch.string()) + " && ";
-    if (!pythonpath.empty()) cmd += "PYTHONPATH=" + sh_quote(pythonpath) + "${PYTHONPATH:+:$PYTHONPATH} ";
-    cmd += "timeout 1200 " + sh_quote(python) + " " + sh_quote(fs::absolute(dir / name).string()) +
-           (quick ? " --quick" : "") + " --device " + device_name(opt.device) +
-           (std::string(name) == "question1.py" ? "" : " --out .") + " > " + sh_quote(log.filename().string()) +
-           " 2>&1";
+    std::vector<std::string> argv = {python, fs::absolute(dir / name).string(), "--device", device_name(opt.device)};
+    if (quick) argv.push_back("--quick");
+    if (std::string(name) != "question1.py") argv.insert(argv.end(), {"--out", "."});
+    ProcessOptions po;
+    po.cwd = scratch.string();
+    po.output = log.string();
+    po.timeout_s = 1200;
+    if (!pythonpath.empty()) {
+      const char* prev = std::getenv("PYTHONPATH");
+      po.env.emplace_back("PYTHONPATH", pythonpath + (prev && *prev ? std::string(":") + prev : ""));
+    }
     const double t = now_s();
-    const int rc = std::system(cmd.c_str());
-    const int code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-    const std::string tail = last_line(read_text(log));
-    all = all && code == 0;
+    const ProcessResult r = run_process(argv, po);  // Ctrl-C here ends the report too
+    const int code = r.signal ? 128 + r.signal : r.exit_code;
+    const std::string tail = r.timed_out ? "timed out after 1200 s" : last_line(read_text(log));
+    all = all && r.ok();
     std::printf("Python: %s%s -> exit %d in %.1f s: %s\n", name, quick ? " --quick" : "", code, now_s() - t, tail.c_str());
     out[name] = {{"exit_code", code}, {"quick", quick}, {"seconds", now_s() - t}, {"last_line", tail},
                  {"log", (fs::path("python-check") / log.filename()).string()}};
@@ -438,7 +438,10 @@ int run_report(const ReportOptions& opt) {
   auto wanted = [&](const std::string& q) {
     return opt.only.empty() || std::find(opt.only.begin(), opt.only.end(), q) != opt.only.end();
   };
-  fs::create_directories(opt.out_dir);
+  check_output_dir(opt.out_dir, "--out-dir");
+  // Files written from here on are this run's (the zip takes only those); the slack covers file
+  // systems whose timestamps are coarser than the clock.
+  const fs::file_time_type run_start = fs::file_time_type::clock::now() - std::chrono::seconds(2);
   const double t0 = now_s();
   bool ok = true;
   json summary = {{"commit", build_commit()}, {"device", device_name(opt.device)}, {"quick", opt.quick},
@@ -532,14 +535,16 @@ int run_report(const ReportOptions& opt) {
   }
   write_file_atomic((fs::path(opt.out_dir) / "README.md").string(), md);
   write_file_atomic((fs::path(opt.out_dir) / "report.json").string(), summary.dump(2) + "\n");
-  // The deliverables in one archive (what exists: a subset run or a missing plot leaves gaps).
+  // The deliverables in one archive: what this run wrote (a subset run or a missing plot leaves
+  // gaps; a file an earlier run left - another seed, a killed run - is not this report's).
   std::vector<std::pair<std::string, std::string>> files;
   for (const char* f : {"README.md", "report.json", "question1.py", "question2.py", "question3.py", "q1_einsum.txt",
                         "Q2_output.txt", "question2_result.pdf",
                         "mlp_loss.csv", "question3_result.pdf", "question3_grid.pdf", "q3_grid.md", "q4_autodiff.txt",
                         "q4_squared.json", "question4.pdf", "q5_gradcheck.txt", "question5.pdf"}) {
     const fs::path p = fs::path(opt.out_dir) / f;
-    if (fs::exists(p)) files.emplace_back(f, p.string());
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec) && fs::last_write_time(p, ec) >= run_start && !ec) files.emplace_back(f, p.string());
   }
   write_zip((fs::path(opt.out_dir) / "handgrad-hw1.zip").string(), files);
   std::printf("[report] wrote %s/ in %.1f s: %s\n", opt.out_dir.c_str(), total,

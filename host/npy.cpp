@@ -216,8 +216,8 @@ void write_npy(const std::string& path, const Tensor& t) {
   bytes += static_cast<char>(header.size() & 0xff);
   bytes += static_cast<char>(header.size() >> 8);
   bytes += header;
-  bytes.append(static_cast<const char*>(src.raw()), src.nbytes());
-  write_file_atomic(path, bytes);
+  // The data goes out from the tensor itself: no second full copy of a large result.
+  write_file_atomic(path, {bytes, std::string_view(static_cast<const char*>(src.raw()), src.nbytes())});
 }
 
 }  // namespace handgrad

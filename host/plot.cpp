@@ -1,12 +1,10 @@
 #include "host/plot.h"
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
+#include "host/subprocess.h"
 #include "kernels/error.h"
 
 namespace handgrad {
@@ -14,13 +12,6 @@ namespace handgrad {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Quote for /bin/sh: wrap in single quotes, escaping the single quotes inside.
-std::string sh_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 // plots/ of the source tree this binary was built from; else next to the binary (../plots,
 // ../../plots: a build or stage folder inside the repository); else ./plots.
@@ -38,16 +29,18 @@ std::string plots_dir() {
   return "";
 }
 
-// The first python3 that can import matplotlib: $HANDGRAD_PYTHON, Debian's, then PATH's.
+// The first python3 that can import matplotlib: $HANDGRAD_PYTHON, Debian's, then PATH's. (A probe
+// interrupted by Ctrl-C ends handgrad too: run_process passes the interruption on, so it is never
+// taken for "no matplotlib".)
 std::string python_with_matplotlib() {
   std::vector<std::string> candidates;
   if (const char* env = std::getenv("HANDGRAD_PYTHON")) candidates.push_back(env);
   candidates.push_back("/usr/bin/python3");
   candidates.push_back("python3");
-  for (const std::string& py : candidates) {
-    const std::string cmd = sh_quote(py) + " -c 'import matplotlib' >/dev/null 2>&1";
-    if (std::system(cmd.c_str()) == 0) return py;
-  }
+  ProcessOptions quiet;
+  quiet.quiet = true;
+  for (const std::string& py : candidates)
+    if (run_process({py, "-c", "import matplotlib"}, quiet).ok()) return py;
   return "";
 }
 
@@ -66,12 +59,12 @@ bool run_plot(const std::string& script, const std::vector<std::string>& args) {
                  script.c_str());
     return false;
   }
-  std::string cmd = sh_quote(python) + " " + sh_quote(dir + "/" + script);
-  for (const std::string& a : args) cmd += " " + sh_quote(a);
-  const int rc = std::system(cmd.c_str());
-  if (rc != 0) {
-    std::fprintf(stderr, "handgrad: warning: %s failed (exit %d); no plot written\n", script.c_str(),
-                 WIFEXITED(rc) ? WEXITSTATUS(rc) : -1);
+  std::vector<std::string> argv = {python, dir + "/" + script};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const ProcessResult r = run_process(argv);  // a Ctrl-C during the plot ends handgrad as well
+  if (!r.ok()) {
+    std::fprintf(stderr, "handgrad: warning: %s failed (%s); no plot written\n", script.c_str(),
+                 r.signal ? cat("signal ", r.signal).c_str() : cat("exit ", r.exit_code).c_str());
     return false;
   }
   return true;

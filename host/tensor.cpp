@@ -1,5 +1,7 @@
 #include "host/tensor.h"
 
+#include "host/memory.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
@@ -64,6 +66,7 @@ Pool& pool(Device d) {
 
 void* raw_alloc(size_t bytes, Device device) {
   if (device == Device::CPU) {
+    require_memory(bytes, "a host buffer");
     // 64-byte alignment: whole cache lines, and aligned vector loads in the CPU twins.
     void* p = std::aligned_alloc(64, bytes);
     if (!p) throw UserError(cat("out of host memory allocating ", bytes, " bytes"));
@@ -189,6 +192,8 @@ void synchronize(Device device) {
 Tensor Tensor::empty(const Shape& shape, Device device, DType dtype) {
   Tensor t;
   t.numel_ = shape_numel(shape);
+  if (device == Device::CPU)
+    require_memory(static_cast<uint64_t>(t.numel_) * dtype_size(dtype), cat("a tensor of shape ", shape_str(shape)));
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.defined_ = true;

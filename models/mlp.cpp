@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/atomic_file.h"
+#include "host/memory.h"
 #include "host/nn.h"
 #include "host/npy.h"
 #include "host/plot.h"
@@ -400,6 +401,12 @@ MlpResult run_mlp(const MlpConfig& config) {
   HG_REQUIRE(cfg.w1_path.empty() == false || cfg.w1 || cfg.h > 0, "--h must be positive, got ", cfg.h);
   HG_REQUIRE(cfg.n * cfg.d < (int64_t(1) << 32) && cfg.d * cfg.h < (int64_t(1) << 30) && cfg.iters < (int64_t(1) << 31),
              "problem too large (n*d < 2^32, d*h < 2^30, iters < 2^31)");
+  // Outputs first: a folder that cannot be written is found before the training, not after it.
+  if (cfg.write_files) check_output_dir(cfg.out_dir, "--out-dir");
+  if (cfg.write_files && !cfg.save_weights_dir.empty()) check_output_dir(cfg.save_weights_dir, "--save-weights");
+  // The sample indices, every iteration's loss for each model and their copies in the result.
+  require_memory(static_cast<uint64_t>(cfg.iters) * (8 + 8 * cfg.lrs.size()),
+                 cat("--iters ", cfg.iters, " with ", cfg.lrs.size(), " learning rate(s)"));
   MlpResult res;
   res.device = cfg.device;
   res.impl = resolve_mlp_impl(cfg.impl, cfg.device);

@@ -85,6 +85,7 @@ void init_model(ResNet18& model, const TransferConfig& cfg) {
     if (name.rfind("fc.", 0) == 0) continue;  // fc is always fresh: 10 classes, not 1000
     if (name == "conv1.weight") {
       if (cfg.conv1_init == "random") continue;
+      HG_REQUIRE(t.dtype() == DType::F32, path, ": conv1.weight is ", dtype_name(t.dtype()), ", expected float32");
       HG_REQUIRE(t.ndim() == 4 && t.shape()[1] == 3, path, ": conv1.weight has shape ", shape_str(t.shape()),
                  ", expected ImageNet's [64, 3, 7, 7]");
       // rgb-sum: a gray pixel g is the RGB pixel (g, g, g), so summing the RGB filters keeps
@@ -139,7 +140,8 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   HG_REQUIRE(cfg.batch_size > 0, "--batch-size must be positive, got ", cfg.batch_size);
   HG_REQUIRE(std::isfinite(cfg.lr) && cfg.lr > 0, "--lr must be positive, got ", cfg.lr);
   HG_REQUIRE(cfg.momentum >= 0 && cfg.momentum < 1, "--momentum must be in [0, 1), got ", cfg.momentum);
-  HG_REQUIRE(cfg.epochs > 0, "--epochs must be positive, got ", cfg.epochs);
+  constexpr int64_t kMaxEpochs = 1000000;  // beyond, a run would not end in this machine's lifetime
+  HG_REQUIRE(cfg.epochs > 0 && cfg.epochs <= kMaxEpochs, "--epochs must be in [1, ", kMaxEpochs, "], got ", cfg.epochs);
   HG_REQUIRE(cfg.max_steps >= 0, "--max-steps must not be negative");
   ResNet18 model(cfg.batch_size, train.rows, train.cols, cfg.device, cfg.tf32);
   init_model(model, cfg);
@@ -147,9 +149,10 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
 
   RunOutput out;
   const int64_t steps_per_epoch = (train.count + cfg.batch_size - 1) / cfg.batch_size;
-  int64_t total_steps = steps_per_epoch * cfg.epochs;
+  int64_t total_steps = steps_per_epoch * cfg.epochs;  // < 2^16 x 10^6: no overflow
   if (cfg.max_steps > 0) total_steps = std::min(total_steps, cfg.max_steps);
-  if (cfg.max_samples > 0) total_steps = std::min(total_steps, (cfg.max_samples + cfg.batch_size - 1) / cfg.batch_size);
+  if (cfg.max_samples > 0)
+    total_steps = std::min(total_steps, cfg.max_samples / cfg.batch_size + (cfg.max_samples % cfg.batch_size != 0));
   // One file per step: meant for the few steps of a parity test, not for a whole run.
   constexpr int64_t kMaxDumpSteps = 100;
   HG_REQUIRE(cfg.dump_branches.empty() || total_steps <= kMaxDumpSteps, "--dump-branches writes one file per step: ",
@@ -326,6 +329,14 @@ std::string locate_imagenet_weights() {
 TransferResult run_transfer_train(const TransferConfig& cfg) {
   HG_REQUIRE(cfg.conv1_init == "rgb-sum" || cfg.conv1_init == "random", "--conv1-init must be rgb-sum or random");
   HG_REQUIRE(cfg.log_every > 0, "--log-every must be positive");
+  HG_REQUIRE(cfg.eval_limit >= 0, "--eval-limit must not be negative, got ", cfg.eval_limit);
+  HG_REQUIRE(cfg.max_samples >= 0, "max_samples must not be negative");
+  // Every output is checked before the training: a path that cannot be written would otherwise
+  // be found only after it, with the trained model lost.
+  if (cfg.write_files) check_output_dir(cfg.out_dir, "--out-dir");
+  check_output_file(cfg.save_checkpoint, "--save-checkpoint");
+  check_output_file(cfg.save_momentum, "--save-momentum");
+  check_output_dir(cfg.dump_branches, "--dump-branches");
   const FashionMnist data = load_fashion_mnist(cfg.data_dir);
   const Split train = to_split(data.train_images, data.train_labels, cfg.normalize, 0, cfg.device);
   const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.eval_limit, cfg.device);
@@ -430,6 +441,8 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
 std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg) {
   HG_REQUIRE(!cfg.checkpoint.empty() || cfg.state, "transfer eval needs --checkpoint");
   HG_REQUIRE(cfg.limit >= 0, "--limit must not be negative");
+  HG_REQUIRE(cfg.batch_size > 0, "the batch size must be positive");
+  check_output_file(cfg.dump_logits, "--dump-logits");
   const FashionMnist data = load_fashion_mnist(cfg.data_dir);
   const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.limit, cfg.device);
   choose_conv_algorithms(cfg.device, cfg.cudnn_find);

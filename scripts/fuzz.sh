@@ -4,13 +4,13 @@
 # tests/fuzz/make_corpus.py, and runs each for SECONDS (default 600). A finding leaves crash-*
 # files in build-fuzz/findings/<target>/: add such a file to make_corpus.py as a reproducer once
 # it is fixed.
-#   scripts/fuzz.sh [SECONDS] [TARGET ...]      targets: npy idx zip pickle safetensors einsum expr order
+#   scripts/fuzz.sh [SECONDS] [TARGET ...]      targets: npy idx zip pickle safetensors einsum expr order flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-600}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(npy idx zip pickle safetensors einsum expr order)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(npy idx zip pickle safetensors einsum expr order flags)
 command -v clang++ >/dev/null || { echo "fuzz: clang++ is needed (apt-get install clang libclang-rt-14-dev)"; exit 2; }
 SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHANDGRAD_FUZZ=ON -DHANDGRAD_PYTHON=OFF \

@@ -113,7 +113,10 @@ with tempfile.TemporaryDirectory() as d:
     # A killed run's temporary (its pid long gone) is cleaned up by the next write of that file.
     q2_out = q2[q2.index("--out-dir") + 1]
     os.makedirs(q2_out, exist_ok=True)
-    stale = os.path.join(q2_out, "Q2_output.txt.tmp.4194301")
+    fnv = 1469598103934665603
+    for c in b"Q2_output.txt":
+        fnv = ((fnv ^ c) * 1099511628211) & (2 ** 64 - 1)
+    stale = os.path.join(q2_out, f".handgrad-{fnv:016x}.4194301.tmp")
     open(stale, "w").write("half a file")
     run(q2 + ["--n", "20", "--d", "4", "--h", "4", "--iters", "500"], want_rc=0)
     if os.path.exists(stale):

@@ -72,7 +72,7 @@ with tempfile.TemporaryDirectory() as d:
                     ok = ok and r.returncode == 0 and scripts.get(script, {}).get("exit_code") == 0
         squared = json.load(open(os.path.join(out, "q4_squared.json")))
         ok = ok and squared["jacobian"] == [[12, 12], [-4, 4]] and len(squared["tables"]) == 4
-    leftovers = [f for f in os.listdir(out) if ".tmp." in f]
+    leftovers = [f for f in os.listdir(out) if ".tmp." in f or f.endswith(".tmp")]
     ok = ok and not leftovers
     print(f"cli_report: rc={p.returncode} missing={missing} temp files left={leftovers}")
     print(f"{int(ok)} passed, {int(not ok)} failed")

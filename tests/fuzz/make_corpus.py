@@ -151,4 +151,9 @@ for k, text in enumerate(["y1 = (x1 + x2)^2; y2 = (x1 - x2)^2", "y1 = exp(x1) * 
                           "y1 = " + "(" * 2000 + "x1" + ")" * 2000, "y1 = " + "-" * 5000 + "x1"]):
     put("expr", f"case{k}", text)
 
+# --- flag values (--max-memory, --device) ------------------------------------------------------
+for k, text in enumerate(["8G", "512M", "100k", "123456", "0", "1.5T", "-1G", "1e400", "nan", "inf", "12X", "",
+                          " 4G", "4 G", "9" * 400, "cpu", "cuda", "auto", "tpu", "cuda:1", "\x00"]):
+    put("flags", f"case{k}", text)
+
 print(f"make_corpus: seeds for {len(os.listdir(out))} fuzz targets in {out}")

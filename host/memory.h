@@ -1,0 +1,35 @@
+// The memory budget: how much host memory one allocation may ask for before handgrad refuses it
+// with a message, instead of letting the kernel's OOM killer end the process (SIGKILL, nothing
+// saved) once overcommitted pages are touched.
+//
+// The budget is --max-memory (set_memory_budget) or $HANDGRAD_MAX_MEMORY when given; otherwise
+// what this process may still use: the smaller of the cgroup's limit less its current use (v2
+// memory.max / memory.current, or v1 memory.limit_in_bytes / usage_in_bytes) and the system's
+// MemAvailable. It is read afresh at each check: checks happen only for large allocations.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace handgrad {
+
+// Allocations from this size up are checked against the budget (smaller ones cannot matter).
+constexpr uint64_t kMemoryCheckFrom = uint64_t(64) << 20;
+
+// "8G", "512M", "100k", "123456" (bytes); a UserError for anything else. 0 clears the override.
+uint64_t parse_memory_size(const std::string& text, const char* flag);
+void set_memory_budget(uint64_t bytes);
+
+struct MemoryBudget {
+  uint64_t bytes = 0;
+  std::string source;  // where it comes from, for messages ("set by --max-memory", ...)
+};
+MemoryBudget memory_budget();
+
+// Throws UserError ("<what> needs 16.0 GiB, more than the memory budget of 3.2 GiB (the memory
+// available now; --max-memory or HANDGRAD_MAX_MEMORY sets it)") when `bytes` exceed the budget.
+void require_memory(uint64_t bytes, const std::string& what);
+
+// "16.0 GiB", "512.0 MiB", "100 bytes".
+std::string human_bytes(uint64_t bytes);
+
+}  // namespace handgrad

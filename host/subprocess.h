@@ -1,0 +1,31 @@
+// Runs a helper program (matplotlib plots, the homework's Python scripts) and waits for it,
+// without std::system's habit of ignoring SIGINT in the caller: Ctrl-C at the terminal reaches
+// handgrad and the child alike, and a child ended by SIGINT or SIGTERM ends handgrad the same
+// way (exit status 128 + signal; outputs are written whole or not at all, so none is left half
+// done).
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace handgrad {
+
+struct ProcessOptions {
+  std::string cwd;                                        // "" : ours
+  std::vector<std::pair<std::string, std::string>> env;  // set (or replace) in the child's environment
+  std::string output;                                     // stdout and stderr to this file ("" : ours)
+  bool quiet = false;                                     // stdout and stderr to /dev/null
+  double timeout_s = 0;                                   // > 0: SIGTERM after this long, SIGKILL 3 s later
+};
+
+struct ProcessResult {
+  int exit_code = -1;  // when it exited
+  int signal = 0;      // when a signal ended it (SIGTERM after a timeout included)
+  bool timed_out = false;
+  bool ok() const { return signal == 0 && exit_code == 0; }
+};
+
+// argv[0] is looked up on PATH. A program that cannot start gives exit code 127, as a shell does.
+ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOptions& opt = {});
+
+}  // namespace handgrad
