@@ -399,7 +399,10 @@ MlpResult run_mlp(const MlpConfig& config) {
     HG_REQUIRE(std::isfinite(lr) && lr > 0, "--lr must be positive and finite, got ", lr);
   HG_REQUIRE(cfg.x_path.empty() == false || cfg.x || (cfg.n > 0 && cfg.d > 0), "--n and --d must be positive (n=", cfg.n, ", d=", cfg.d, ")");
   HG_REQUIRE(cfg.w1_path.empty() == false || cfg.w1 || cfg.h > 0, "--h must be positive, got ", cfg.h);
-  HG_REQUIRE(cfg.n * cfg.d < (int64_t(1) << 32) && cfg.d * cfg.h < (int64_t(1) << 30) && cfg.iters < (int64_t(1) << 31),
+  // a * b < limit, asked without forming a * b (which could overflow: --n 2^62).
+  auto product_below = [](int64_t a, int64_t b, int64_t limit) { return b <= 0 || a < limit / b + (limit % b != 0); };
+  HG_REQUIRE(product_below(cfg.n, cfg.d, int64_t(1) << 32) && product_below(cfg.d, cfg.h, int64_t(1) << 30) &&
+                 cfg.iters < (int64_t(1) << 31),
              "problem too large (n*d < 2^32, d*h < 2^30, iters < 2^31)");
   // Outputs first: a folder that cannot be written is found before the training, not after it.
   if (cfg.write_files) check_output_dir(cfg.out_dir, "--out-dir");

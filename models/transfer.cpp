@@ -137,7 +137,11 @@ struct RunOutput {
 };
 
 RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& test, const std::string& label) {
-  HG_REQUIRE(cfg.batch_size > 0, "--batch-size must be positive, got ", cfg.batch_size);
+  // Beyond the training set a batch means nothing; the cap also keeps every activation's size
+  // (batch x channels x height x width, 4096-pixel sides at most) far inside int64.
+  constexpr int64_t kMaxBatch = 65536;
+  HG_REQUIRE(cfg.batch_size > 0 && cfg.batch_size <= kMaxBatch, "--batch-size must be in [1, ", kMaxBatch, "], got ",
+             cfg.batch_size);
   HG_REQUIRE(std::isfinite(cfg.lr) && cfg.lr > 0, "--lr must be positive, got ", cfg.lr);
   HG_REQUIRE(cfg.momentum >= 0 && cfg.momentum < 1, "--momentum must be in [0, 1), got ", cfg.momentum);
   constexpr int64_t kMaxEpochs = 1000000;  // beyond, a run would not end in this machine's lifetime
@@ -441,7 +445,8 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
 std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg) {
   HG_REQUIRE(!cfg.checkpoint.empty() || cfg.state, "transfer eval needs --checkpoint");
   HG_REQUIRE(cfg.limit >= 0, "--limit must not be negative");
-  HG_REQUIRE(cfg.batch_size > 0, "the batch size must be positive");
+  HG_REQUIRE(cfg.batch_size > 0 && cfg.batch_size <= 65536, "the batch size must be in [1, 65536], got ",
+             cfg.batch_size);
   check_output_file(cfg.dump_logits, "--dump-logits");
   const FashionMnist data = load_fashion_mnist(cfg.data_dir);
   const Split test = to_split(data.test_images, data.test_labels, cfg.normalize, cfg.limit, cfg.device);

@@ -178,6 +178,11 @@ with tempfile.TemporaryDirectory() as d:
     # 8. Epochs whose step count overflows are refused, not trained for 0 steps.
     run(q3 + ["--out-dir", path("q3"), "--epochs", "9223372036854775807"], want_in_err="--epochs", max_seconds=10)
 
+    # 11. Sizes whose products would overflow int64 are refused before they are formed.
+    run(["mlp", "--n", str(2 ** 62), "--d", "4", "--iters", "10", "--no-plot", "--out-dir", path("q2")],
+        want_in_err="problem too large")
+    run(q3 + ["--out-dir", path("q3"), "--batch-size", str(2 ** 40)], want_in_err="--batch-size")
+
     # 9. An integer conv1.weight under --weights: exit 2 naming it.
     hdr = json.dumps({"conv1.weight": {"dtype": "I64", "shape": [64, 3, 7, 7], "data_offsets": [0, 75264]}}).encode()
     with open(path("int_conv1.safetensors"), "wb") as f:
