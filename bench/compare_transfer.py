@@ -9,7 +9,8 @@ oneDNN plans, lazy loading, allocator growth) and then STEPS timed ones. The two
 times (who goes first alternates too), and the medians are reported twice:
   - per step: each process's own steady ms/step (handgrad: q3_summary.json's
     ms_per_step_after_warmup; the worker: the same stretch, timed the same way);
-  - whole process: wall time from start to exit (start-up, data loading, warm-up and the steps).
+  - whole process: wall time from start to exit (start-up, data loading, warm-up and the steps),
+    and peak resident memory (the kernel's ru_maxrss of that process, from wait4).
 Both run FP32 convolutions unless --tf32 (GPU), which lets both use TF32 tensor cores.
 
   bench/compare_transfer.py --handgrad build/handgrad [--device cpu|cuda] [--steps 30] [--rounds 3]
@@ -29,6 +30,19 @@ WARMUP = 5  # handgrad's own: ms_per_step_after_warmup in q3_summary.json leaves
 DATA_DIRS = [os.environ.get("HANDGRAD_DATA", ""), "/usr/share/datasets/fashion-mnist", "data/fashion-mnist"]
 
 
+def run_measured(cmd):
+    """Runs cmd; returns (returncode, stdout, stderr, wall seconds, peak RSS in MB) of that process."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return p.returncode, out.read().decode(), err.read().decode(), wall, usage.ru_maxrss / 1024
+
+
 def find_data():
     for d in DATA_DIRS:
         if d and os.path.exists(os.path.join(d, "train-images-idx3-ubyte.gz")):
@@ -44,24 +58,20 @@ def handgrad_run(hg, device, batch, freeze, steps, tf32, graph, tmp):
         cmd.append("--tf32")
     if graph:
         cmd.append("--cuda-graph")
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        sys.exit(f"compare_transfer: {' '.join(cmd)} failed: {p.stderr.strip()[-500:]}")
+    rc, _, err, wall, rss = run_measured(cmd)
+    if rc != 0:
+        sys.exit(f"compare_transfer: {' '.join(cmd)} failed: {err.strip()[-500:]}")
     with open(os.path.join(out, "q3_summary.json")) as f:
-        return json.load(f)["runs"][0]["ms_per_step_after_warmup"], wall
+        return json.load(f)["runs"][0]["ms_per_step_after_warmup"], wall, rss
 
 
 def torch_run(device, batch, freeze, steps, tf32):
     cmd = [sys.executable, os.path.abspath(__file__), "--torch-worker", "--device", device, "--batch", str(batch),
            "--freeze", freeze, "--steps", str(steps)] + (["--tf32"] if tf32 else [])
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        sys.exit(f"compare_transfer: the PyTorch worker failed: {p.stderr.strip()[-500:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])["ms_per_step"], wall
+    rc, out, err, wall, rss = run_measured(cmd)
+    if rc != 0:
+        sys.exit(f"compare_transfer: the PyTorch worker failed: {err.strip()[-500:]}")
+    return json.loads(out.strip().splitlines()[-1])["ms_per_step"], wall, rss
 
 
 def torch_model(device, freeze):
@@ -155,9 +165,11 @@ def main():
                 row = {"batch": batch, "freeze": freeze,
                        "handgrad_ms": med(ours, 0), "torch_ms": med(theirs, 0),
                        "handgrad_process_s": med(ours, 1), "torch_process_s": med(theirs, 1),
+                       "handgrad_peak_rss_mb": med(ours, 2), "torch_peak_rss_mb": med(theirs, 2),
                        "handgrad_ms_runs": [x[0] for x in ours], "torch_ms_runs": [x[0] for x in theirs]}
                 row["speedup"] = row["torch_ms"] / row["handgrad_ms"]
                 row["process_speedup"] = row["torch_process_s"] / row["handgrad_process_s"]
+                row["rss_ratio"] = row["handgrad_peak_rss_mb"] / row["torch_peak_rss_mb"]
                 rows.append(row)
                 print(f"[compare_transfer] batch {batch} {freeze}: handgrad {row['handgrad_ms']:.1f} ms/step, "
                       f"torch {row['torch_ms']:.1f}", file=sys.stderr)
@@ -168,11 +180,12 @@ def main():
           f"{opt.steps} timed steps each, median of {opt.rounds} alternating runs (torch {torch.__version__}, "
           f"{os.cpu_count()} CPU threads)")
     print(f"{'batch':>5} {'freeze':>9} | {'handgrad ms':>11} {'torch ms':>9} {'speedup':>8} | "
-          f"{'handgrad s':>10} {'torch s':>8} {'speedup':>8}")
-    print(f"{'':>15} | {'per step (steady)':^30} | {'whole process':^28}")
+          f"{'handgrad s':>10} {'torch s':>8} {'speedup':>8} | {'handgrad MB':>11} {'torch MB':>9} {'ratio':>6}")
+    print(f"{'':>15} | {'per step (steady)':^30} | {'whole process':^28} | {'peak RSS':^28}")
     for r in rows:
         print(f"{r['batch']:5d} {r['freeze']:>9} | {r['handgrad_ms']:11.1f} {r['torch_ms']:9.1f} {r['speedup']:7.2f}x | "
-              f"{r['handgrad_process_s']:10.2f} {r['torch_process_s']:8.2f} {r['process_speedup']:7.2f}x")
+              f"{r['handgrad_process_s']:10.2f} {r['torch_process_s']:8.2f} {r['process_speedup']:7.2f}x | "
+              f"{r['handgrad_peak_rss_mb']:11.0f} {r['torch_peak_rss_mb']:9.0f} {r['rss_ratio']:6.2f}")
     if opt.json:
         with open(opt.json + ".tmp", "w") as f:
             json.dump({"device": opt.device, "precision": precision, "torch": torch.__version__, "steps": opt.steps,

@@ -3,6 +3,7 @@
 // stderr, always).
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -61,6 +62,7 @@ struct EinsumArgs {
 
 int cmd_einsum(const EinsumArgs& a) {
   const Device dev = parse_device(a.device);
+  HG_REQUIRE(!a.output.empty(), "-o: the output file name is empty");
   check_output_file(a.output, "-o");
   std::vector<Tensor> host, dev_tensors;
   for (const std::string& path : a.inputs) host.push_back(read_npy_f32(path));
@@ -90,8 +92,13 @@ int cmd_einsum(const EinsumArgs& a) {
 // "0.03,0.01,1e-3" -> {0.03, 0.01, 0.001}; `flag` names the option in the error message.
 std::vector<double> parse_number_list(const std::string& text, const char* flag) {
   std::vector<double> out;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');) {
+  HG_REQUIRE(!text.empty(), flag, ": needs at least one number");
+  std::vector<std::string> items(1);
+  for (char c : text) {  // split at every comma: "1e-5," has an empty second item
+    if (c == ',') items.emplace_back();
+    else items.back().push_back(c);
+  }
+  for (const std::string& item : items) {
     size_t used = 0;
     double v = 0;
     try {
@@ -149,37 +156,31 @@ int cmd_inspect(const std::string& path, bool as_json) {
   return 0;
 }
 
-// Messages quote bytes from the user's files and flags (npy headers, einsum subscripts, pickle
-// names, state-dict keys): whatever they hold, the message stays one readable line -- control
-// characters escaped, at most 400 characters.
-std::string one_line(const std::string& msg) {
-  constexpr size_t kMax = 400;
-  std::string out;
-  for (unsigned char c : msg) {
-    if (out.size() >= kMax) {
-      out += "...";
-      break;
-    }
-    if (c == '\n') out += "\\n";
-    else if (c == '\t') out += "\\t";
-    else if (c < 0x20 || c == 0x7f) out += cat("\\x", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
-    else out += static_cast<char>(c);
-  }
-  return out;
-}
-
-// CLI11 reads "" as 0 and "-1" as 2^64 - 1 for an unsigned option: every numeric flag must hold
-// a number, and an unsigned one a number without a sign (recursively, every subcommand's).
+// CLI11 reads "" as 0, "-1" as 2^64 - 1 for an unsigned option, clamps values out of range and
+// takes hex: every numeric flag must hold a decimal number that fits its type (int64 / uint64 for
+// whole numbers), recursively, every subcommand's.
 void harden_numeric_flags(CLI::App* app) {
   for (CLI::Option* opt : app->get_options()) {
     const std::string type = opt->get_type_name();
     if (type != "INT" && type != "UINT" && type != "FLOAT") continue;
-    const bool unsigned_only = type == "UINT";
     opt->check(CLI::Validator(
-        [unsigned_only](std::string& v) -> std::string {
-          if (v.find_first_not_of(" \t") == std::string::npos) return "must not be empty";
-          if (unsigned_only && v.find_first_not_of(" \t0123456789") != std::string::npos)
-            return "must be a whole number >= 0, got '" + v + "'";
+        [type](std::string& v) -> std::string {
+          const size_t b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
+          if (b == std::string::npos) return "must not be empty";
+          const std::string t = v.substr(b, e - b + 1);
+          if (t.find_first_of("xX") != std::string::npos) return "must be a decimal number, got '" + v + "'";
+          if (type == "FLOAT") return "";
+          std::from_chars_result r{};
+          if (type == "UINT") {
+            uint64_t x = 0;
+            r = std::from_chars(t.data(), t.data() + t.size(), x);
+          } else {
+            int64_t x = 0;
+            r = std::from_chars(t.data(), t.data() + t.size(), x);
+          }
+          if (r.ec == std::errc::result_out_of_range) return "is out of range, got '" + v + "'";
+          if (r.ec != std::errc() || r.ptr != t.data() + t.size())
+            return type == "UINT" ? "must be a whole number >= 0, got '" + v + "'" : "must be a whole number, got '" + v + "'";
           return "";
         },
         "", "NUMBER"));
@@ -236,7 +237,9 @@ int main(int argc, char** argv) {
   mlp->add_option("--d", mc.d, "input features")->capture_default_str();
   mlp->add_option("--h", mc.h, "hidden units")->capture_default_str();
   mlp->add_option("--iters", mc.iters, "SGD iterations (one sample each)")->capture_default_str();
-  mlp->add_option("--lr", mlp_lr, "learning rate, or a comma-separated list for a sweep (default 1e-5)");
+  mlp->add_option("--lr", mlp_lr, "learning rate, or a comma-separated list for a sweep (default 1e-5)")
+      ->check(CLI::Validator([](std::string& v) { return v.empty() ? std::string("must not be empty") : std::string(); },
+                             "", "LIST"));
   mlp->add_option("--log-every", mc.log_every, "record the loss every this many iterations")->capture_default_str();
   mlp->add_option("--seed", mc.seed, "seed of the data, weights and sample order")->capture_default_str();
   mlp->add_option("--device", mlp_device, "auto|cpu|cuda")->capture_default_str();
@@ -334,11 +337,8 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (!max_memory.empty()) {
-      const uint64_t bytes = parse_memory_size(max_memory, "--max-memory");
-      HG_REQUIRE(bytes > 0, "--max-memory must be positive");
-      set_memory_budget(bytes);
-    }
+    if (app.count("--max-memory")) set_memory_budget(parse_memory_size(max_memory, "--max-memory"));
+    memory_budget();  // a bad $HANDGRAD_MAX_MEMORY is an error now, not at the first large allocation
     if (*info) return cmd_info(info_device);
     if (*ein) return cmd_einsum(ea);
     if (*insp) return cmd_inspect(inspect_path, inspect_json);
@@ -375,6 +375,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*conv) {
+      HG_REQUIRE(!convert_out.empty(), "convert: the output file name is empty");
       check_output_file(convert_out, "convert:");
       write_safetensors(convert_out, read_state_dict(convert_in));
       std::printf("wrote %s\n", convert_out.c_str());

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <set>
 
 #include "kernels/error.h"
 
@@ -51,6 +53,11 @@ void remove_stale_temporaries(const fs::path& target) {
     }
   }
 }
+
+std::mutex g_written_mutex;
+std::set<std::string> g_written;  // absolute, normalised paths
+
+std::string registry_key(const fs::path& p) { return fs::absolute(p).lexically_normal().string(); }
 
 void sync_dir(const fs::path& dir) {
   const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -131,6 +138,13 @@ void write_file_atomic(const std::string& path, const std::vector<std::string_vi
     throw UserError(cat(path, ": cannot rename the finished file into place (", std::strerror(e), ")"));
   }
   sync_dir(target.path.parent_path());
+  std::lock_guard<std::mutex> lock(g_written_mutex);
+  g_written.insert(registry_key(path));
+}
+
+bool written_by_this_process(const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_written_mutex);
+  return g_written.count(registry_key(path)) > 0;
 }
 
 namespace {
@@ -156,8 +170,19 @@ void create_folder(const fs::path& dir, const std::string& shown, const char* wh
 }  // namespace
 
 void check_output_file(const std::string& path, const char* what) {
-  if (path.empty()) return;
+  if (path.empty()) return;  // an optional output that was not asked for
   const Target t = resolve_target(path);
+  if (!t.write_through) {
+    const std::string name = t.path.filename().string();
+    HG_REQUIRE(!name.empty() && name != "." && name != "..", what, " ", path, ": names a folder, not a file");
+    const long name_max = ::pathconf(t.path.parent_path().empty() ? "." : t.path.parent_path().c_str(), _PC_NAME_MAX);
+    HG_REQUIRE(static_cast<long>(name.size()) <= (name_max > 0 ? name_max : 255), what, " ", path,
+               ": the file name is longer than the file system allows (", name.size(), " bytes)");
+    // An existing file that may not be replaced (chattr +i): found now, not at the rename.
+    const int fd = ::open(t.path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) ::close(fd);
+    else if (errno == EPERM) throw UserError(cat(what, " ", path, ": may not be replaced (", std::strerror(errno), ")"));
+  }
   const fs::path dir = t.path.parent_path().empty() ? fs::path(".") : t.path.parent_path();
   std::error_code ec;
   if (!t.write_through && !fs::is_directory(dir, ec))

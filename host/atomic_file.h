@@ -20,6 +20,10 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 // The same, from pieces written one after another (no joined copy of a large payload).
 void write_file_atomic(const std::string& path, const std::vector<std::string_view>& pieces);
 
+// True when this process has written `path` through write_file_atomic (the report's archive takes
+// only what the run wrote).
+bool written_by_this_process(const std::string& path);
+
 // Before long work: is `path` a file we can write? Refuses a missing folder, a folder as the
 // target, or a place that cannot be written (a UserError naming `what`, e.g.
 // "--save-checkpoint"), and leaves nothing behind.

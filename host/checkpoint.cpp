@@ -1,6 +1,7 @@
 #include "host/checkpoint.h"
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -11,6 +12,7 @@
 #include <variant>
 
 #include "host/atomic_file.h"
+#include "host/memory.h"
 
 namespace handgrad {
 
@@ -24,10 +26,21 @@ void StateDict::add(const std::string& name, Tensor t) { entries.emplace_back(na
 
 namespace {
 
+// The whole file, read once: a regular file (not a folder, /dev/zero or a pipe, which have no
+// size to check or no end), within the memory budget.
 std::string read_all(const std::string& path) {
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(st)) throw UserError(cat(path, ": cannot open file"));
+  HG_REQUIRE(std::filesystem::is_regular_file(st), path, ": not a regular file (a checkpoint is a file)");
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec) throw UserError(cat(path, ": cannot read its size (", ec.message(), ")"));
+  require_memory(size, cat(path, " (read whole)"));
   std::ifstream f(path, std::ios::binary);
   if (!f) throw UserError(cat(path, ": cannot open file"));
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string bytes(size, '\0');
+  f.read(bytes.data(), static_cast<std::streamsize>(size));
+  HG_REQUIRE(static_cast<uint64_t>(f.gcount()) == size, path, ": changed while being read");
   return bytes;
 }
 
@@ -607,6 +620,8 @@ StateDict read_safetensors(const std::string& path) {
 }
 
 StateDict read_state_dict(const std::string& path) {
+  std::error_code ec;
+  HG_REQUIRE(!std::filesystem::is_directory(path, ec), path, ": is a folder, not a checkpoint file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw UserError(cat(path, ": cannot open file"));
   char magic[4] = {0, 0, 0, 0};

@@ -53,8 +53,9 @@ uint64_t parse_memory_size(const std::string& text, const char* flag) {
   else if (unit == "G" || unit == "GiB") scale = 1024.0 * 1024 * 1024;
   else if (unit == "T" || unit == "TiB") scale = 1024.0 * 1024 * 1024 * 1024;
   else used = 0;
-  HG_REQUIRE(used > 0 && v >= 0 && v * scale < 1.8e19, flag, ": '", text,
-             "' is not a size (e.g. 8G, 512M, 100000)");
+  HG_REQUIRE(used > 0 && text.find_first_of("xX") == std::string::npos && v >= 0 && v * scale < 1.8e19, flag, ": '",
+             text, "' is not a size (e.g. 8G, 512M, 100000)");
+  HG_REQUIRE(v * scale >= 1, flag, ": the memory budget must be at least one byte, got '", text, "'");
   return static_cast<uint64_t>(v * scale);
 }
 

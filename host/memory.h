@@ -15,7 +15,7 @@ namespace handgrad {
 // Allocations from this size up are checked against the budget (smaller ones cannot matter).
 constexpr uint64_t kMemoryCheckFrom = uint64_t(64) << 20;
 
-// "8G", "512M", "100k", "123456" (bytes); a UserError for anything else. 0 clears the override.
+// "8G", "512M", "100k", "123456" (bytes); a UserError for anything else (0 and hex included).
 uint64_t parse_memory_size(const std::string& text, const char* flag);
 void set_memory_budget(uint64_t bytes);
 

@@ -57,6 +57,7 @@ const ParamStore::Entry* ParamStore::find(const std::string& name) const {
 }
 
 void ParamStore::load(const StateDict& sd, bool strict, const std::string& model) {
+  // Every key checked before anything is copied: a load that fails leaves the model as it was.
   for (const auto& [name, t] : sd.entries) {
     const Entry* e = find(name);
     if (!e) {
@@ -65,17 +66,23 @@ void ParamStore::load(const StateDict& sd, bool strict, const std::string& model
     }
     HG_REQUIRE(t.shape() == e->shape, "checkpoint key '", name, "' has shape ", shape_str(t.shape()),
                ", the model needs ", shape_str(e->shape));
-    if (e->kind == Kind::Counter) {
+    if (e->kind == Kind::Counter)
       HG_REQUIRE(t.dtype() == DType::I64, "checkpoint key '", name, "' must be an integer");
+    else
+      HG_REQUIRE(t.dtype() == DType::F32, "checkpoint key '", name, "' must be floating point");
+  }
+  if (strict)
+    for (const Entry& e : entries_) HG_REQUIRE(sd.find(e.name) != nullptr, "checkpoint lacks key '", e.name, "'");
+  for (const auto& [name, t] : sd.entries) {
+    const Entry* e = find(name);
+    if (!e) continue;
+    if (e->kind == Kind::Counter) {
       counters_[e->offset] = t.data<int64_t>()[0];
     } else {
-      HG_REQUIRE(t.dtype() == DType::F32, "checkpoint key '", name, "' must be floating point");
       float* dst = e->kind == Kind::Param ? param(e->offset) : buffer(e->offset);
       copy_bytes(dst, device_, t.data<float>(), Device::CPU, sizeof(float) * e->numel());
     }
   }
-  if (strict)
-    for (const Entry& e : entries_) HG_REQUIRE(sd.find(e.name) != nullptr, "checkpoint lacks key '", e.name, "'");
 }
 
 StateDict ParamStore::state_dict() const {

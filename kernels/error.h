@@ -35,6 +35,25 @@ std::string cat(const Args&... args) {
   return os.str();
 }
 
+// Messages quote bytes from the user's files and flags (npy headers, einsum subscripts, pickle
+// names, state-dict keys): whatever they hold, a message shown to a person stays one readable
+// line -- control characters and bytes outside ASCII escaped (\xNN), at most 400 characters.
+inline std::string one_line(const std::string& msg) {
+  constexpr size_t kMax = 400;
+  std::string out;
+  for (unsigned char c : msg) {
+    if (out.size() >= kMax) {
+      out += "...";
+      break;
+    }
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c >= 0x7f) out += cat("\\x", "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]);
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+
 }  // namespace handgrad
 
 // Throw a UserError when `cond` is false: HG_REQUIRE(n > 0, "--n must be positive, got ", n).

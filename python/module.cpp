@@ -108,6 +108,13 @@ Borrowed borrow_numpy(py::handle obj, const std::string& what) {
   const bool ready = py::isinstance<py::array>(obj) &&
                      py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<float>()) &&
                      (py::reinterpret_borrow<py::array>(obj).flags() & py::array::c_style);
+  if (py::isinstance<py::array>(obj)) {
+    const py::dtype dt = py::reinterpret_borrow<py::array>(obj).dtype();
+    const char kind = dt.kind();
+    HG_REQUIRE(kind == 'f' || kind == 'i' || kind == 'u' || kind == 'b', what, " has numpy dtype ",
+               std::string(py::str(py::object(dt))), ": handgrad takes real numbers",
+               kind == 'c' ? " (a complex value would lose its imaginary part)" : "");
+  }
   using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
   F32 arr = ready ? py::reinterpret_borrow<F32>(obj) : F32::ensure(obj);
   if (!arr) {
@@ -140,7 +147,12 @@ Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
                                                   : py::tuple(src.attr("__dlpack_device__")())[0].cast<int>();
   // On a GPU, ask the producer to order its pending work before handgrad's stream (the legacy
   // default stream, DLPack's stream 1).
-  py::object cap = dev_type == kDLCUDA ? src.attr("__dlpack__")(py::arg("stream") = 1) : src.attr("__dlpack__")();
+  py::object cap;
+  try {
+    cap = dev_type == kDLCUDA ? src.attr("__dlpack__")(py::arg("stream") = 1) : src.attr("__dlpack__")();
+  } catch (py::error_already_set& e) {  // sparse, meta, quantized tensors ...: the producer says why
+    throw UserError(cat(what, " cannot be shared through DLPack: ", e.what()));
+  }
   auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), "dltensor"));
   if (!managed) {
     PyErr_Clear();
@@ -241,6 +253,24 @@ std::optional<Device> device_arg(const std::optional<std::string>& device) {
 // it never holds the GIL that a running call's Ctrl-C check or progress callback needs).
 std::mutex g_core;
 
+// The core lock, refusing a call from inside a running call on the same thread (a progress
+// callback that calls handgrad): waiting for a lock this thread holds would never end.
+thread_local bool t_in_core = false;
+class CoreLock {
+ public:
+  CoreLock() {
+    if (t_in_core) throw UserError("handgrad cannot be called from inside a progress callback of a running handgrad call");
+    lock_ = std::unique_lock<std::mutex>(g_core);
+    t_in_core = true;
+  }
+  ~CoreLock() { t_in_core = false; }
+  CoreLock(const CoreLock&) = delete;
+  CoreLock& operator=(const CoreLock&) = delete;
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
 // ---------------------------------------------------------------------------------------------
 // Ctrl-C and progress
 // ---------------------------------------------------------------------------------------------
@@ -274,7 +304,7 @@ py::object einsum_py(const std::string& equation, py::args operands, const std::
   Tensor out;
   {
     py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> core(g_core);
+    CoreLock core;
     std::vector<Tensor> moved;  // operands copied to the requested device
     moved.reserve(in.size());   // so the pointers into it stay valid
     std::vector<const Tensor*> ptrs;
@@ -304,8 +334,14 @@ Shape shape_of(py::handle arg, size_t i) {
   for (py::handle d : obj) {
     if (!py::isinstance<py::int_>(d) && !py::hasattr(d, "__index__"))
       throw UserError(cat("contract_path(): operand ", i, "'s shape holds a non-integer"));
-    s.push_back(d.cast<int64_t>());
+    try {
+      s.push_back(d.cast<int64_t>());
+    } catch (const py::cast_error&) {
+      throw UserError(cat("contract_path(): operand ", i, "'s shape holds a size beyond int64"));
+    }
   }
+  HG_REQUIRE(s.size() <= static_cast<size_t>(kMaxDims), "contract_path(): operand ", i, " has ", s.size(),
+             " dims; handgrad takes at most ", kMaxDims);
   return s;
 }
 
@@ -412,6 +448,12 @@ std::optional<Tensor> host_copy(const py::object& obj, DType dtype, const char* 
   if (obj.is_none()) return std::nullopt;
   py::object src = obj;
   if (is_torch_tensor(src)) src = src.attr("detach")().attr("cpu")().attr("numpy")();
+  if (dtype == DType::I64) {  // sample indices: whole numbers, never truncated floats
+    py::array probe = py::array::ensure(src);
+    if (!probe) PyErr_Clear();
+    HG_REQUIRE(probe && (probe.dtype().kind() == 'i' || probe.dtype().kind() == 'u'), what,
+               " must be an array of integers");
+  }
   py::array a = dtype == DType::F32
                     ? py::array(py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(src))
                     : py::array(py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(src));
@@ -444,7 +486,7 @@ py::dict train_mlp_py(py::object x, py::object y, py::object w1, py::object w2, 
   MlpResult r;
   {
     py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> core(g_core);
+    CoreLock core;
     r = run_mlp(cfg);
   }
   py::list models;
@@ -483,7 +525,7 @@ class PyResNet18 {
     std::optional<StateDict> sd;
     if (state) sd = dict_to_state(*state);
     py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> core(g_core);
+    CoreLock core;
     model_ = std::make_unique<ResNet18>(1, 28, 28, device_);
     model_->init_random(seed);
     if (sd) model_->load(*sd, true);
@@ -492,7 +534,7 @@ class PyResNet18 {
     StateDict sd;
     {
       py::gil_scoped_release nogil;
-      std::lock_guard<std::mutex> core(g_core);
+      CoreLock core;
       sd = model_->state_dict();
     }
     return state_to_dict(sd);
@@ -500,7 +542,7 @@ class PyResNet18 {
   void load(const py::dict& d, bool strict) {
     const StateDict sd = dict_to_state(d);
     py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> core(g_core);
+    CoreLock core;
     model_->load(sd, strict);
   }
   std::string device() const { return device_name(device_); }
@@ -515,7 +557,7 @@ class PyResNet18 {
     Tensor out;
     {
       py::gil_scoped_release nogil;
-      std::lock_guard<std::mutex> core(g_core);
+      CoreLock core;
       Tensor images_dev = in.tensor.device() == device_ ? Tensor() : in.tensor.to(device_);
       const float* px = (images_dev.defined() ? images_dev : in.tensor).data<float>();
       if (chunk != batch_ || H != h_ || W != w_) {  // a model sized for these images, same weights
@@ -579,7 +621,7 @@ py::dict train_transfer_py(const std::string& data_dir, const std::optional<std:
   TransferResult r;
   {
     py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> core(g_core);
+    CoreLock core;
     r = run_transfer_train(cfg);
   }
   py::dict out;
@@ -609,7 +651,7 @@ py::tuple evaluate_transfer_py(const py::dict& state_dict, const std::string& da
   std::pair<double, double> r;
   {
     py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> core(g_core);
+    CoreLock core;
     r = run_transfer_eval(cfg);
   }
   return py::make_tuple(r.first, r.second);
@@ -639,7 +681,9 @@ PYBIND11_MODULE(_core, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const UserError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
+      PyErr_SetString(PyExc_ValueError, one_line(e.what()).c_str());
+    } catch (const InternalError& e) {
+      PyErr_SetString(PyExc_RuntimeError, one_line(e.what()).c_str());
     }
   });
   m.attr("__version__") = HANDGRAD_VERSION;
@@ -716,7 +760,7 @@ logits [n, 10] of images [n, 1, H, W] in evaluation mode (running BatchNorm stat
     for (size_t i = 0; i < operands.size(); ++i) in.push_back(borrow_array(operands[i], "operand"));
     for (Borrowed& b : in) ptrs.push_back(&b.tensor);
     py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> core(g_core);
+    CoreLock core;
     einsum(equation, ptrs);  // warm-up
     const auto t0 = std::chrono::steady_clock::now();
     for (int r = 0; r < reps; ++r) einsum(equation, ptrs);

@@ -215,6 +215,35 @@ with tempfile.TemporaryDirectory() as d:
         if "question5.pdf" in z.namelist():
             failures.append(("the zip packed a stale file", z.namelist(), ""))
 
+    # Third round (a hostile review of the fixes): checkpoints that are not files, names too long
+    # for the file system, empty names, out-of-range and hex numbers, lists with empty items,
+    # budgets of 0 or garbage, and the zip right after another report.
+    for args in (["inspect", "/dev/zero"], ["inspect", d], ["convert", "/dev/urandom", path("x.st")],
+                 ["transfer", "eval", "--checkpoint", "/dev/zero"]):
+        run(args, max_seconds=5)
+    run(einsum_ok + ["-o", path("y" * 256)], want_in_err="longer than the file system allows", max_seconds=5)
+    run(einsum_ok + ["-o", ""], want_in_err="empty", max_seconds=5)
+    run(["mlp", "--seed", "18446744073709551616"], want_in_err="out of range")
+    run(q3 + ["--max-steps", "9223372036854775808"], want_in_err="out of range")
+    run(["mlp", "--iters", "0x10"], want_in_err="decimal")
+    run(["mlp", "--lr", ""], want_in_err="empty")
+    run(["mlp", "--lr", "1e-5,"], want_in_err="not a number")
+    run(["mlp", "--max-memory", ""], want_in_err="not a size")
+    run(["mlp", "--max-memory", "0"], want_in_err="at least one byte")
+    run(["info"], env={"HANDGRAD_MAX_MEMORY": "0"}, want_in_err="HANDGRAD_MAX_MEMORY")
+    run(["info"], env={"HANDGRAD_MAX_MEMORY": "junk"}, want_in_err="HANDGRAD_MAX_MEMORY")
+    back_to_back = path("rep2")
+    run(["report", "--quick", "--only", "q1,q4", "--out-dir", back_to_back], want_rc=0, timeout=300)
+    future = os.path.join(back_to_back, "Q2_output.txt")
+    open(future, "w").write("stale, dated tomorrow")
+    os.utime(future, (time.time() + 86400, time.time() + 86400))
+    os.symlink(path("a.npy"), os.path.join(back_to_back, "mlp_loss.csv"))
+    run(["report", "--quick", "--only", "q1", "--out-dir", back_to_back], want_rc=0, timeout=300)
+    with zipfile.ZipFile(os.path.join(back_to_back, "handgrad-hw1.zip")) as z:
+        stale = [n for n in z.namelist() if n in ("question4.pdf", "Q2_output.txt", "mlp_loss.csv", "q4_autodiff.txt")]
+        if stale:
+            failures.append(("the zip packed files this run did not write", stale, ""))
+
     # Numeric flags: empty, signed where unsigned, negative limits, non-finite points.
     run(["mlp", "--seed", ""], want_in_err="must not be empty")
     run(["mlp", "--seed", "-1"], want_in_err="whole number")

@@ -130,4 +130,6 @@ def autodiff(function: str = "squared", point: Sequence[float] = (2.0, 4.0)) -> 
     (one per seed: rows of primal, value, derivative, dvalue), "jacobian_forward",
     "jacobian_reverse", "outputs", "text" (the tables as the homework lays them out)}.
     """
+    if isinstance(point, (str, bytes)):
+        raise TypeError("point must be a sequence of numbers, not a string")
     return _core.autodiff(function, [float(v) for v in point])

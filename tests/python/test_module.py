@@ -141,17 +141,55 @@ def test_calls_from_several_threads_are_serialised():
     (lambda: handgrad.einsum("ij,jk->ik", rand(2, 3), rand(4, 4)), "subscript 'j'"),
     (lambda: handgrad.einsum("ij->", rand(2, 3), rand(2, 3)), "more operands"),
     (lambda: handgrad.einsum("i(j", rand(2, 3)), "einsum"),
-    (lambda: handgrad.einsum("ij", np.array([["a", "b"]])), "cannot be read"),
+    (lambda: handgrad.einsum("ij", np.array([["a", "b"]])), "takes real numbers"),
+    (lambda: handgrad.einsum("ij", [["a", "b"]]), "cannot be read"),
     (lambda: handgrad.einsum("ij", rand(2, 2), order="best"), "order must be"),
     (lambda: handgrad.contract_path("ij,jk", (2, 3), "x"), "neither an array nor a shape"),
     (lambda: handgrad.train_mlp(lrs=[-1.0], iters=10), "--lr must be positive"),
     (lambda: handgrad.ResNet18({"conv1.weight": np.zeros((3, 3))}, device="cpu"), "conv1.weight"),
     (lambda: handgrad.autodiff("y1 = x1 +", (1.0,)), ""),
     (lambda: handgrad.einsum("ij", rand(2, 2), device="tpu"), "device"),
+    (lambda: handgrad.einsum("ij->", np.ones((2, 2), np.complex64)), "imaginary"),
+    (lambda: handgrad.einsum("ij->", torch.ones(2, 2).to_sparse()), "DLPack"),
+    (lambda: handgrad.contract_path("ij,jk->ik", (2 ** 70, 3), (3, 4)), "beyond int64"),
+    (lambda: handgrad.contract_path("...->", (1,) * 200), "at most 64"),
+    (lambda: handgrad.train_mlp(indices=np.full(10, 0.5), iters=5), "integers"),
 ])
 def test_bad_input_is_a_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_messages_are_one_readable_line():
+    with pytest.raises(ValueError) as e:
+        handgrad.einsum("\u00e9->", rand(2))
+    assert str(e.value) and "\n" not in str(e.value) and "\\x" in str(e.value)
+    with pytest.raises(TypeError):
+        handgrad.autodiff("squared", "12")  # a string is not a point
+
+
+def test_a_progress_callback_may_not_call_handgrad():
+    if fashion_dir() is None:
+        pytest.skip("FashionMNIST is not installed")
+
+    def callback(p):
+        handgrad.einsum("i->", np.ones(3, np.float32))  # would wait for the lock the run holds
+
+    with pytest.raises(ValueError, match="progress callback"):
+        handgrad.train_transfer(weights="none", max_steps=1, eval=False, device="cpu", progress=callback,
+                                data_dir=fashion_dir())
+    assert float(handgrad.einsum("i->", np.ones(3, np.float32))) == 3.0  # and the lock was given back
+
+
+def test_a_failed_load_leaves_the_model_unchanged():
+    model = handgrad.ResNet18(seed=5, device="cpu")
+    before = model.state_dict()
+    bad = {k: v.copy() for k, v in before.items()}
+    bad["conv1.weight"][:] = 0
+    bad["fc.weight"] = np.zeros((3, 3), np.float32)
+    with pytest.raises(ValueError, match="fc.weight"):
+        model.load_state_dict(bad)
+    np.testing.assert_array_equal(model.state_dict()["conv1.weight"], before["conv1.weight"])
 
 
 def test_contract_path_matches_opt_einsum_conventions():
