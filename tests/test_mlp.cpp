@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "kernels/mlp/mlp_train.h"
 #include "kernels/nn/linear_row.h"
@@ -132,6 +133,30 @@ TEST(MlpTrain, StepKernelsComposeToTheTrainer) {
   }
   EXPECT_LT(rel_err(losses.to_vector(), ref_losses.to_vector()), 1e-4);
   EXPECT_LT(rel_err(params.to_vector(), ref_params.to_vector()), 1e-4);
+}
+
+// The one-pass trainer (step t's update fused with step t+1's forward) gives the two-pass
+// trainer's bits: losses, weights and divergence points, for an odd hidden size, a sweep with a
+// diverging model, and the default problem's shape, on whichever clone this CPU runs.
+TEST(MlpTrain, OnePassEqualsTwoPassBitForBit) {
+  for (const std::vector<float>& lrs : {std::vector<float>{0.01f}, std::vector<float>{10.f, 1e-3f, 1e-4f}}) {
+    SmallProblem pb(lrs);
+    for (int64_t h : {13, 64}) {
+      pb.h = h, pb.d = h == 64 ? 64 : 9;
+      pb.W1 = random_tensor({pb.d, h}, 13), pb.W2 = random_tensor({h}, 14), pb.X = random_tensor({pb.n, pb.d}, 11);
+      const MlpRun r = pb.run();
+      Tensor p1 = pb.params(), p2 = pb.params(), l1 = poisoned({r.models, r.iters}), l2 = poisoned({r.models, r.iters});
+      std::vector<int64_t> d1(r.models, 7), d2(r.models, 7);
+      cpu::mlp_train(p1.data<float>(), l1.data<float>(), d1.data(), r);
+      cpu::mlp_train_two_pass(p2.data<float>(), l2.data<float>(), d2.data(), r);
+      EXPECT_EQ(d1, d2);
+      EXPECT_EQ(0, std::memcmp(p1.raw(), p2.raw(), p1.nbytes())) << "h=" << h;
+      EXPECT_EQ(0, std::memcmp(l1.raw(), l2.raw(), l1.nbytes())) << "h=" << h;
+      if (lrs.size() == 3) {
+        EXPECT_GE(d1[0], 0);  // the sweep's lr 10 diverges
+      }
+    }
+  }
 }
 
 TEST(MlpTrain, DivergenceStopsTheModelAndIsReported) {

@@ -29,8 +29,12 @@ struct MlpRun {
 };
 
 namespace cpu {
-// The reference: one tight loop per model, no allocation per step; models run in parallel.
+// The reference: one tight loop per model, no allocation per step; models run in parallel. Each
+// iteration makes one pass over W1 (step t's update fused with step t+1's forward).
 void mlp_train(float* params, float* losses, int64_t* diverged_at, const MlpRun& r);
+// The same steps as two passes over W1 per iteration (forward, then update): mlp_train must
+// give the same bits (tests).
+void mlp_train_two_pass(float* params, float* losses, int64_t* diverged_at, const MlpRun& r);
 }  // namespace cpu
 
 #ifdef HANDGRAD_WITH_CUDA
