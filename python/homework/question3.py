@@ -4,9 +4,10 @@
     python3 question3.py [--quick] [--batch-size 16] [--lr 0.01] [--momentum 0] [--epochs 2]
                          [--freeze backbone|none] [--weights PATH|none] [--device auto|cpu|cuda] [--out DIR]
 
-torchvision's ResNet18 with ImageNet weights (when the torch hub cache has them; else random
-init, said so), a 1-channel conv1 (the sum of the RGB filters) and a 10-class fc, fine-tuned by
-SGD with momentum for 2 epochs on handgrad. main() trains, prints the loss and the test accuracy,
+torchvision's ResNet18 with ImageNet weights (when the torch hub cache has them: the backbone
+frozen, conv1 and fc trained; else random init, said so, and the whole network trained), a
+1-channel conv1 (the sum of the RGB filters) and a 10-class fc, fine-tuned by SGD with momentum
+for 2 epochs on handgrad. main() trains, prints the loss and the test accuracy,
 plots the loss curve to DIR/question3_result.pdf, then loads handgrad's trained weights into
 torchvision's own ResNet18 and evaluates it on the same test images: the logits and the accuracy
 must agree. --quick trains 30 steps and tests on 512 images. Exits 0 when the checks pass.
@@ -95,15 +96,20 @@ def main():
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--momentum", type=float, default=0.0)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--freeze", default="backbone", help="backbone (only conv1 and fc train) or none")
+    p.add_argument("--freeze", default=None,
+                   help="backbone (only conv1 and fc train; the default with ImageNet weights) or none (the default "
+                        "from random init: a frozen random backbone gives random features)")
     p.add_argument("--weights", default=None, help="ImageNet .pth/.safetensors, or none (default: the torch hub cache)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=".", help="folder for question3_result.pdf")
     args = p.parse_args()
     data_dir = find_data()
     if args.weights is None and not handgrad.imagenet_weights_path():
-        print("note: no ImageNet weights in the torch hub cache: starting from random init (--weights none)")
+        print("note: no ImageNet weights in the torch hub cache: starting from random init (--weights none), "
+              "the whole network fine-tuned")
         args.weights = "none"
+    if args.freeze is None:
+        args.freeze = "none" if args.weights == "none" else "backbone"
 
     r = fine_tune(args, data_dir)
     for seen, loss in zip(r["history"]["samples_seen"], r["history"]["train_loss"]):
