@@ -184,6 +184,11 @@ void gather_labels(Device d, int32_t* dst, const int32_t* src, const int64_t* id
   HG_ON_DEVICE(d, gather_i32, dst, src, idx, rows);
 }
 
+void gather_pixels(Device d, float* dst, const uint8_t* src, const int64_t* idx, int64_t rows, int64_t len,
+                   PixelScale s) {
+  HG_ON_DEVICE(d, gather_pixels, dst, src, idx, rows, len, s);
+}
+
 // ---- The Q2 network -------------------------------------------------------------------------
 
 void linear_row_forward(Device d, float* y, RowSource x, const float* W, const LinearRowShape& s) {

@@ -17,6 +17,7 @@
 #include "kernels/nn/conv2d.h"
 #include "kernels/nn/linear_row.h"
 #include "kernels/nn/pooling.h"
+#include "kernels/nn/rows.h"
 #include "kernels/optim/sgd.h"
 
 namespace handgrad::nn {
@@ -107,6 +108,9 @@ void sgd_momentum(Device d, float* params, const float* grads, float* velocity, 
 // The data pipeline: dst[i, :] = src[idx[i], :] (float rows of `len`, int32 labels).
 void gather_rows(Device d, float* dst, const float* src, const int64_t* idx, int64_t rows, int64_t len);
 void gather_labels(Device d, int32_t* dst, const int32_t* src, const int64_t* idx, int64_t rows);
+// Images kept as bytes become float as a batch is gathered (rows.h; idx null: rows in order).
+void gather_pixels(Device d, float* dst, const uint8_t* src, const int64_t* idx, int64_t rows, int64_t len,
+                   PixelScale s);
 
 // The Q2 network's layers, for every model of a learning-rate sweep at once (linear_row.h,
 // relu.h, mse.h), and its updates: plain SGD per model (sgd.h), whose `advance_step` counter

@@ -261,6 +261,26 @@ std::vector<float> to_nchw(const std::vector<float>& v, int64_t N, int64_t C, in
 std::vector<float> nan_vector(int64_t n) { return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN()); }
 }  // namespace
 
+// The dataset stays bytes; a batch becomes float as it is gathered: exactly the float the old
+// float dataset held (p / 255, then (v - mean) / std), by index and in order.
+TEST(CnnLayers, GatherPixelsConvertsAsTheFloatDatasetDid) {
+  const int64_t count = 9, len = 28, rows = 5;
+  std::vector<uint8_t> bytes(count * len);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * 53 % 256);
+  const int64_t idx[rows] = {8, 0, 3, 3, 7};
+  for (const PixelScale sc : {PixelScale{}, PixelScale{true, 0.2860f, 0.3530f}})
+    for (const bool by_index : {true, false}) {
+      Tensor out = poisoned({rows, len});
+      cpu::gather_pixels(out.data<float>(), bytes.data(), by_index ? idx : nullptr, rows, len, sc);
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < len; ++j) {
+          const float v = bytes[(by_index ? idx[i] : i) * len + j] / 255.f;
+          const float want = sc.normalize ? (v - 0.2860f) / 0.3530f : v;
+          ASSERT_EQ(out.data<float>()[i * len + j], want) << i << "," << j;
+        }
+    }
+}
+
 TEST(CnnLayers, Conv2dNhwcMatchesNchwTwin) {
   std::printf("[conv nhwc] %s\n", cpu::conv2d_nhwc_backend().c_str());
   for (Conv2dShape s : {Conv2dShape{2, 3, 9, 7, 4, 3, 3, 1, 1}, Conv2dShape{3, 1, 28, 28, 64, 7, 7, 2, 3},
@@ -518,6 +538,19 @@ TEST(CnnCuda, RowAndPoolKernelsMatchCpuTwins) {
   cuda::gather_i32(static_cast<int32_t*>(gout.get()), static_cast<const int32_t*>(glabels.get()), gidx.data<int64_t>(), rows);
   copy_bytes(gout_host.data(), Device::CPU, gout.get(), Device::CUDA, sizeof(int32_t) * rows);
   EXPECT_EQ(gout_host, out);
+  // The byte dataset's gather, normalised and not, by index and in order.
+  std::vector<uint8_t> bytes(count * len);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * 37 % 256);
+  Buffer gbytes(bytes.size(), Device::CUDA);
+  copy_bytes(gbytes.get(), Device::CUDA, bytes.data(), Device::CPU, bytes.size());
+  for (const PixelScale sc : {PixelScale{}, PixelScale{true, 0.2860f, 0.3530f}})
+    for (const bool by_index : {true, false}) {
+      Tensor px = poisoned({rows, len}), gpx = poisoned({rows, len}, Device::CUDA);
+      cpu::gather_pixels(px.data<float>(), bytes.data(), by_index ? idx.data<int64_t>() : nullptr, rows, len, sc);
+      cuda::gather_pixels(gpx.data<float>(), static_cast<const uint8_t*>(gbytes.get()),
+                          by_index ? gidx.data<int64_t>() : nullptr, rows, len, sc);
+      EXPECT_EQ(gpx.to_vector(), px.to_vector()) << sc.normalize << by_index;  // IEEE division on both
+    }
   for (auto [N, HW, C] : {std::tuple<int64_t, int64_t, int64_t>{64, 1, 512}, {16, 4, 512}, {3, 49, 1}, {5, 1000, 3}}) {
     Tensor x = random_tensor({N, HW, C}, 6), dy = random_tensor({N, C}, 7);
     Tensor y = poisoned({N, C}), gy = poisoned({N, C}, Device::CUDA);

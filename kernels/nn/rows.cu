@@ -13,6 +13,13 @@ __global__ void gather_rows_kernel(float* __restrict__ dst, const float* __restr
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * len; i += int64_t(gridDim.x) * blockDim.x)
     dst[i] = src[idx[i / len] * len + i % len];
 }
+__global__ void gather_pixels_kernel(float* __restrict__ dst, const uint8_t* __restrict__ src,
+                                     const int64_t* __restrict__ idx, int64_t rows, int64_t len, PixelScale s) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * len; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / len;
+    dst[i] = pixel_value(src[(idx ? idx[r] : r) * len + i % len], s);
+  }
+}
 __global__ void gather_i32_kernel(int32_t* __restrict__ dst, const int32_t* __restrict__ src,
                                   const int64_t* __restrict__ idx, int64_t rows) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows; i += int64_t(gridDim.x) * blockDim.x)
@@ -29,6 +36,12 @@ void add_row_bias(float* y, const float* b, int64_t N, int64_t K) {
 void gather_rows(float* dst, const float* src, const int64_t* idx, int64_t rows, int64_t len) {
   if (rows * len == 0) return;
   gather_rows_kernel<<<grid_for(rows * len), kBlock, 0, stream()>>>(dst, src, idx, rows, len);
+  CUDA_CHECK_LAUNCH();
+}
+
+void gather_pixels(float* dst, const uint8_t* src, const int64_t* idx, int64_t rows, int64_t len, PixelScale s) {
+  if (rows * len == 0) return;
+  gather_pixels_kernel<<<grid_for(rows * len), kBlock, 0, stream()>>>(dst, src, idx, rows, len, s);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -14,6 +14,14 @@ void gather_rows(float* dst, const float* src, const int64_t* idx, int64_t rows,
   for (int64_t i = 0; i < rows; ++i) std::memcpy(dst + i * len, src + idx[i] * len, sizeof(float) * len);
 }
 
+void gather_pixels(float* dst, const uint8_t* src, const int64_t* idx, int64_t rows, int64_t len, PixelScale s) {
+#pragma omp parallel for schedule(static) if (rows * len > (1 << 16))
+  for (int64_t i = 0; i < rows; ++i) {
+    const uint8_t* row = src + (idx ? idx[i] : i) * len;
+    for (int64_t j = 0; j < len; ++j) dst[i * len + j] = pixel_value(row[j], s);
+  }
+}
+
 void gather_i32(int32_t* dst, const int32_t* src, const int64_t* idx, int64_t rows) {
   for (int64_t i = 0; i < rows; ++i) dst[i] = src[idx[i]];
 }
