@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sys/resource.h>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -476,6 +477,9 @@ int run_report(const ReportOptions& opt) {
   }
   const double total = now_s() - t0;
   summary["seconds"] = total;
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);  // this process's peak (the question scripts are their own)
+  summary["peak_rss_mb"] = usage.ru_maxrss / 1024.0;
   summary["all_checks_passed"] = ok;
 
   const SystemInfo info = system_info();
@@ -485,7 +489,8 @@ int run_report(const ReportOptions& opt) {
   md += cat("\n- CPU threads: ", info.cpu_threads, ", CPU GEMM: ", info.cpu_gemm,
             ", CPU convolutions: ", cpu::conv2d_nhwc_backend(), "\n");
   md += cat("- seed: ", opt.seed, opt.quick ? ", quick sizes" : "", "\n");
-  md += fmt("- total time: %.1f s\n- all checks passed: %s\n\n", total, ok ? "yes" : "NO");
+  md += fmt("- total time: %.1f s, peak memory (RSS) %.0f MB\n- all checks passed: %s\n\n", total,
+            summary["peak_rss_mb"].get<double>(), ok ? "yes" : "NO");
   if (summary.contains("q1")) {
     md += "## Q1: einsum\n\nFiles: `q1_einsum.txt`, `q1_einsum.json`, `q1/*.npy` (inputs and outputs of the worked examples).\n\n";
     md += "| op | equation | A | ms | GB/s | rel. error | check |\n|---|---|---|---|---|---|---|\n";
