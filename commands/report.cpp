@@ -374,17 +374,17 @@ std::string last_line(std::string text) {
 
 json report_python(const ReportOptions& opt, bool& ok) {
   const fs::path dir(opt.out_dir);
-  std::error_code ec;
-  fs::path scripts = fs::path(HANDGRAD_SOURCE_DIR) / "python" / "homework";
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!fs::exists(scripts / "question1.py") && !ec) scripts = exe.parent_path().parent_path() / "python" / "homework";
+  const fs::path scripts = find_project_folder("python/homework", "question1.py");
   json out = json::object();
-  if (!fs::exists(scripts / "question1.py")) {
+  if (scripts.empty()) {
     std::printf("Python scripts: python/homework/ not found next to this handgrad: FAIL\n");
     ok = false;
     return {{"error", "python/homework not found"}};
   }
+  // The module of this build (build/python, beside the binary), else whatever the Python imports.
   std::string pythonpath;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (!ec && fs::exists(exe.parent_path() / "python" / "handgrad" / "__init__.py"))
     pythonpath = fs::absolute(exe.parent_path() / "python").string();
 #ifdef HANDGRAD_PYTHON_EXECUTABLE

@@ -2,32 +2,13 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 
 #include "host/subprocess.h"
 #include "kernels/error.h"
 
 namespace handgrad {
 
-namespace fs = std::filesystem;
-
 namespace {
-
-// plots/ of the source tree this binary was built from; else next to the binary (../plots,
-// ../../plots: a build or stage folder inside the repository); else ./plots.
-std::string plots_dir() {
-  std::vector<fs::path> candidates = {fs::path(HANDGRAD_SOURCE_DIR) / "plots"};
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    candidates.push_back(exe.parent_path().parent_path() / "plots");
-    candidates.push_back(exe.parent_path().parent_path().parent_path() / "plots");
-  }
-  candidates.push_back(fs::current_path(ec) / "plots");
-  for (const fs::path& p : candidates)
-    if (fs::exists(p / "plot_common.py", ec)) return p.string();
-  return "";
-}
 
 // The first python3 that can import matplotlib: $HANDGRAD_PYTHON, Debian's, then PATH's. (A probe
 // interrupted by Ctrl-C ends handgrad too: run_process passes the interruption on, so it is never
@@ -48,7 +29,7 @@ std::string python_with_matplotlib() {
 
 bool run_plot(const std::string& script, const std::vector<std::string>& args) {
   static const std::string python = python_with_matplotlib();
-  static const std::string dir = plots_dir();
+  static const std::string dir = find_project_folder("plots", "plot_common.py");
   if (python.empty()) {
     std::fprintf(stderr, "handgrad: warning: no python3 with matplotlib found; skipping %s "
                          "(apt-get install python3-matplotlib)\n", script.c_str());

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 
 #include "kernels/error.h"
 
@@ -29,6 +30,21 @@ void propagate_interrupt(int sig) {
 }
 
 }  // namespace
+
+std::string find_project_folder(const std::string& relative, const std::string& marker) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> candidates = {fs::path(HANDGRAD_SOURCE_DIR) / relative};
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    candidates.push_back(exe.parent_path().parent_path() / relative);
+    candidates.push_back(exe.parent_path().parent_path().parent_path() / relative);
+  }
+  candidates.push_back(fs::current_path(ec) / relative);
+  for (const fs::path& p : candidates)
+    if (fs::exists(p / marker, ec)) return p.string();
+  return "";
+}
 
 ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOptions& opt) {
   HG_ASSERT(!argv.empty(), "run_process: no program");

@@ -25,6 +25,11 @@ struct ProcessResult {
   bool ok() const { return signal == 0 && exit_code == 0; }
 };
 
+// Where a folder of the project's helper files is (`relative`, e.g. "plots", holding `marker`):
+// in the source tree this binary was built from; else next to the binary (../, ../../: a build or
+// stage folder inside the repository); else under the current folder. "" when none holds it.
+std::string find_project_folder(const std::string& relative, const std::string& marker);
+
 // argv[0] is looked up on PATH. A program that cannot start gives exit code 127, as a shell does.
 ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOptions& opt = {});
 
