@@ -409,33 +409,44 @@ py::dict state_to_dict(const StateDict& sd) {
   return d;
 }
 
+// An array-like as a numpy array on the host (a torch tensor through .cpu().numpy()).
+py::array host_array(const py::object& obj, const std::string& what) {
+  py::object src = obj;
+  if (is_torch_tensor(src)) src = src.attr("detach")().attr("cpu")().attr("numpy")();
+  py::array a = py::array::ensure(src);
+  if (!a) {
+    PyErr_Clear();
+    throw UserError(what + " is not an array");
+  }
+  return a;
+}
+
+// A host tensor of `dtype` holding a copy of `a` (converted; int64 only from integers: sample
+// indices and counters are never truncated floats).
+Tensor host_tensor(const py::array& a, DType dtype, const std::string& what) {
+  const char kind = a.dtype().kind();
+  HG_REQUIRE(dtype != DType::I64 || kind == 'i' || kind == 'u', what, " must be an array of integers");
+  py::array c = dtype == DType::F32
+                    ? py::array(py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a))
+                    : py::array(py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a));
+  if (!c) {
+    PyErr_Clear();
+    throw UserError(cat(what, " cannot be read as an array of ", dtype_name(dtype)));
+  }
+  Tensor t = Tensor::empty(Shape(c.shape(), c.shape() + c.ndim()), Device::CPU, dtype);
+  std::memcpy(t.raw(), c.data(), t.nbytes());
+  return t;
+}
+
+// State dicts from Python: torch's names; integer entries (num_batches_tracked) as int64, the
+// rest as float32.
 StateDict dict_to_state(const py::dict& d) {
   StateDict sd;
   for (auto [k, v] : d) {
-    const std::string name = py::str(k);
-    py::object arr = py::reinterpret_borrow<py::object>(v);
-    if (is_torch_tensor(arr)) arr = arr.attr("detach")().attr("cpu")().attr("numpy")();
-    py::array a = py::array::ensure(arr);
-    if (!a) {
-      PyErr_Clear();
-      throw UserError("state dict entry '" + name + "' is not an array");
-    }
-    Shape shape(a.shape(), a.shape() + a.ndim());
-    if (a.dtype().kind() == 'i' || a.dtype().kind() == 'u') {  // e.g. num_batches_tracked
-      auto i64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
-      Tensor t = Tensor::empty(shape, Device::CPU, DType::I64);
-      std::memcpy(t.raw(), i64.data(), t.nbytes());
-      sd.add(name, std::move(t));
-    } else {
-      auto f32 = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
-      if (!f32) {
-        PyErr_Clear();
-        throw UserError("state dict entry '" + name + "' is not numeric");
-      }
-      Tensor t = Tensor::empty(shape);
-      std::memcpy(t.raw(), f32.data(), t.nbytes());
-      sd.add(name, std::move(t));
-    }
+    const std::string name = py::str(k), what = "state dict entry '" + name + "'";
+    const py::array a = host_array(py::reinterpret_borrow<py::object>(v), what);
+    const char kind = a.dtype().kind();
+    sd.add(name, host_tensor(a, kind == 'i' || kind == 'u' ? DType::I64 : DType::F32, what));
   }
   return sd;
 }
@@ -446,25 +457,7 @@ StateDict dict_to_state(const py::dict& d) {
 // Q2's inputs are small: copied into host tensors of the dtype the trainer takes.
 std::optional<Tensor> host_copy(const py::object& obj, DType dtype, const char* what) {
   if (obj.is_none()) return std::nullopt;
-  py::object src = obj;
-  if (is_torch_tensor(src)) src = src.attr("detach")().attr("cpu")().attr("numpy")();
-  if (dtype == DType::I64) {  // sample indices: whole numbers, never truncated floats
-    py::array probe = py::array::ensure(src);
-    if (!probe) PyErr_Clear();
-    HG_REQUIRE(probe && (probe.dtype().kind() == 'i' || probe.dtype().kind() == 'u'), what,
-               " must be an array of integers");
-  }
-  py::array a = dtype == DType::F32
-                    ? py::array(py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(src))
-                    : py::array(py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(src));
-  if (!a) {
-    PyErr_Clear();
-    throw UserError(cat(what, " cannot be read as an array of ", dtype_name(dtype)));
-  }
-  Shape shape(a.shape(), a.shape() + a.ndim());
-  Tensor t = Tensor::empty(shape, Device::CPU, dtype);
-  std::memcpy(t.raw(), a.data(), t.nbytes());
-  return t;
+  return host_tensor(host_array(obj, what), dtype, what);
 }
 
 py::dict train_mlp_py(py::object x, py::object y, py::object w1, py::object w2, py::object indices,
