@@ -176,10 +176,6 @@ void sgd_momentum(Device d, float* params, const float* grads, float* velocity, 
   HG_ON_DEVICE(d, sgd_momentum_step, params, grads, velocity, ranges, lr, mu);
 }
 
-void gather_rows(Device d, float* dst, const float* src, const int64_t* idx, int64_t rows, int64_t len) {
-  HG_ON_DEVICE(d, gather_rows, dst, src, idx, rows, len);
-}
-
 void gather_labels(Device d, int32_t* dst, const int32_t* src, const int64_t* idx, int64_t rows) {
   HG_ON_DEVICE(d, gather_i32, dst, src, idx, rows);
 }

@@ -105,10 +105,9 @@ class LossSums {
 void sgd_momentum(Device d, float* params, const float* grads, float* velocity, const ParamRanges& ranges, float lr,
                   float mu);
 
-// The data pipeline: dst[i, :] = src[idx[i], :] (float rows of `len`, int32 labels).
-void gather_rows(Device d, float* dst, const float* src, const int64_t* idx, int64_t rows, int64_t len);
+// The data pipeline: a batch's labels dst[i] = src[idx[i]] (int32), and its images, kept as bytes,
+// made float as they are gathered (rows.h; idx null: rows in order).
 void gather_labels(Device d, int32_t* dst, const int32_t* src, const int64_t* idx, int64_t rows);
-// Images kept as bytes become float as a batch is gathered (rows.h; idx null: rows in order).
 void gather_pixels(Device d, float* dst, const uint8_t* src, const int64_t* idx, int64_t rows, int64_t len,
                    PixelScale s);
 

@@ -8,11 +8,6 @@ __global__ void add_row_bias_kernel(float* __restrict__ y, const float* __restri
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * K; i += int64_t(gridDim.x) * blockDim.x)
     y[i] += b[i % K];
 }
-__global__ void gather_rows_kernel(float* __restrict__ dst, const float* __restrict__ src,
-                                   const int64_t* __restrict__ idx, int64_t rows, int64_t len) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * len; i += int64_t(gridDim.x) * blockDim.x)
-    dst[i] = src[idx[i / len] * len + i % len];
-}
 __global__ void gather_pixels_kernel(float* __restrict__ dst, const uint8_t* __restrict__ src,
                                      const int64_t* __restrict__ idx, int64_t rows, int64_t len, PixelScale s) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * len; i += int64_t(gridDim.x) * blockDim.x) {
@@ -30,12 +25,6 @@ __global__ void gather_i32_kernel(int32_t* __restrict__ dst, const int32_t* __re
 void add_row_bias(float* y, const float* b, int64_t N, int64_t K) {
   if (N * K == 0) return;
   add_row_bias_kernel<<<grid_for(N * K), kBlock, 0, stream()>>>(y, b, N, K);
-  CUDA_CHECK_LAUNCH();
-}
-
-void gather_rows(float* dst, const float* src, const int64_t* idx, int64_t rows, int64_t len) {
-  if (rows * len == 0) return;
-  gather_rows_kernel<<<grid_for(rows * len), kBlock, 0, stream()>>>(dst, src, idx, rows, len);
   CUDA_CHECK_LAUNCH();
 }
 

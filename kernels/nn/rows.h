@@ -1,8 +1,8 @@
 // Row operations around the fully connected layer and the data pipeline.
 //   add_row_bias: y[n, k] += b[k]                  (y is [N, K])
-//   gather_rows:  dst[i, :] = src[idx[i], :]       (float rows of `len`; int32 scalars below)
 //   gather_pixels: dst[i, :] = pixel_value(src[idx[i], :])   (the dataset stays uint8; each batch
 //                  becomes float as it is gathered; idx null: rows 0..rows-1 in order)
+//   gather_i32:    dst[i] = src[idx[i]]             (the batch's labels)
 #pragma once
 #include <cstdint>
 
@@ -23,7 +23,6 @@ HG_HD float pixel_value(uint8_t p, PixelScale s) {
 
 namespace cpu {
 void add_row_bias(float* y, const float* b, int64_t N, int64_t K);
-void gather_rows(float* dst, const float* src, const int64_t* idx, int64_t rows, int64_t len);
 void gather_i32(int32_t* dst, const int32_t* src, const int64_t* idx, int64_t rows);
 void gather_pixels(float* dst, const uint8_t* src, const int64_t* idx, int64_t rows, int64_t len, PixelScale s);
 }  // namespace cpu
@@ -31,7 +30,6 @@ void gather_pixels(float* dst, const uint8_t* src, const int64_t* idx, int64_t r
 #ifdef HANDGRAD_WITH_CUDA
 namespace cuda {
 void add_row_bias(float* y, const float* b, int64_t N, int64_t K);
-void gather_rows(float* dst, const float* src, const int64_t* idx, int64_t rows, int64_t len);
 void gather_i32(int32_t* dst, const int32_t* src, const int64_t* idx, int64_t rows);
 void gather_pixels(float* dst, const uint8_t* src, const int64_t* idx, int64_t rows, int64_t len, PixelScale s);
 }  // namespace cuda

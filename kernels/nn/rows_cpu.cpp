@@ -1,5 +1,3 @@
-#include <cstring>
-
 #include "kernels/nn/rows.h"
 
 namespace handgrad::cpu {
@@ -7,11 +5,6 @@ namespace handgrad::cpu {
 void add_row_bias(float* y, const float* b, int64_t N, int64_t K) {
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) y[n * K + k] += b[k];
-}
-
-void gather_rows(float* dst, const float* src, const int64_t* idx, int64_t rows, int64_t len) {
-#pragma omp parallel for schedule(static) if (rows * len > (1 << 16))
-  for (int64_t i = 0; i < rows; ++i) std::memcpy(dst + i * len, src + idx[i] * len, sizeof(float) * len);
 }
 
 void gather_pixels(float* dst, const uint8_t* src, const int64_t* idx, int64_t rows, int64_t len, PixelScale s) {
