@@ -1,16 +1,20 @@
 #include "host/subprocess.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <tuple>
 
 #include "kernels/error.h"
 
@@ -20,12 +24,97 @@ namespace handgrad {
 
 namespace {
 
-// A child ended by Ctrl-C or a termination request: end the same way (the default action), so
-// that the shell, a test harness or a CI runner sees the interruption, not a success.
-void propagate_interrupt(int sig) {
-  if (sig != SIGINT && sig != SIGTERM && sig != SIGHUP) return;
+// The signals that end handgrad (Ctrl-C, a termination request, a closed terminal). While a child
+// runs they are passed on to it, and handgrad ends by them once the child is gone, so nothing we
+// started outlives us: not when the signal reaches only handgrad (timeout(1), a CI runner's kill,
+// `kill PID`), nor when a terminal's Ctrl-C lands while the child is being started, before it is
+// in our process group's list.
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
+
+bool is_stop_signal(int sig) {
+  for (int s : kStopSignals)
+    if (s == sig) return true;
+  return false;
+}
+
+// Lock-free atomics are async-signal-safe, and any thread may take a process-directed signal.
+std::atomic<pid_t> g_child{0};
+std::atomic<int> g_received{0};
+static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
+
+void forward_to_child(int sig) {
+  g_received.store(sig);
+  const pid_t child = g_child.load();
+  if (child > 0) ::kill(child, sig);
+}
+
+// For the life of one child: the stop signals handgrad does not ignore go to forward_to_child (a
+// signal ignored by nohup or a background job stays ignored, for us and for the child), and they
+// are blocked in this thread until the child's pid is known, so one that comes while the child is
+// being started waits and is passed on, not lost. The destructor puts back the caller's handlers
+// and mask.
+class StopSignalsToChild {
+ public:
+  StopSignalsToChild() {
+    sigset_t stop;
+    sigemptyset(&stop);
+    for (int s : kStopSignals) sigaddset(&stop, s);
+    pthread_sigmask(SIG_BLOCK, &stop, &caller_mask_);
+    g_received.store(0);
+    struct sigaction forward {};
+    forward.sa_handler = forward_to_child;
+    sigemptyset(&forward.sa_mask);
+    for (int i = 0; i < kCount; ++i) {
+      ::sigaction(kStopSignals[i], nullptr, &previous_[i]);
+      installed_[i] = previous_[i].sa_handler != SIG_IGN;
+      if (installed_[i]) ::sigaction(kStopSignals[i], &forward, nullptr);
+    }
+  }
+  ~StopSignalsToChild() {
+    for (int i = 0; i < kCount; ++i)
+      if (installed_[i]) ::sigaction(kStopSignals[i], &previous_[i], nullptr);
+    pthread_sigmask(SIG_SETMASK, &caller_mask_, nullptr);
+  }
+  StopSignalsToChild(const StopSignalsToChild&) = delete;
+  StopSignalsToChild& operator=(const StopSignalsToChild&) = delete;
+
+  const sigset_t& caller_mask() const { return caller_mask_; }
+
+  // The child runs: from now on a stop signal is passed on to it (a pending one at once).
+  void started(pid_t child) {
+    g_child.store(child);
+    // One that another thread took while the child was being started found no pid to pass on to.
+    if (const int sig = g_received.load()) ::kill(child, sig);
+    pthread_sigmask(SIG_SETMASK, &caller_mask_, nullptr);
+  }
+
+  // The child has ended (a zombie, not yet reaped): stop passing signals on, then reap it, so that
+  // the handler can never signal a process that reuses its pid. Returns its wait status and the
+  // stop signal handgrad received meanwhile (0: none).
+  std::pair<int, int> reap(pid_t child) {
+    sigset_t all_stop;
+    sigemptyset(&all_stop);
+    for (int s : kStopSignals) sigaddset(&all_stop, s);
+    pthread_sigmask(SIG_BLOCK, &all_stop, nullptr);
+    g_child.store(0);
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    return {status, g_received.load()};
+  }
+
+ private:
+  static constexpr int kCount = sizeof(kStopSignals) / sizeof(kStopSignals[0]);
+  sigset_t caller_mask_;
+  struct sigaction previous_[kCount];
+  bool installed_[kCount];
+};
+
+// Ends handgrad by `sig` as its previous disposition says (the default: terminate, so that the
+// shell, a test harness or a CI runner sees the interruption, not a success; an embedding
+// program's handler: that handler runs).
+void end_by(int sig) {
   std::fflush(nullptr);
-  ::signal(sig, SIG_DFL);
   ::raise(sig);
 }
 
@@ -73,43 +162,61 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
     posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   }
-  std::fflush(nullptr);  // what we printed comes before what the child prints
-  pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
+  // One child at a time: the forwarding handler knows one pid.
+  static std::mutex one_child;
+  std::lock_guard<std::mutex> lock(one_child);
   ProcessResult r;
-  if (rc != 0) {
-    r.exit_code = 127;
-    return r;
-  }
-
-  using clock = std::chrono::steady_clock;
-  const auto start = clock::now();
-  bool term_sent = false;
-  int status = 0;
-  for (;;) {
-    const pid_t w = ::waitpid(pid, &status, opt.timeout_s > 0 ? WNOHANG : 0);
-    if (w == pid) break;
-    if (w < 0 && errno != EINTR) return r;  // cannot happen for our own child
-    if (opt.timeout_s > 0 && w == 0) {
-      const double t = std::chrono::duration<double>(clock::now() - start).count();
-      if (!term_sent && t > opt.timeout_s) {
-        ::kill(pid, SIGTERM);
-        term_sent = true;
-        r.timed_out = true;
-      } else if (term_sent && t > opt.timeout_s + 3) {
-        ::kill(pid, SIGKILL);
-      }
-      const timespec nap{0, 20 * 1000 * 1000};
-      ::nanosleep(&nap, nullptr);
+  int status = 0, received = 0;
+  {
+    StopSignalsToChild to_child;
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setsigmask(&attr, &to_child.caller_mask());  // the child starts with our caller's mask
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    std::fflush(nullptr);  // what we printed comes before what the child prints
+    pid_t pid = -1;
+    const int rc = posix_spawnp(&pid, args[0], &actions, &attr, args.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+      r.exit_code = 127;
+      return r;
     }
-  }
+    to_child.started(pid);
+
+    using clock = std::chrono::steady_clock;
+    const auto start = clock::now();
+    bool term_sent = false;
+    for (;;) {
+      siginfo_t info{};
+      const int w = ::waitid(P_PID, static_cast<id_t>(pid), &info,
+                             WEXITED | WNOWAIT | (opt.timeout_s > 0 ? WNOHANG : 0));
+      if (w == 0 && info.si_pid == pid) break;
+      if (w < 0 && errno != EINTR) break;  // cannot happen for our own child
+      if (opt.timeout_s > 0 && w == 0) {
+        const double t = std::chrono::duration<double>(clock::now() - start).count();
+        if (!term_sent && t > opt.timeout_s) {
+          ::kill(pid, SIGTERM);
+          term_sent = true;
+          r.timed_out = true;
+        } else if (term_sent && t > opt.timeout_s + 3) {
+          ::kill(pid, SIGKILL);
+        }
+        const timespec nap{0, 20 * 1000 * 1000};
+        ::nanosleep(&nap, nullptr);
+      }
+    }
+    std::tie(status, received) = to_child.reap(pid);
+  }  // the caller's handlers and mask are back
   if (WIFEXITED(status)) {
     r.exit_code = WEXITSTATUS(status);
   } else if (WIFSIGNALED(status)) {
     r.signal = WTERMSIG(status);
-    if (!r.timed_out) propagate_interrupt(r.signal);
   }
+  // A stop signal handgrad received, or one that ended the child (sent to it alone), ends handgrad
+  // too; our own timeout's SIGTERM does not.
+  const int end_signal = received ? received : (!r.timed_out && is_stop_signal(r.signal) ? r.signal : 0);
+  if (end_signal) end_by(end_signal);
   return r;
 }
 

@@ -1,8 +1,8 @@
 // Runs a helper program (matplotlib plots, the homework's Python scripts) and waits for it,
-// without std::system's habit of ignoring SIGINT in the caller: Ctrl-C at the terminal reaches
-// handgrad and the child alike, and a child ended by SIGINT or SIGTERM ends handgrad the same
-// way (exit status 128 + signal; outputs are written whole or not at all, so none is left half
-// done).
+// without std::system's habit of ignoring SIGINT in the caller: Ctrl-C, SIGTERM or SIGHUP while
+// a child runs is passed on to the child, and handgrad then ends by the same signal (exit status
+// 128 + signal; outputs are written whole or not at all, so none is left half done). A child
+// ended by one of them alone ends handgrad the same way. Nothing handgrad starts outlives it.
 #pragma once
 #include <string>
 #include <utility>
@@ -31,6 +31,7 @@ struct ProcessResult {
 std::string find_project_folder(const std::string& relative, const std::string& marker);
 
 // argv[0] is looked up on PATH. A program that cannot start gives exit code 127, as a shell does.
+// One child at a time (calls from several threads take turns).
 ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOptions& opt = {});
 
 }  // namespace handgrad

@@ -52,19 +52,53 @@ def fnv1a(name):
     return h
 
 
-def interrupted(args, marker, env, what):
-    """Starts handgrad, waits for `marker` (the fake python's sign of life), sends SIGINT to the
-    whole process group as a terminal's Ctrl-C does, and expects handgrad to end by it."""
+def running(pid, grace=3.0):
+    """Whether process `pid` still runs after `grace` seconds (a zombie waiting for its reaper and a
+    process that is gone do not count)."""
+    t0 = time.time()
+    while time.time() - t0 < grace:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return False
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def interrupted(args, marker, env, what, sig=signal.SIGINT, whole_group=True):
+    """Starts handgrad, waits for `marker` (the fake python's pid: its sign of life) and sends `sig`: to the
+    whole process group as a terminal's Ctrl-C does, or to handgrad alone as timeout(1) or a CI
+    runner does. handgrad must end by that signal, and its helper with it: a helper left running
+    would hold handgrad's stdout open, and the wait for it to close would time out."""
     p = subprocess.Popen([HANDGRAD] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=dict(os.environ, **env), start_new_session=True)
     t0 = time.time()
     while not os.path.exists(marker) and time.time() - t0 < 60 and p.poll() is None:
         time.sleep(0.05)
-    os.killpg(p.pid, signal.SIGINT)
-    out, err = p.communicate(timeout=30)
+    if whole_group:
+        os.killpg(p.pid, sig)
+    else:
+        p.send_signal(sig)
+    try:
+        out, err = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)  # handgrad, or the helper it left behind
+        out, err = p.communicate()
+        out += "\n(its output stayed open for 20 s after the signal: a helper outlived handgrad)"
+    helper_alive = False
+    if os.path.exists(marker):  # the helper's pid (the probe's output goes to /dev/null, not to us)
+        helper = int(open(marker).read())
+        helper_alive = running(helper)
+        if helper_alive:
+            os.kill(helper, signal.SIGKILL)
+    if helper_alive:
+        out += "\n(the helper was still running after handgrad ended)"
     took = time.time() - t0
-    ok = p.returncode == -signal.SIGINT and "all checks passed" not in out and took < 60
-    print(f"{'ok  ' if ok else 'FAIL'} rc={p.returncode:3d} Ctrl-C during {what}")
+    ok = p.returncode == -sig and "all checks passed" not in out and took < 60 and not helper_alive \
+        and "outlived" not in out
+    print(f"{'ok  ' if ok else 'FAIL'} rc={p.returncode:3d} {signal.Signals(sig).name} during {what}")
     if not ok:
         failures.append((what, p.returncode, out[-500:] + err[-500:]))
     if os.path.exists(marker):
@@ -101,18 +135,25 @@ with tempfile.TemporaryDirectory() as d:
         print("note: no torch: the .pth cases are skipped")
 
     # 4. Ctrl-C while a helper runs (plots, the matplotlib probe) ends handgrad by SIGINT, never
-    #    "all checks passed". A fake python stands in for matplotlib's: it says it started, then sleeps.
+    #    "all checks passed". A fake python stands in for matplotlib's: it says it started, then
+    #    sleeps (as one process, as python is). A signal to handgrad alone (timeout(1), `kill PID`)
+    #    is passed on to the helper: none outlives handgrad.
     marker = path("plot_started")
     fake = path("fake_python")
     with open(fake, "w") as f:
-        f.write(f"#!/bin/sh\ntouch {marker}\nif [ \"$1\" = -c ] && [ -z \"$HG_SLOW_PROBE\" ]; then exit 0; fi\n"
-                "sleep 30\n")
+        f.write(f"#!/bin/sh\nif [ \"$1\" = -c ] && [ -z \"$HG_SLOW_PROBE\" ]; then exit 0; fi\n"
+                f"echo $$ > {marker}.tmp && mv {marker}.tmp {marker}\nexec sleep 30\n")
     os.chmod(fake, 0o755)
     env = {"HANDGRAD_PYTHON": fake}
     interrupted(["mlp", "--iters", "200", "--out-dir", path("q2")], marker, env, "mlp's plot")
     interrupted(["report", "--quick", "--only", "q4", "--out-dir", path("rep_int")], marker, env, "the report's plot")
     interrupted(["mlp", "--iters", "200", "--out-dir", path("q2")], marker, dict(env, HG_SLOW_PROBE="1"),
                 "the matplotlib probe")
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        interrupted(["mlp", "--iters", "200", "--out-dir", path("q2")], marker, env,
+                    "mlp's plot, sent to handgrad alone", sig=sig, whole_group=False)
+    interrupted(["mlp", "--iters", "200", "--out-dir", path("q2")], marker, dict(env, HG_SLOW_PROBE="1"),
+                "the matplotlib probe, sent to handgrad alone", sig=signal.SIGTERM, whole_group=False)
 
     # 5. Outputs that are not regular files: written through or refused, never replaced.
     run(einsum_ok + ["-o", "/dev/null"], want_rc=0)
