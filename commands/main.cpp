@@ -36,11 +36,13 @@ int cmd_info(const std::string& device_flag) {
     std::printf("CUDA: not built (CPU-only build)\n");
   } else {
     auto ver = [](int v) { return cat(v / 1000, ".", (v % 1000) / 10); };
-    std::printf("CUDA runtime %s, driver %s, cuBLAS %d.%d.%d, cuDNN %s\n",
-                ver(s.cuda_runtime_version).c_str(),
-                s.cuda_driver_version ? ver(s.cuda_driver_version).c_str() : "none",
-                s.cublas_version / 10000, (s.cublas_version / 100) % 100, s.cublas_version % 100,
-                s.cudnn_version.empty() ? "not found" : s.cudnn_version.c_str());
+    std::printf("CUDA runtime %s (linked in), driver %s\n", ver(s.cuda_runtime_version).c_str(),
+                s.cuda_driver_version ? ver(s.cuda_driver_version).c_str() : "none");
+    for (const CudaLibrary& l : s.cuda_libraries)
+      if (l.path.empty())
+        std::printf("%s: %s %s: --device cuda cannot run\n", l.label.c_str(), l.soname.c_str(), l.why_not.c_str());
+      else
+        std::printf("%s %s: %s (opened at the first GPU use)\n", l.label.c_str(), l.version.c_str(), l.path.c_str());
     if (s.gpus.empty()) std::printf("GPU: none usable (%s)\n", s.unavailable_reason.c_str());
     for (const GpuInfo& g : s.gpus)
       std::printf("GPU %d: %s, compute capability %d.%d, %.1f GiB, %d SMs\n", g.index,

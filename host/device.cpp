@@ -1,6 +1,5 @@
 #include "host/device.h"
 
-#include <dlfcn.h>
 #include <omp.h>
 
 #include <mutex>
@@ -46,6 +45,11 @@ const Probe& probe() {
       p.reason = "the driver reports 0 devices";
     } else {
       p.ok = true;
+      for (const CudaLibrary& lib : find_cuda_libraries())
+        if (p.ok && lib.path.empty()) {
+          p.ok = false;
+          p.reason = cat(lib.label, " (", lib.soname, ") ", lib.why_not);
+        }
     }
 #else
     p.reason = "this handgrad was built without CUDA (CPU-only build)";
@@ -87,13 +91,7 @@ SystemInfo system_info() {
 #ifdef HANDGRAD_WITH_CUDA
   cudaRuntimeGetVersion(&s.cuda_runtime_version);
   if (cudaDriverGetVersion(&s.cuda_driver_version) != cudaSuccess) s.cuda_driver_version = 0;
-  {
-    int major = 0, minor = 0, patch = 0;
-    cublasGetProperty(MAJOR_VERSION, &major);
-    cublasGetProperty(MINOR_VERSION, &minor);
-    cublasGetProperty(PATCH_LEVEL, &patch);
-    s.cublas_version = major * 10000 + minor * 100 + patch;
-  }
+  s.cuda_libraries = find_cuda_libraries();
   if (cuda_available()) {
     int n = 0;
     CUDA_CHECK(cudaGetDeviceCount(&n));
@@ -105,15 +103,6 @@ SystemInfo system_info() {
     }
   }
 #endif
-  // cuDNN is looked up at run time, so that binaries which do not need it do not depend on it.
-  if (void* lib = dlopen("libcudnn.so.9", RTLD_LAZY | RTLD_LOCAL)) {
-    using GetVersion = size_t (*)();
-    if (auto fn = reinterpret_cast<GetVersion>(dlsym(lib, "cudnnGetVersion"))) {
-      size_t v = fn();  // 9.x: major*10000 + minor*100 + patch
-      s.cudnn_version = cat(v / 10000, ".", (v / 100) % 100, ".", v % 100);
-    }
-    dlclose(lib);
-  }
   return s;
 }
 

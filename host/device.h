@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda_libs.h"
+
 namespace handgrad {
 
 enum class Device { CPU, CUDA };
@@ -16,7 +18,8 @@ Device parse_device(const std::string& flag);
 // True when this binary was built with the CUDA backend.
 bool built_with_cuda();
 
-// True when the CUDA backend is built AND a driver and at least one GPU are usable.
+// True when the CUDA backend is built AND a driver, at least one GPU, cuBLAS and cuDNN are usable
+// (the libraries found, not opened: they are opened at their first call, kernels/cuda_libs.h).
 // Never throws; the first call probes once and caches the answer.
 bool cuda_available();
 
@@ -35,8 +38,7 @@ struct SystemInfo {
   bool built_with_cuda = false;
   int cuda_runtime_version = 0;  // e.g. 13000
   int cuda_driver_version = 0;   // 0 when no driver
-  int cublas_version = 0;
-  std::string cudnn_version;     // "" when libcudnn cannot be loaded
+  std::vector<CudaLibrary> cuda_libraries;  // cuBLAS, cuDNN: where they are (opened at the first GPU use)
   std::vector<GpuInfo> gpus;
   std::string unavailable_reason;
   int cpu_threads = 0;

@@ -274,7 +274,8 @@ for pair in "hg:$REAL_HG" "tests:$REAL_TESTS" "bench:$REAL_BENCH"; do
   key=${pair%%:*}; b=${pair#*:}
   if [ ! -x "$b" ]; then HAVE[$key]="$b is not there"; record "probe: ldd $(basename "$b")" "not there" FAIL; continue; fi
   # "not found": a library, or a version of one (GLIBC_2.38, GLIBCXX_3.4.32); ldd -r also
-  # resolves every symbol the binary itself calls (a cuBLAS/cuDNN too old for it).
+  # resolves every symbol the binary itself calls. (cuBLAS and cuDNN are opened at their first
+  # call, from LD_LIBRARY_PATH first: `handgrad info` below says which it found.)
   bad=$(LD_LIBRARY_PATH="$LIBS" timeout 10 ldd -r "$b" 2>&1 |
         grep -E "not found|undefined symbol: .*\($b\)|ldd: " | sort -u | tr '\n' ';')
   if [ -n "$bad" ]; then
@@ -291,7 +292,7 @@ done
 HG="$WRAP/handgrad"; TESTS="$WRAP/handgrad_tests"; BENCH="$WRAP/bench_einsum"
 if [ -z "${HAVE[hg]}" ]; then
   if timeout 20 "$HG" info > "$OUTDIR/info.txt" 2>&1; then
-    record "probe: handgrad info" "$(grep -E "device auto|CUDA|GEMM" "$OUTDIR/info.txt" | head -3 | tr '\n' ' ')"
+    record "probe: handgrad info" "$(grep -E "device auto|CUDA|GEMM|cuBLAS|cuDNN" "$OUTDIR/info.txt" | head -5 | tr '\n' ' ')"
   else
     HAVE[hg]="handgrad info failed: $(tail -1 "$OUTDIR/info.txt")"
     record "probe: handgrad info" "${HAVE[hg]}" FAIL
