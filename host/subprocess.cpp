@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -14,7 +15,6 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
-#include <tuple>
 
 #include "kernels/error.h"
 
@@ -37,32 +37,44 @@ bool is_stop_signal(int sig) {
   return false;
 }
 
-// Lock-free atomics are async-signal-safe, and any thread may take a process-directed signal.
+// Lock-free atomics are async-signal-safe, and any thread may take a process-directed signal
+// (OpenMP's workers included).
 std::atomic<pid_t> g_child{0};
 std::atomic<int> g_received{0};
+std::atomic<int> g_in_handler{0};  // handlers that may still signal the pid they read
 static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
 
 void forward_to_child(int sig) {
+  const int saved_errno = errno;
+  g_in_handler.fetch_add(1);
   g_received.store(sig);
   const pid_t child = g_child.load();
   if (child > 0) ::kill(child, sig);
+  g_in_handler.fetch_sub(1);
+  errno = saved_errno;
+}
+
+sigset_t stop_signal_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : kStopSignals) sigaddset(&set, s);
+  return set;
 }
 
 // For the life of one child: the stop signals handgrad does not ignore go to forward_to_child (a
 // signal ignored by nohup or a background job stays ignored, for us and for the child), and they
 // are blocked in this thread until the child's pid is known, so one that comes while the child is
 // being started waits and is passed on, not lost. The destructor puts back the caller's handlers
-// and mask.
+// and mask; g_received then holds the stop signal received meanwhile (0: none).
 class StopSignalsToChild {
  public:
   StopSignalsToChild() {
-    sigset_t stop;
-    sigemptyset(&stop);
-    for (int s : kStopSignals) sigaddset(&stop, s);
+    const sigset_t stop = stop_signal_set();
     pthread_sigmask(SIG_BLOCK, &stop, &caller_mask_);
     g_received.store(0);
     struct sigaction forward {};
     forward.sa_handler = forward_to_child;
+    forward.sa_flags = SA_RESTART;  // other threads' system calls go on as under the default action
     sigemptyset(&forward.sa_mask);
     for (int i = 0; i < kCount; ++i) {
       ::sigaction(kStopSignals[i], nullptr, &previous_[i]);
@@ -71,6 +83,7 @@ class StopSignalsToChild {
     }
   }
   ~StopSignalsToChild() {
+    disarm();
     for (int i = 0; i < kCount; ++i)
       if (installed_[i]) ::sigaction(kStopSignals[i], &previous_[i], nullptr);
     pthread_sigmask(SIG_SETMASK, &caller_mask_, nullptr);
@@ -88,19 +101,14 @@ class StopSignalsToChild {
     pthread_sigmask(SIG_SETMASK, &caller_mask_, nullptr);
   }
 
-  // The child has ended (a zombie, not yet reaped): stop passing signals on, then reap it, so that
-  // the handler can never signal a process that reuses its pid. Returns its wait status and the
-  // stop signal handgrad received meanwhile (0: none).
-  std::pair<int, int> reap(pid_t child) {
-    sigset_t all_stop;
-    sigemptyset(&all_stop);
-    for (int s : kStopSignals) sigaddset(&all_stop, s);
-    pthread_sigmask(SIG_BLOCK, &all_stop, nullptr);
+  // Stops passing signals on, and waits for a handler that read the pid before (on another
+  // thread) to finish with it: after this the child can be reaped without a handler ever
+  // signalling a process that reuses its pid.
+  void disarm() {
+    const sigset_t stop = stop_signal_set();
+    pthread_sigmask(SIG_BLOCK, &stop, nullptr);
     g_child.store(0);
-    int status = 0;
-    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-    }
-    return {status, g_received.load()};
+    while (g_in_handler.load() != 0) sched_yield();
   }
 
  private:
@@ -110,12 +118,20 @@ class StopSignalsToChild {
   bool installed_[kCount];
 };
 
-// Ends handgrad by `sig` as its previous disposition says (the default: terminate, so that the
-// shell, a test harness or a CI runner sees the interruption, not a success; an embedding
-// program's handler: that handler runs).
+// Ends handgrad by `sig` as the caller's disposition says: the default terminates (so that the
+// shell, a test harness or a CI runner sees the interruption, not a success), even where this
+// thread blocks the signal; an embedding program's handler runs.
 void end_by(int sig) {
   std::fflush(nullptr);
   ::raise(sig);
+  struct sigaction now {};
+  ::sigaction(sig, nullptr, &now);
+  if (now.sa_handler == SIG_DFL) {
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    pthread_sigmask(SIG_UNBLOCK, &one, nullptr);  // the pending signal acts now
+  }
 }
 
 }  // namespace
@@ -166,7 +182,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
   static std::mutex one_child;
   std::lock_guard<std::mutex> lock(one_child);
   ProcessResult r;
-  int status = 0, received = 0;
+  int status = 0;
+  bool reaped = false;
   {
     StopSignalsToChild to_child;
     posix_spawnattr_t attr;
@@ -180,22 +197,27 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
     posix_spawnattr_destroy(&attr);
     if (rc != 0) {
       r.exit_code = 127;
-      return r;
-    }
-    to_child.started(pid);
-
-    using clock = std::chrono::steady_clock;
-    const auto start = clock::now();
-    bool term_sent = false;
-    for (;;) {
-      siginfo_t info{};
-      const int w = ::waitid(P_PID, static_cast<id_t>(pid), &info,
-                             WEXITED | WNOWAIT | (opt.timeout_s > 0 ? WNOHANG : 0));
-      if (w == 0 && info.si_pid == pid) break;
-      if (w < 0 && errno != EINTR) break;  // cannot happen for our own child
-      if (opt.timeout_s > 0 && w == 0) {
+    } else {
+      to_child.started(pid);
+      // Polled, not a blocking wait: the timeout, and a stop signal passed on that the child
+      // ignores or survives, end it by SIGTERM / SIGKILL in time whichever thread took the signal.
+      using clock = std::chrono::steady_clock;
+      const auto start = clock::now();
+      bool term_sent = false;
+      double stop_seen_at = -1;
+      for (;;) {
+        // Without reaping: while the child is a zombie its pid cannot be reused.
+        siginfo_t info{};
+        const int w = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT | WNOHANG);
+        if (w == 0 && info.si_pid == pid) {
+          reaped = true;
+          break;
+        }
+        if (w < 0 && errno != EINTR) break;  // ECHILD: reaped elsewhere (SIGCHLD ignored): status lost
         const double t = std::chrono::duration<double>(clock::now() - start).count();
-        if (!term_sent && t > opt.timeout_s) {
+        if (stop_seen_at < 0 && g_received.load()) stop_seen_at = t;
+        if (stop_seen_at >= 0 && t > stop_seen_at + 3) ::kill(pid, SIGKILL);
+        if (opt.timeout_s > 0 && !term_sent && t > opt.timeout_s) {
           ::kill(pid, SIGTERM);
           term_sent = true;
           r.timed_out = true;
@@ -205,12 +227,16 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
         const timespec nap{0, 20 * 1000 * 1000};
         ::nanosleep(&nap, nullptr);
       }
+      to_child.disarm();
+      if (reaped)
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
     }
-    std::tie(status, received) = to_child.reap(pid);
-  }  // the caller's handlers and mask are back
-  if (WIFEXITED(status)) {
+  }  // the caller's handlers and mask are back; no handler runs for us any more
+  const int received = g_received.load();
+  if (reaped && WIFEXITED(status)) {
     r.exit_code = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
+  } else if (reaped && WIFSIGNALED(status)) {
     r.signal = WTERMSIG(status);
   }
   // A stop signal handgrad received, or one that ended the child (sent to it alone), ends handgrad

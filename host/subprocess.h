@@ -1,8 +1,10 @@
 // Runs a helper program (matplotlib plots, the homework's Python scripts) and waits for it,
 // without std::system's habit of ignoring SIGINT in the caller: Ctrl-C, SIGTERM or SIGHUP while
 // a child runs is passed on to the child, and handgrad then ends by the same signal (exit status
-// 128 + signal; outputs are written whole or not at all, so none is left half done). A child
-// ended by one of them alone ends handgrad the same way. Nothing handgrad starts outlives it.
+// 128 + signal; outputs are written whole or not at all, so none is left half done); a child that
+// ignores it is killed 3 s later. A child ended by one of them alone ends handgrad the same way.
+// So no helper outlives handgrad (a helper's own children are its business: ours exec, and so are
+// the helper).
 #pragma once
 #include <string>
 #include <utility>
@@ -19,7 +21,7 @@ struct ProcessOptions {
 };
 
 struct ProcessResult {
-  int exit_code = -1;  // when it exited
+  int exit_code = -1;  // when it exited (-1: its status was lost, e.g. reaped by someone else)
   int signal = 0;      // when a signal ended it (SIGTERM after a timeout included)
   bool timed_out = false;
   bool ok() const { return signal == 0 && exit_code == 0; }

@@ -1,8 +1,9 @@
 // run_process: exit codes, environment, folder, output file, timeout, and what happens to the
-// child when handgrad is told to stop. The stop cases run in a forked copy of this test, since
+// helper when handgrad is told to stop. The stop cases run in a forked copy of this test, since
 // their point is that the process running the helper ends by the signal.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -20,6 +22,7 @@ namespace fs = std::filesystem;
 using handgrad::ProcessOptions;
 using handgrad::ProcessResult;
 using handgrad::run_process;
+using std::chrono::steady_clock;
 
 namespace {
 
@@ -45,41 +48,48 @@ bool running(pid_t pid) {
   return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
 }
 
-std::atomic<int> g_handled{0};
-void note_signal(int sig) { g_handled.store(sig); }
-void install_own_sigint_handler() {
-  struct sigaction sa {};
-  sa.sa_handler = note_signal;
-  sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGINT, &sa, nullptr);
+// A number another process writes to `file` (whole: written to a temporary, then renamed), or 0
+// after 20 s.
+pid_t wait_for_number(const fs::path& file) {
+  const auto t0 = steady_clock::now();
+  while (!fs::exists(file) && steady_clock::now() - t0 < std::chrono::seconds(20))
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  pid_t n = 0;
+  std::ifstream(file) >> n;
+  return n;
 }
 
-// Forks; the child runs a helper that writes its pid to `pid_file` and sleeps, with `setup` done
-// first, and exits 0 if run_process returns with the helper ended by `sig` (and `setup`'s handler
-// run), 1 otherwise. The parent sends `sig` to the forked
-// process alone once the helper runs, and returns the forked process's wait status and the
-// helper's pid.
-std::pair<int, pid_t> stop_while_helper_runs(int sig, void (*setup)()) {
-  const fs::path pid_file = scratch_dir() / ("helper_" + std::to_string(sig));
-  fs::remove(pid_file);
-  const pid_t forked = ::fork();
-  if (forked == 0) {
-    if (setup) setup();
-    const std::string script = "echo $$ > " + pid_file.string() + ".tmp && mv " + pid_file.string() + ".tmp " +
-                               pid_file.string() + " && exec sleep 30";
-    const ProcessResult r = run_process({"sh", "-c", script});
-    ::_exit(r.signal == sig && (!setup || g_handled.load() == sig) ? 0 : 1);
-  }
-  const auto t0 = std::chrono::steady_clock::now();
-  while (!fs::exists(pid_file) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20))
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  pid_t helper = 0;
-  std::ifstream(pid_file) >> helper;
-  ::kill(forked, sig);
-  int status = 0;
-  ::waitpid(forked, &status, 0);
-  return {status, helper};
+// A fresh file name for a number another process writes.
+fs::path fresh_file(const std::string& name) {
+  const fs::path p = scratch_dir() / name;
+  fs::remove(p);
+  return p;
 }
+
+// A helper that writes its pid to `pid_file`, then sleeps 30 s as one process (it execs, as
+// python does); `prefix` is shell run first.
+std::vector<std::string> sleeping_helper(const fs::path& pid_file, const std::string& prefix = "") {
+  const std::string f = pid_file.string();
+  return {"sh", "-c", prefix + "echo $$ > " + f + ".tmp && mv " + f + ".tmp " + f + " && exec sleep 30"};
+}
+
+// Forks a copy of this test that runs `body` and exits with what it returns.
+pid_t fork_running(const std::function<int()>& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(body());
+  return pid;
+}
+
+int wait_status(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+bool ended_by(int status, int sig) { return WIFSIGNALED(status) && WTERMSIG(status) == sig; }
+
+std::atomic<int> g_handled{0};
+void note_signal(int sig) { g_handled.store(sig); }
 
 }  // namespace
 
@@ -105,30 +115,107 @@ TEST(Subprocess, MissingProgramIs127) {
 TEST(Subprocess, TimeoutEndsTheChildButNotUs) {
   ProcessOptions opt;
   opt.timeout_s = 0.2;
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = steady_clock::now();
   const ProcessResult r = run_process({"sh", "-c", "exec sleep 30"}, opt);
   EXPECT_TRUE(r.timed_out);
   EXPECT_EQ(r.signal, SIGTERM);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_LT(steady_clock::now() - t0, std::chrono::seconds(10));
 }
 
-// SIGTERM (timeout(1), `kill PID`) and SIGINT/SIGHUP sent to handgrad alone reach the helper too:
-// handgrad ends by the signal, and the helper is gone with it.
+// SIGTERM (timeout(1), `kill PID`), SIGINT and SIGHUP sent to handgrad alone reach the helper
+// too: handgrad ends by the signal, and the helper is gone with it.
 TEST(Subprocess, StopSignalToUsAloneEndsTheHelperAndThenUs) {
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
-    const auto [status, helper] = stop_while_helper_runs(sig, nullptr);
+    const fs::path pid_file = fresh_file("alone_" + std::to_string(sig));
+    const pid_t us = fork_running([&] { return run_process(sleeping_helper(pid_file)).signal == sig ? 0 : 1; });
+    const pid_t helper = wait_for_number(pid_file);
     ASSERT_GT(helper, 0) << "the helper never started";
-    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == sig) << "signal " << sig << ", status " << status;
+    ::kill(us, sig);
+    const int status = wait_status(us);
+    EXPECT_TRUE(ended_by(status, sig)) << "signal " << sig << ", status " << status;
     EXPECT_FALSE(running(helper)) << "the helper outlived the process that ran it (signal " << sig << ")";
     if (running(helper)) ::kill(helper, SIGKILL);
   }
 }
 
-// A program embedding handgrad with its own SIGINT handler (Python's KeyboardInterrupt): the helper
-// ends, the handler runs, and run_process returns instead of ending the program.
+// The signal taken by another thread (OpenMP's workers take them as often as the main thread):
+// passed on all the same, and the thread running the helper ends the process by it.
+TEST(Subprocess, StopSignalTakenByAnotherThread) {
+  const fs::path pid_file = fresh_file("other_thread"), tid_file = fresh_file("other_thread_tid");
+  const pid_t us = fork_running([&] {
+    std::thread([&] {
+      std::ofstream(tid_file.string() + ".tmp") << ::syscall(SYS_gettid);
+      fs::rename(tid_file.string() + ".tmp", tid_file);
+      for (;;) ::pause();
+    }).detach();
+    run_process(sleeping_helper(pid_file));
+    return 1;  // run_process returned: the signal did not end us
+  });
+  const pid_t helper = wait_for_number(pid_file), other_thread = wait_for_number(tid_file);
+  ASSERT_GT(helper, 0);
+  ASSERT_GT(other_thread, 0);
+  ::syscall(SYS_tgkill, us, other_thread, SIGTERM);
+  const int status = wait_status(us);
+  EXPECT_TRUE(ended_by(status, SIGTERM)) << "status " << status;
+  EXPECT_FALSE(running(helper));
+  if (running(helper)) ::kill(helper, SIGKILL);
+}
+
+// A helper that ignores the signal passed on is killed 3 s later; handgrad still ends by it.
+TEST(Subprocess, HelperIgnoringTheStopSignalIsKilled) {
+  const fs::path pid_file = fresh_file("ignoring");
+  const pid_t us = fork_running([&] {
+    run_process(sleeping_helper(pid_file, "trap '' TERM; "));
+    return 1;
+  });
+  const pid_t helper = wait_for_number(pid_file);
+  ASSERT_GT(helper, 0);
+  const auto t0 = steady_clock::now();
+  ::kill(us, SIGTERM);
+  const int status = wait_status(us);
+  const double took = std::chrono::duration<double>(steady_clock::now() - t0).count();
+  EXPECT_TRUE(ended_by(status, SIGTERM)) << "status " << status;
+  EXPECT_GE(took, 2.5);
+  EXPECT_LT(took, 15);
+  EXPECT_FALSE(running(helper));
+  if (running(helper)) ::kill(helper, SIGKILL);
+}
+
+// Run under nohup (SIGHUP ignored), a SIGHUP changes nothing: neither for us nor for the helper.
+TEST(Subprocess, IgnoredSignalStaysIgnored) {
+  const fs::path pid_file = fresh_file("nohup");
+  const pid_t us = fork_running([&] {
+    ::signal(SIGHUP, SIG_IGN);
+    return run_process(sleeping_helper(pid_file)).signal == SIGKILL ? 0 : 1;
+  });
+  const pid_t helper = wait_for_number(pid_file);
+  ASSERT_GT(helper, 0);
+  ::kill(us, SIGHUP);
+  ::kill(helper, SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(running(helper));
+  EXPECT_TRUE(running(us));
+  ::kill(helper, SIGKILL);
+  const int status = wait_status(us);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+}
+
+// A program embedding handgrad with its own SIGINT handler (Python's KeyboardInterrupt): the
+// helper ends, the handler runs, and run_process returns instead of ending the program.
 TEST(Subprocess, CallersOwnHandlerRunsInsteadOfEnding) {
-  const auto [status, helper] = stop_while_helper_runs(SIGINT, install_own_sigint_handler);
-  ASSERT_GT(helper, 0) << "the helper never started";
+  const fs::path pid_file = fresh_file("own_handler");
+  const pid_t us = fork_running([&] {
+    struct sigaction sa {};
+    sa.sa_handler = note_signal;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, nullptr);
+    const ProcessResult r = run_process(sleeping_helper(pid_file));
+    return r.signal == SIGINT && g_handled.load() == SIGINT ? 0 : 1;
+  });
+  const pid_t helper = wait_for_number(pid_file);
+  ASSERT_GT(helper, 0);
+  ::kill(us, SIGINT);
+  const int status = wait_status(us);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
   EXPECT_FALSE(running(helper));
 }
