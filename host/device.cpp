@@ -44,12 +44,7 @@ const Probe& probe() {
     } else if (n == 0) {
       p.reason = "the driver reports 0 devices";
     } else {
-      p.ok = true;
-      for (const CudaLibrary& lib : find_cuda_libraries())
-        if (p.ok && lib.path.empty()) {
-          p.ok = false;
-          p.reason = cat(lib.label, " (", lib.soname, ") ", lib.why_not);
-        }
+      p.ok = open_cuda_libraries(&p.reason);
     }
 #else
     p.reason = "this handgrad was built without CUDA (CPU-only build)";

@@ -19,7 +19,7 @@ Device parse_device(const std::string& flag);
 bool built_with_cuda();
 
 // True when the CUDA backend is built AND a driver, at least one GPU, cuBLAS and cuDNN are usable
-// (the libraries found, not opened: they are opened at their first call, kernels/cuda_libs.h).
+// (once a GPU is found, the libraries are opened to know: kernels/cuda_libs.h).
 // Never throws; the first call probes once and caches the answer.
 bool cuda_available();
 

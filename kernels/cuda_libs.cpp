@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cudnn.h>
 #include <dlfcn.h>
+#include <link.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -51,6 +52,8 @@ bool is_readable_file(const std::string& path) {
 // string table holds each library's name and full path as NUL-terminated strings: the path is
 // the one that starts with '/' and ends in "/<soname>".
 std::string from_ld_cache(const std::string& soname) {
+  struct stat st {};
+  if (::stat("/etc/ld.so.cache", &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (64 << 20)) return "";
   std::ifstream f("/etc/ld.so.cache", std::ios::binary);
   const std::string cache((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   const std::string tail = "/" + soname;
@@ -75,7 +78,15 @@ CudaLibrary locate(const LibrarySpec& spec) {
       if (is_readable_file(d + "/" + spec.soname)) return d + "/" + spec.soname;
     return std::string();
   };
-  if (const char* only = std::getenv("HANDGRAD_CUDA_LIBRARY_PATH")) {
+  // Already in the process (PyTorch's, in the Python module's process): that one, not a second copy.
+  if (void* loaded = ::dlopen(spec.soname, RTLD_LAZY | RTLD_NOLOAD)) {
+    link_map* map = nullptr;
+    if (::dlinfo(loaded, RTLD_DI_LINKMAP, &map) == 0 && map && map->l_name) lib.path = map->l_name;
+    ::dlclose(loaded);
+    if (!lib.path.empty()) return lib;
+  }
+  const char* only = std::getenv("HANDGRAD_CUDA_LIBRARY_PATH");
+  if (only && *only) {
     lib.path = look_in(split_folders(only));
     if (lib.path.empty()) lib.why_not = cat("is not in HANDGRAD_CUDA_LIBRARY_PATH (", only, ")");
     return lib;
@@ -96,6 +107,11 @@ CudaLibrary locate(const LibrarySpec& spec) {
 void* try_open(const LibrarySpec& spec, std::string* why_not) {
   const CudaLibrary lib = locate(spec);
   if (lib.path.empty()) {
+    // Where the system's loader alone may know more (a glibc-hwcaps folder, say); not when
+    // HANDGRAD_CUDA_LIBRARY_PATH says where, and only there.
+    const char* only = std::getenv("HANDGRAD_CUDA_LIBRARY_PATH");
+    if (!(only && *only))
+      if (void* handle = ::dlopen(spec.soname, RTLD_LAZY | RTLD_LOCAL)) return handle;
     *why_not = lib.why_not;
     return nullptr;
   }
@@ -131,6 +147,17 @@ Fn symbol(void* library, const LibrarySpec& spec, const char* name) {
 
 }  // namespace
 
+bool open_cuda_libraries(std::string* why_not) {
+  for (const LibrarySpec& spec : {kCublas, kCudnn}) {
+    std::string why;
+    if (!try_open(spec, &why)) {
+      *why_not = cat(spec.label, " (", spec.soname, ") ", why);
+      return false;
+    }
+  }
+  return true;
+}
+
 std::vector<CudaLibrary> find_cuda_libraries() {
   CudaLibrary cublas = locate(kCublas), cudnn = locate(kCudnn);
   cublas.version = cat(CUBLAS_VER_MAJOR, ".", CUBLAS_VER_MINOR, ".", CUBLAS_VER_PATCH, " (built against)");
@@ -163,7 +190,6 @@ std::vector<CudaLibrary> find_cuda_libraries() {
 // cuBLAS: the handle and the one GEMM the einsum path takes from it; error names.
 HG_CUBLAS(cublasStatus_t, cublasCreate_v2, (cublasHandle_t* handle), (handle))
 HG_CUBLAS(cublasStatus_t, cublasSetStream_v2, (cublasHandle_t handle, cudaStream_t streamId), (handle, streamId))
-HG_CUBLAS(cublasStatus_t, cublasGetProperty, (libraryPropertyType type, int* value), (type, value))
 HG_CUBLAS(const char*, cublasGetStatusName, (cublasStatus_t status), (status))
 HG_CUBLAS(const char*, cublasGetStatusString, (cublasStatus_t status), (status))
 HG_CUBLAS(cublasStatus_t, cublasSgemmStridedBatched,

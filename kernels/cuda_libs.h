@@ -7,10 +7,12 @@
 // statically and opens the driver itself, at its first call.)
 //
 // Where a library is looked for, in order:
+//   0. already in the process (PyTorch's, next to the Python module): that one;
 //   1. $HANDGRAD_CUDA_LIBRARY_PATH (folders, ':'-separated): when set, only there;
 //   2. $LD_LIBRARY_PATH;
 //   3. the CUDA toolkit and cuDNN folders this handgrad was built against;
-//   4. the system's library cache (/etc/ld.so.cache), then /usr/lib and /usr/local/cuda's folders.
+//   4. the system's library cache (/etc/ld.so.cache), then /usr/lib and /usr/local/cuda's folders;
+//   5. (opening only) wherever the system's loader finds the name alone.
 // A library that is not found, or does not open, ends the command with one line naming it and
 // where it was looked for (a UserError: exit code 2).
 #pragma once
@@ -31,5 +33,10 @@ struct CudaLibrary {
 // is not opened (that costs 150 MB); cuDNN's entry library (a 3 MB dispatcher) is, for its version.
 // Defined in CUDA builds only.
 std::vector<CudaLibrary> find_cuda_libraries();
+
+// Opens both (they stay open; later calls are cheap), or says which does not open and why: the
+// check behind cuda_available(), so that --device auto falls back to the CPU where a library is
+// broken (cuBLAS without its cuBLASLt), not only where it is missing.
+bool open_cuda_libraries(std::string* why_not);
 
 }  // namespace handgrad

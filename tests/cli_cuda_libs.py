@@ -5,7 +5,7 @@
 - `handgrad info` stays small (peak RSS under 50 MB: linked, cuBLAS alone costs 150 MB);
 - where they cannot be found every CPU command still runs, `info` says what is missing, `--device
   auto` picks the CPU, and `--device cuda` ends with one line naming the library (exit 2);
-- HANDGRAD_CUDA_LIBRARY_PATH is where they are looked for, and only there;
+- HANDGRAD_CUDA_LIBRARY_PATH is where they are looked for, and only there; one already loaded wins;
 - the Python module does not load them for CPU work either.
 Usage: cli_cuda_libs.py HANDGRAD [PYTHONPATH_OF_THE_MODULE]
 """
@@ -95,6 +95,11 @@ with tempfile.TemporaryDirectory() as d:
         code, out, err = run(["info"], {"HANDGRAD_CUDA_LIBRARY_PATH": own})
         check(code == 0 and all(f": {own}/" in l for l in out.splitlines() if l.startswith(("cuBLAS", "cuDNN"))),
               "HANDGRAD_CUDA_LIBRARY_PATH is where they are looked for", out)
+        # One already in the process (as PyTorch's is beside the Python module) is the one used,
+        # never a second copy from elsewhere.
+        code, out, err = run(["info"], {"LD_PRELOAD": os.path.join(own, os.path.basename(found["cuDNN"]))})
+        check(code == 0 and re.search(rf"^cuDNN [^:]*: {re.escape(own)}/", out, re.M),
+              "a library already loaded is the one used", out)
     else:
         print("note: cuBLAS/cuDNN not found on this machine: the HANDGRAD_CUDA_LIBRARY_PATH case is skipped")
 
