@@ -26,9 +26,6 @@ using json = nlohmann::ordered_json;
 
 namespace {
 
-// FashionMNIST's pixel mean and std (of ToTensor()'s [0, 1] values), for --normalize.
-constexpr float kMean = 0.2860f, kStd = 0.3530f;
-
 // A dataset split on the device that trains on it: images [count, 1, H, W] as ToTensor()
 // gives them (pixel / 255, optionally standardised), int32 labels.
 // A set of images as their bytes (uint8, on the run's device: 47 MB for the training set, not
@@ -45,7 +42,7 @@ Split to_split(const IdxImages& im, const std::vector<uint8_t>& labels, bool nor
   Split s;
   s.count = limit > 0 ? std::min<int64_t>(limit, im.count) : im.count;
   s.rows = im.rows, s.cols = im.cols, s.hw = im.rows * im.cols;
-  s.scale.normalize = normalize, s.scale.mean = kMean, s.scale.std = kStd;
+  s.scale.normalize = normalize, s.scale.mean = kFashionMnistMean, s.scale.std = kFashionMnistStd;
   s.pixels = Buffer(static_cast<size_t>(std::max<int64_t>(s.count * s.hw, 1)), dev);  // uploaded once
   copy_bytes(s.pixels.get(), dev, im.pixels.data(), Device::CPU, static_cast<size_t>(s.count * s.hw));
   std::vector<int32_t> lab(labels.begin(), labels.begin() + s.count);

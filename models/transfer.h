@@ -13,6 +13,10 @@
 
 namespace handgrad {
 
+// FashionMNIST's pixel mean and std (of ToTensor()'s [0, 1] values): what `normalize`
+// standardises with (pixel - mean) / std. The Python module exports them for a model's callers.
+constexpr float kFashionMnistMean = 0.2860f, kFashionMnistStd = 0.3530f;
+
 // Where a training run stands, after each step (TransferConfig::on_step).
 struct TransferProgress {
   int64_t epoch = 0, epochs = 0, step = 0, steps = 0;  // 1-based

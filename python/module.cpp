@@ -682,6 +682,8 @@ PYBIND11_MODULE(_core, m) {
   m.attr("__version__") = HANDGRAD_VERSION;
   m.attr("commit") = build_commit();
   m.attr("built_with_cuda") = built_with_cuda();
+  m.attr("FASHION_MNIST_MEAN") = kFashionMnistMean;
+  m.attr("FASHION_MNIST_STD") = kFashionMnistStd;
   m.def("cuda_available", &cuda_available);
   m.def("cuda_unavailable_reason", &cuda_unavailable_reason);
 

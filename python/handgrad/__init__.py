@@ -26,9 +26,14 @@ from . import _core
 from ._core import PathInfo, ResNet18
 
 __version__: str = _core.__version__
+# FashionMNIST's pixel mean and std (of ToTensor()'s [0, 1] values): `normalize=True` in
+# train_transfer / evaluate_transfer feeds the network (pixel - MEAN) / STD; a model trained so
+# expects its inputs standardised the same way.
+FASHION_MNIST_MEAN: float = _core.FASHION_MNIST_MEAN
+FASHION_MNIST_STD: float = _core.FASHION_MNIST_STD
 __all__ = [
     "einsum", "contract_path", "PathInfo", "train_mlp", "ResNet18", "train_transfer", "evaluate_transfer",
-    "autodiff", "cuda_available", "imagenet_weights_path", "info",
+    "autodiff", "cuda_available", "imagenet_weights_path", "info", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
 ]
 
 def cuda_available() -> bool:
@@ -106,7 +111,7 @@ def train_transfer(*, data_dir: str = "", weights: Optional[str] = None, state_d
     Starts from `state_dict` (an adapted model: 1-channel conv1, 10-class fc) if given, else from
     `weights`: None finds torchvision's ImageNet file in the torch hub cache, "none" is random
     init, else a .pth / .safetensors path. `freeze`: "backbone" (only conv1 and fc train) or
-    "none". `progress`: True prints a progress line on stderr, False is silent, a callable gets
+    "none". `normalize`: standardise pixels with FASHION_MNIST_MEAN / _STD. `progress`: True prints a progress line on stderr, False is silent, a callable gets
     {"epoch", "epochs", "step", "steps", "loss", "images_per_second", "eta_seconds"} after every
     step. Returns {"history": {"samples_seen", "train_loss"}, "final_train_loss", "test_loss",
     "test_accuracy", "steps", "seconds", "images_per_second", "weights", "state_dict"}.

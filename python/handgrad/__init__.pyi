@@ -2,6 +2,8 @@
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __version__: str
+FASHION_MNIST_MEAN: float
+FASHION_MNIST_STD: float
 
 class PathInfo:
     equation: str

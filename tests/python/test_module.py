@@ -297,6 +297,30 @@ def test_transfer_trains_reports_progress_and_returns_a_loadable_state():
     net.load_state_dict({k: torch.from_numpy(v) for k, v in r["state_dict"].items()})
 
 
+@pytest.mark.skipif(fashion_dir() is None, reason="FashionMNIST is not installed (dataset-fashion-mnist)")
+def test_normalize_is_the_exported_mean_and_std():
+    """normalize=True feeds (pixel - FASHION_MNIST_MEAN) / FASHION_MNIST_STD: evaluate_transfer's
+    loss equals the cross-entropy of the model's own logits on test images standardised so."""
+    import gzip
+    import struct
+    assert (handgrad.FASHION_MNIST_MEAN, handgrad.FASHION_MNIST_STD) == pytest.approx((0.2860, 0.3530))
+    r = handgrad.train_transfer(weights="none", freeze="none", batch_size=8, max_steps=3, eval=False, normalize=True,
+                                device="cpu", progress=False, data_dir=fashion_dir())
+    n = 64
+    with gzip.open(os.path.join(fashion_dir(), "t10k-images-idx3-ubyte.gz")) as f:
+        f.read(16)
+        images = np.frombuffer(f.read(n * 784), np.uint8).reshape(n, 1, 28, 28).astype(np.float32) / 255
+    with gzip.open(os.path.join(fashion_dir(), "t10k-labels-idx1-ubyte.gz")) as f:
+        f.read(8)
+        labels = np.frombuffer(f.read(n), np.uint8).astype(np.int64)
+    logits = handgrad.ResNet18(r["state_dict"], device="cpu")(
+        (images - handgrad.FASHION_MNIST_MEAN) / handgrad.FASHION_MNIST_STD)
+    want = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
+    loss, _ = handgrad.evaluate_transfer(r["state_dict"], limit=n, normalize=True, device="cpu", data_dir=fashion_dir())
+    raw, _ = handgrad.evaluate_transfer(r["state_dict"], limit=n, normalize=False, device="cpu", data_dir=fashion_dir())
+    assert loss == pytest.approx(want, rel=1e-5) and raw != pytest.approx(want, rel=1e-3)
+
+
 # --- Q4 -------------------------------------------------------------------------------------
 def test_autodiff_tables():
     r = handgrad.autodiff("squared", (2, 4))
