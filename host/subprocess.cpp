@@ -49,7 +49,7 @@ void forward_to_child(int sig) {
   g_in_handler.fetch_add(1);
   g_received.store(sig);
   const pid_t child = g_child.load();
-  if (child > 0) ::kill(child, sig);
+  if (child > 0) ::kill(-child, sig);  // the helper's process group: it and whatever it started
   g_in_handler.fetch_sub(1);
   errno = saved_errno;
 }
@@ -81,11 +81,17 @@ class StopSignalsToChild {
       installed_[i] = previous_[i].sa_handler != SIG_IGN;
       if (installed_[i]) ::sigaction(kStopSignals[i], &forward, nullptr);
     }
+    // SIGCHLD ignored (inherited so) would reap the child behind our back and lose its status.
+    struct sigaction default_action {};
+    default_action.sa_handler = SIG_DFL;
+    sigemptyset(&default_action.sa_mask);
+    ::sigaction(SIGCHLD, &default_action, &previous_sigchld_);
   }
   ~StopSignalsToChild() {
     disarm();
     for (int i = 0; i < kCount; ++i)
       if (installed_[i]) ::sigaction(kStopSignals[i], &previous_[i], nullptr);
+    ::sigaction(SIGCHLD, &previous_sigchld_, nullptr);
     pthread_sigmask(SIG_SETMASK, &caller_mask_, nullptr);
   }
   StopSignalsToChild(const StopSignalsToChild&) = delete;
@@ -97,7 +103,7 @@ class StopSignalsToChild {
   void started(pid_t child) {
     g_child.store(child);
     // One that another thread took while the child was being started found no pid to pass on to.
-    if (const int sig = g_received.load()) ::kill(child, sig);
+    if (const int sig = g_received.load()) ::kill(-child, sig);
     pthread_sigmask(SIG_SETMASK, &caller_mask_, nullptr);
   }
 
@@ -116,6 +122,7 @@ class StopSignalsToChild {
   sigset_t caller_mask_;
   struct sigaction previous_[kCount];
   bool installed_[kCount];
+  struct sigaction previous_sigchld_;
 };
 
 // Ends handgrad by `sig` as the caller's disposition says: the default terminates (so that the
@@ -188,8 +195,16 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
     StopSignalsToChild to_child;
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
-    posix_spawnattr_setsigmask(&attr, &to_child.caller_mask());  // the child starts with our caller's mask
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    // The child starts with our caller's mask and SIGCHLD's default action, in a process group of
+    // its own: a stop signal reaches it and whatever it starts (a wrapper's python, a script's
+    // workers), never only the first of them. (A terminal's Ctrl-C reaches it through us.)
+    sigset_t sigchld;
+    sigemptyset(&sigchld);
+    sigaddset(&sigchld, SIGCHLD);
+    posix_spawnattr_setsigmask(&attr, &to_child.caller_mask());
+    posix_spawnattr_setsigdefault(&attr, &sigchld);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
     std::fflush(nullptr);  // what we printed comes before what the child prints
     pid_t pid = -1;
     const int rc = posix_spawnp(&pid, args[0], &actions, &attr, args.data(), envp.data());
@@ -216,18 +231,21 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
         if (w < 0 && errno != EINTR) break;  // ECHILD: reaped elsewhere (SIGCHLD ignored): status lost
         const double t = std::chrono::duration<double>(clock::now() - start).count();
         if (stop_seen_at < 0 && g_received.load()) stop_seen_at = t;
-        if (stop_seen_at >= 0 && t > stop_seen_at + 3) ::kill(pid, SIGKILL);
+        if (stop_seen_at >= 0 && t > stop_seen_at + 3) ::kill(-pid, SIGKILL);
         if (opt.timeout_s > 0 && !term_sent && t > opt.timeout_s) {
-          ::kill(pid, SIGTERM);
+          ::kill(-pid, SIGTERM);
           term_sent = true;
           r.timed_out = true;
         } else if (term_sent && t > opt.timeout_s + 3) {
-          ::kill(pid, SIGKILL);
+          ::kill(-pid, SIGKILL);
         }
         const timespec nap{0, 20 * 1000 * 1000};
         ::nanosleep(&nap, nullptr);
       }
       to_child.disarm();
+      // Stopped or timed out: what the helper started goes with it. (Its group's id stays ours
+      // while the helper is an unreaped zombie.)
+      if (g_received.load() || r.timed_out) ::kill(-pid, SIGKILL);
       if (reaped)
         while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
         }

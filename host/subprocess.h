@@ -3,8 +3,8 @@
 // a child runs is passed on to the child, and handgrad then ends by the same signal (exit status
 // 128 + signal; outputs are written whole or not at all, so none is left half done); a child that
 // ignores it is killed 3 s later. A child ended by one of them alone ends handgrad the same way.
-// So no helper outlives handgrad (a helper's own children are its business: ours exec, and so are
-// the helper).
+// The child runs in a process group of its own, and the signal goes to that group: no helper,
+// nor anything a helper started, outlives handgrad's interruption or a helper's timeout.
 #pragma once
 #include <string>
 #include <utility>

@@ -11,7 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
@@ -26,10 +28,25 @@ namespace {
 
 struct LibrarySpec {
   const char* label;
-  const char* soname;  // the major version this handgrad was built against
+  const char* soname;    // the major version this handgrad was built against
+  const char* function;  // one it must have: a file of that name that lacks it is not the library
 };
-const LibrarySpec kCublas{"cuBLAS", "libcublas.so." HG_STRINGIFY(CUBLAS_VER_MAJOR)};
-const LibrarySpec kCudnn{"cuDNN", "libcudnn.so." HG_STRINGIFY(CUDNN_MAJOR)};
+const LibrarySpec kCublas{"cuBLAS", "libcublas.so." HG_STRINGIFY(CUBLAS_VER_MAJOR), "cublasCreate_v2"};
+const LibrarySpec kCudnn{"cuDNN", "libcudnn.so." HG_STRINGIFY(CUDNN_MAJOR), "cudnnCreate"};
+
+// HANDGRAD_CUDA_LIBRARY_PATH when set and not empty: the only folders to look in.
+const char* only_folders() {
+  const char* s = std::getenv("HANDGRAD_CUDA_LIBRARY_PATH");
+  return s && *s ? s : nullptr;
+}
+
+// An environment value as a message shows it: one line, at most 200 characters.
+std::string shown(const char* value) {
+  std::string s(value, std::min<size_t>(std::strlen(value), 200));
+  for (char& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return std::strlen(value) > 200 ? s + "..." : s;
+}
 
 std::vector<std::string> split_folders(const char* list) {
   std::vector<std::string> out;
@@ -85,10 +102,9 @@ CudaLibrary locate(const LibrarySpec& spec) {
     ::dlclose(loaded);
     if (!lib.path.empty()) return lib;
   }
-  const char* only = std::getenv("HANDGRAD_CUDA_LIBRARY_PATH");
-  if (only && *only) {
+  if (const char* only = only_folders()) {
     lib.path = look_in(split_folders(only));
-    if (lib.path.empty()) lib.why_not = cat("is not in HANDGRAD_CUDA_LIBRARY_PATH (", only, ")");
+    if (lib.path.empty()) lib.why_not = cat("is not in HANDGRAD_CUDA_LIBRARY_PATH (", shown(only), ")");
     return lib;
   }
   lib.path = look_in(split_folders(std::getenv("LD_LIBRARY_PATH")));
@@ -106,17 +122,22 @@ CudaLibrary locate(const LibrarySpec& spec) {
 // Opens the library (dlopen: a second open returns the same handle), or says why not in *why_not.
 void* try_open(const LibrarySpec& spec, std::string* why_not) {
   const CudaLibrary lib = locate(spec);
-  if (lib.path.empty()) {
-    // Where the system's loader alone may know more (a glibc-hwcaps folder, say); not when
-    // HANDGRAD_CUDA_LIBRARY_PATH says where, and only there.
-    const char* only = std::getenv("HANDGRAD_CUDA_LIBRARY_PATH");
-    if (!(only && *only))
-      if (void* handle = ::dlopen(spec.soname, RTLD_LAZY | RTLD_LOCAL)) return handle;
+  void* handle = nullptr;
+  if (!lib.path.empty()) {
+    handle = ::dlopen(lib.path.c_str(), RTLD_LAZY | RTLD_LOCAL);
+    if (!handle) *why_not = cat("at ", lib.path, " does not open: ", ::dlerror());
+  } else if (!only_folders()) {
+    // Where the system's loader alone may know more (a glibc-hwcaps folder, say).
+    handle = ::dlopen(spec.soname, RTLD_LAZY | RTLD_LOCAL);
+    if (!handle) *why_not = lib.why_not;
+  } else {
     *why_not = lib.why_not;
-    return nullptr;
   }
-  void* handle = ::dlopen(lib.path.c_str(), RTLD_LAZY | RTLD_LOCAL);
-  if (!handle) *why_not = cat("at ", lib.path, " does not open: ", ::dlerror());
+  if (handle && !::dlsym(handle, spec.function)) {
+    *why_not = cat("at ", lib.path.empty() ? spec.soname : lib.path, " has no ", spec.function, ": not ", spec.label);
+    ::dlclose(handle);
+    handle = nullptr;
+  }
   return handle;
 }
 

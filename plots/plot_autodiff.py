@@ -10,7 +10,7 @@ import sys
 
 from matplotlib.backends.backend_pdf import PdfPages
 
-from plot_common import plt
+from plot_common import atomic_pdf, plt
 
 
 TOKEN = re.compile(r"([vxy])([\u0307\u0304]?)_(\{-?\d+\}|\d+)")
@@ -55,7 +55,7 @@ def table_page(pdf, title, table, note=""):
 def main():
     sq, ex, out = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
     point = ", ".join(f"{v:g}" for v in sq["point"])
-    with PdfPages(out + ".tmp.pdf") as pdf:
+    with atomic_pdf(out) as tmp, PdfPages(tmp) as pdf:
         for t in sq["tables"]:
             table_page(pdf, f"Q4 {t['name']}", t, f"y1 = (x1 + x2)^2, y2 = (x1 - x2)^2 at ({point})")
         table_page(pdf, "Q4 (optional): the expanded formulation, forward mode, seed x1", ex["tables"][0],
@@ -73,8 +73,6 @@ def main():
         ax.set_title("Q4 (optional): does the formulation change the derivatives?", fontsize=12)
         pdf.savefig(fig, bbox_inches="tight")
         plt.close(fig)
-    import os
-    os.replace(out + ".tmp.pdf", out)
 
 
 if __name__ == "__main__":

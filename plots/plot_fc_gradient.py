@@ -9,7 +9,7 @@ import sys
 
 from matplotlib.backends.backend_pdf import PdfPages
 
-from plot_common import plt
+from plot_common import atomic_pdf, plt
 
 LINES = [
     (r"Q5: the gradient of a fully connected layer", 15),
@@ -26,7 +26,7 @@ LINES = [
 
 def main():
     check, out = sys.argv[1], sys.argv[2]
-    with PdfPages(out + ".tmp.pdf") as pdf:
+    with atomic_pdf(out) as tmp, PdfPages(tmp) as pdf:
         fig = plt.figure(figsize=(11, 8.5))
         y = 0.95
         for text, size in LINES:
@@ -37,7 +37,6 @@ def main():
         fig.text(0.05, y - 0.06, body, fontsize=7.5, va="top", family="monospace")
         pdf.savefig(fig)
         plt.close(fig)
-    os.replace(out + ".tmp.pdf", out)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,17 @@ with tempfile.TemporaryDirectory() as d:
         code, out, err = run(["info"], {"HANDGRAD_CUDA_LIBRARY_PATH": own})
         check(code == 0 and all(f": {own}/" in l for l in out.splitlines() if l.startswith(("cuBLAS", "cuDNN"))),
               "HANDGRAD_CUDA_LIBRARY_PATH is where they are looked for", out)
+        # A file of the right name that is not the library (another library renamed) is not taken
+        # for it.
+        impostor = os.path.join(d, "impostor")
+        os.mkdir(impostor)
+        import shutil
+        zlib = next(p for p in ("/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1",
+                                "/lib/aarch64-linux-gnu/libz.so.1", "/usr/lib64/libz.so.1") if os.path.exists(p))
+        shutil.copy(zlib, os.path.join(impostor, os.path.basename(found["cuDNN"])))
+        code, out, err = run(["info"], {"HANDGRAD_CUDA_LIBRARY_PATH": impostor})
+        check(code == 0 and re.search(r"^cuDNN: libcudnn\.so\.\d+ at \S+ has no cudnnCreate: not cuDNN", out, re.M),
+              "a renamed other library is not taken for cuDNN", out)
         # One already in the process (as PyTorch's is beside the Python module) is the one used,
         # never a second copy from elsewhere.
         code, out, err = run(["info"], {"LD_PRELOAD": os.path.join(own, os.path.basename(found["cuDNN"]))})

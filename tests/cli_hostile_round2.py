@@ -155,6 +155,38 @@ with tempfile.TemporaryDirectory() as d:
     interrupted(["mlp", "--iters", "200", "--out-dir", path("q2")], marker, dict(env, HG_SLOW_PROBE="1"),
                 "the matplotlib probe, sent to handgrad alone", sig=signal.SIGTERM, whole_group=False)
 
+    # A plot stopped mid-save (Ctrl-C, SIGTERM passed on by handgrad) leaves no temporary file,
+    # prints no traceback, and ends by the signal. Needs matplotlib: Debian's python3 has it.
+    plots_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plots")
+    stopper = ("import os, signal, sys\n"
+               f"sys.path.insert(0, {plots_dir!r})\n"
+               "from plot_common import atomic_pdf\n"
+               "with atomic_pdf(sys.argv[1]) as tmp:\n"
+               "    open(tmp, 'w').write('half a pdf')\n"
+               "    os.kill(os.getpid(), int(sys.argv[2]))\n"
+               "    import time; time.sleep(5)\n")
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        out_pdf = path(f"stopped_{sig}.pdf")
+        p = subprocess.run(["/usr/bin/python3", "-c", stopper, out_pdf, str(int(sig))], capture_output=True, text=True,
+                           timeout=60)
+        if "No module named 'matplotlib'" in p.stderr:
+            print("note: no matplotlib: the stopped-plot case is skipped")
+            break
+        left = [f for f in os.listdir(d) if f.startswith(f"stopped_{sig}")]
+        ok = p.returncode == -sig and not left and not p.stderr.strip()
+        print(f"{'ok  ' if ok else 'FAIL'} rc={p.returncode:3d} a plot stopped by {signal.Signals(sig).name} mid-save")
+        if not ok:
+            failures.append((f"plot stopped by {sig}", p.returncode, f"left {left}; stderr {p.stderr[-300:]}"))
+
+    # A helper that wraps python without exec (a shell around it): what it started is stopped too.
+    wrapper = path("fake_wrapper")
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nif [ \"$1\" = -c ]; then exit 0; fi\n"
+                f"sh -c 'echo $$ > {marker}.tmp && mv {marker}.tmp {marker} && exec sleep 30' &\nwait\n")
+    os.chmod(wrapper, 0o755)
+    interrupted(["mlp", "--iters", "200", "--out-dir", path("q2")], marker, {"HANDGRAD_PYTHON": wrapper},
+                "a wrapper's plot, sent to handgrad alone", sig=signal.SIGTERM, whole_group=False)
+
     # 5. Outputs that are not regular files: written through or refused, never replaced.
     run(einsum_ok + ["-o", "/dev/null"], want_rc=0)
     if not stat.S_ISCHR(os.stat("/dev/null").st_mode):

@@ -138,6 +138,41 @@ TEST(Subprocess, StopSignalToUsAloneEndsTheHelperAndThenUs) {
   }
 }
 
+// What the helper started goes too: a wrapper that does not exec (a shell around python) and a
+// background worker of the helper's are in its process group, which the signal is sent to.
+TEST(Subprocess, StopSignalReachesWhatTheHelperStarted) {
+  const fs::path worker_file = fresh_file("worker"), pid_file = fresh_file("wrapper");
+  const std::string w = worker_file.string(), p = pid_file.string();
+  const pid_t us = fork_running([&] {
+    run_process({"sh", "-c", "sh -c 'echo $$ > " + w + ".tmp && mv " + w + ".tmp " + w + " && exec sleep 30' & " +
+                                 "echo $$ > " + p + ".tmp && mv " + p + ".tmp " + p + "; wait"});
+    return 1;
+  });
+  const pid_t wrapper = wait_for_number(pid_file), worker = wait_for_number(worker_file);
+  ASSERT_GT(wrapper, 0);
+  ASSERT_GT(worker, 0);
+  ::kill(us, SIGTERM);
+  const int status = wait_status(us);
+  EXPECT_TRUE(ended_by(status, SIGTERM)) << "status " << status;
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the worker's reaper is init now
+  EXPECT_FALSE(running(wrapper));
+  EXPECT_FALSE(running(worker)) << "the helper's own child outlived handgrad";
+  if (running(worker)) ::kill(worker, SIGKILL);
+}
+
+// SIGCHLD ignored by whoever started us would reap the helper behind run_process's back and lose
+// its exit status (a matplotlib probe that succeeded would read as a failure).
+TEST(Subprocess, ExitStatusKeptWhenSigchldIsIgnored) {
+  const pid_t us = fork_running([] {
+    ::signal(SIGCHLD, SIG_IGN);
+    const ProcessResult r = run_process({"sh", "-c", "exit 3"});
+    const bool restored = ::signal(SIGCHLD, SIG_IGN) == SIG_IGN;  // the caller's setting is back
+    return r.exit_code == 3 && restored ? 0 : 1;
+  });
+  const int status = wait_status(us);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+}
+
 // The signal taken by another thread (OpenMP's workers take them as often as the main thread):
 // passed on all the same, and the thread running the helper ends the process by it.
 TEST(Subprocess, StopSignalTakenByAnotherThread) {

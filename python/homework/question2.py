@@ -90,8 +90,12 @@ def plot(losses, lr, path):
     ax.legend()
     fig.tight_layout()
     tmp = path + ".tmp.pdf"
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    try:  # written whole or not at all: no half-written temporary left by an interruption
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     print(f"plot: {path}")
 
 

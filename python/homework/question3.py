@@ -88,8 +88,12 @@ def plot(result, args, path):
                  f"lr {args.lr:g}, momentum {args.momentum:g}\ntest accuracy {100 * acc:.2f}%", fontsize=9)
     fig.tight_layout()
     tmp = path + ".tmp.pdf"
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    try:  # written whole or not at all: no half-written temporary left by an interruption
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     print(f"plot: {path}")
 
 
