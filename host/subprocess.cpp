@@ -190,7 +190,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
   std::lock_guard<std::mutex> lock(one_child);
   ProcessResult r;
   int status = 0;
-  bool reaped = false;
+  bool ended = false;  // the child has exited (a zombie until we reap it)
   {
     StopSignalsToChild to_child;
     posix_spawnattr_t attr;
@@ -225,10 +225,10 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
         siginfo_t info{};
         const int w = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT | WNOHANG);
         if (w == 0 && info.si_pid == pid) {
-          reaped = true;
+          ended = true;
           break;
         }
-        if (w < 0 && errno != EINTR) break;  // ECHILD: reaped elsewhere (SIGCHLD ignored): status lost
+        if (w < 0 && errno != EINTR) break;  // ECHILD: someone else waited for it: its status is lost
         const double t = std::chrono::duration<double>(clock::now() - start).count();
         if (stop_seen_at < 0 && g_received.load()) stop_seen_at = t;
         if (stop_seen_at >= 0 && t > stop_seen_at + 3) ::kill(-pid, SIGKILL);
@@ -246,15 +246,15 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
       // Stopped or timed out: what the helper started goes with it. (Its group's id stays ours
       // while the helper is an unreaped zombie.)
       if (g_received.load() || r.timed_out) ::kill(-pid, SIGKILL);
-      if (reaped)
+      if (ended)
         while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
         }
     }
   }  // the caller's handlers and mask are back; no handler runs for us any more
   const int received = g_received.load();
-  if (reaped && WIFEXITED(status)) {
+  if (ended && WIFEXITED(status)) {
     r.exit_code = WEXITSTATUS(status);
-  } else if (reaped && WIFSIGNALED(status)) {
+  } else if (ended && WIFSIGNALED(status)) {
     r.signal = WTERMSIG(status);
   }
   // A stop signal handgrad received, or one that ended the child (sent to it alone), ends handgrad

@@ -302,7 +302,6 @@ def test_normalize_is_the_exported_mean_and_std():
     """normalize=True feeds (pixel - FASHION_MNIST_MEAN) / FASHION_MNIST_STD: evaluate_transfer's
     loss equals the cross-entropy of the model's own logits on test images standardised so."""
     import gzip
-    import struct
     assert (handgrad.FASHION_MNIST_MEAN, handgrad.FASHION_MNIST_STD) == pytest.approx((0.2860, 0.3530))
     r = handgrad.train_transfer(weights="none", freeze="none", batch_size=8, max_steps=3, eval=False, normalize=True,
                                 device="cpu", progress=False, data_dir=fashion_dir())
@@ -313,12 +312,17 @@ def test_normalize_is_the_exported_mean_and_std():
     with gzip.open(os.path.join(fashion_dir(), "t10k-labels-idx1-ubyte.gz")) as f:
         f.read(8)
         labels = np.frombuffer(f.read(n), np.uint8).astype(np.int64)
-    logits = handgrad.ResNet18(r["state_dict"], device="cpu")(
-        (images - handgrad.FASHION_MNIST_MEAN) / handgrad.FASHION_MNIST_STD)
-    want = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
+    model = handgrad.ResNet18(r["state_dict"], device="cpu")
+
+    def cross_entropy(x):
+        return float(torch.nn.functional.cross_entropy(torch.from_numpy(model(x)), torch.from_numpy(labels)))
+    want = cross_entropy((images - handgrad.FASHION_MNIST_MEAN) / handgrad.FASHION_MNIST_STD)
+    want_raw = cross_entropy(images)
     loss, _ = handgrad.evaluate_transfer(r["state_dict"], limit=n, normalize=True, device="cpu", data_dir=fashion_dir())
     raw, _ = handgrad.evaluate_transfer(r["state_dict"], limit=n, normalize=False, device="cpu", data_dir=fashion_dir())
-    assert loss == pytest.approx(want, rel=1e-5) and raw != pytest.approx(want, rel=1e-3)
+    # A barely trained model's losses differ by ~1e-3 between the two inputs; rounding moves them
+    # by ~1e-7. Each evaluation must match its own input, far closer than the other's.
+    assert abs(loss - want) < 0.1 * abs(want_raw - want) and abs(raw - want_raw) < 0.1 * abs(want_raw - want)
 
 
 # --- Q4 -------------------------------------------------------------------------------------
