@@ -119,9 +119,9 @@ CudaLibrary locate(const LibrarySpec& spec) {
   return lib;
 }
 
-// Opens the library (dlopen: a second open returns the same handle), or says why not in *why_not.
-void* try_open(const LibrarySpec& spec, std::string* why_not) {
-  const CudaLibrary lib = locate(spec);
+// Opens the library `locate` found (dlopen: a second open returns the same handle), or says why
+// not in *why_not.
+void* try_open(const LibrarySpec& spec, const CudaLibrary& lib, std::string* why_not) {
   void* handle = nullptr;
   if (!lib.path.empty()) {
     handle = ::dlopen(lib.path.c_str(), RTLD_LAZY | RTLD_LOCAL);
@@ -143,7 +143,7 @@ void* try_open(const LibrarySpec& spec, std::string* why_not) {
 
 void* open_or_throw(const LibrarySpec& spec) {
   std::string why_not;
-  void* handle = try_open(spec, &why_not);
+  void* handle = try_open(spec, locate(spec), &why_not);
   HG_REQUIRE(handle, "the GPU path needs ", spec.label, " (", spec.soname, "), which ", why_not,
              ": install it, set HANDGRAD_CUDA_LIBRARY_PATH to its folder, or use --device cpu");
   return handle;
@@ -171,7 +171,7 @@ Fn symbol(void* library, const LibrarySpec& spec, const char* name) {
 bool open_cuda_libraries(std::string* why_not) {
   for (const LibrarySpec& spec : {kCublas, kCudnn}) {
     std::string why;
-    if (!try_open(spec, &why)) {
+    if (!try_open(spec, locate(spec), &why)) {
       *why_not = cat(spec.label, " (", spec.soname, ") ", why);
       return false;
     }
@@ -183,7 +183,7 @@ std::vector<CudaLibrary> find_cuda_libraries() {
   CudaLibrary cublas = locate(kCublas), cudnn = locate(kCudnn);
   cublas.version = cat(CUBLAS_VER_MAJOR, ".", CUBLAS_VER_MINOR, ".", CUBLAS_VER_PATCH, " (built against)");
   if (!cudnn.path.empty()) {
-    if (void* handle = try_open(kCudnn, &cudnn.why_not)) {
+    if (void* handle = try_open(kCudnn, cudnn, &cudnn.why_not)) {
       using GetVersion = size_t (*)();
       if (auto get_version = reinterpret_cast<GetVersion>(::dlsym(handle, "cudnnGetVersion"))) {
         const size_t v = get_version();  // 9.x: major*10000 + minor*100 + patch

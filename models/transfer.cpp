@@ -26,10 +26,9 @@ using json = nlohmann::ordered_json;
 
 namespace {
 
-// A dataset split on the device that trains on it: images [count, 1, H, W] as ToTensor()
-// gives them (pixel / 255, optionally standardised), int32 labels.
-// A set of images as their bytes (uint8, on the run's device: 47 MB for the training set, not
-// 188 MB of floats); each batch becomes float, normalised or not, as it is gathered.
+// A dataset split on the device that trains on it: the images [count, 1, H, W] as their bytes
+// (uint8: 47 MB for the training set, not 188 MB of floats), each batch made float as ToTensor()
+// gives it (pixel / 255, standardised by `scale` or not) as it is gathered; int32 labels.
 struct Split {
   int64_t count = 0, rows = 0, cols = 0, hw = 0;
   Buffer pixels, labels;

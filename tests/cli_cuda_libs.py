@@ -11,6 +11,7 @@ Usage: cli_cuda_libs.py HANDGRAD [PYTHONPATH_OF_THE_MODULE]
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,7 +100,6 @@ with tempfile.TemporaryDirectory() as d:
         # for it.
         impostor = os.path.join(d, "impostor")
         os.mkdir(impostor)
-        import shutil
         zlib = next(p for p in ("/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1",
                                 "/lib/aarch64-linux-gnu/libz.so.1", "/usr/lib64/libz.so.1") if os.path.exists(p))
         shutil.copy(zlib, os.path.join(impostor, os.path.basename(found["cuDNN"])))
