@@ -133,9 +133,9 @@ int cmd_mlp(MlpConfig cfg, const std::string& device, const std::string& lr_text
     std::printf("  %-10g %-14.6g %-14.6g %-16.6g %s\n", x.lr, x.final_loss, x.last1000_mean, x.dataset_mse,
                 status.c_str());
   }
-  if (!cfg.write_files) return 0;
-  std::printf("wrote %s/{Q2_output.txt, mlp_loss.csv, mlp_summary.json%s}\n", cfg.out_dir.c_str(),
-              cfg.plot ? ", question2_result.pdf" : "");
+  std::string written;
+  for (const std::string& f : r.files_written) written += (written.empty() ? "" : ", ") + f;
+  if (!written.empty()) std::printf("wrote %s\n", written.c_str());
   return 0;
 }
 
@@ -229,7 +229,7 @@ int main(int argc, char** argv) {
   rep->add_option("--device", report_device, "auto|cpu|cuda")->capture_default_str();
   rep->add_option("--seed", ro.seed, "seed of every random draw")->capture_default_str();
   rep->add_flag("--quick", ro.quick, "small sizes: finishes in minutes on a 2-core CPU");
-  rep->add_option("--only", only, "comma-separated subset, e.g. q1");
+  rep->add_option("--only", only, "comma-separated subset of q1, q2, q3, q4, q5, scripts (question1-3.py), e.g. q1");
 
   MlpConfig mc;
   std::string mlp_device = "auto", mlp_lr;

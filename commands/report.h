@@ -21,7 +21,8 @@ struct ReportOptions {
 // Returns the process exit code (0: every check passed, 1: a check failed).
 int run_report(const ReportOptions& opt);
 
-// Every exercise `--only` accepts, in order.
+// Every part `--only` accepts, in order: the exercises q1-q5, and "scripts" (the checklist's
+// question1-3.py, run through the Python module).
 const std::vector<std::string>& report_exercises();
 
 }  // namespace handgrad

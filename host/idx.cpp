@@ -92,7 +92,18 @@ std::vector<uint8_t> read_idx_labels(const std::string& path) {
   return std::vector<uint8_t>(b.begin() + 8, b.end());
 }
 
-FashionMnist load_fashion_mnist(const std::string& data_dir) {
+namespace {
+
+const char* const kFashionMnistStems[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+
+// The four files of the first folder that holds them all (each .gz or not), in kFashionMnistStems'
+// order, and that folder; an empty folder when none does.
+struct FashionMnistFiles {
+  std::string dir, paths[4];
+};
+
+FashionMnistFiles locate_fashion_mnist(const std::string& data_dir) {
   std::vector<std::string> dirs;
   if (!data_dir.empty()) dirs.push_back(data_dir);
   if (const char* env = std::getenv("HANDGRAD_DATA")) dirs.push_back(env);
@@ -106,39 +117,48 @@ FashionMnist load_fashion_mnist(const std::string& data_dir) {
     }
     return "";
   };
-  const char* stems[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                          "t10k-labels-idx1-ubyte"};
   for (size_t i = 0; i < dirs.size(); ++i) {
-    std::string paths[4];
+    FashionMnistFiles f;
     bool all = true;
-    for (int k = 0; k < 4; ++k) all = all && !(paths[k] = find(dirs[i], stems[k])).empty();
-    if (!all) {
-      // An explicit --data-dir that lacks the files is an error of its own, not a fallback.
-      HG_REQUIRE(!(i == 0 && !data_dir.empty()), "--data-dir ", data_dir,
-                 " does not hold the four FashionMNIST files (", stems[0], "[.gz], ...)");
-      continue;
+    for (int k = 0; k < 4; ++k) all = all && !(f.paths[k] = find(dirs[i], kFashionMnistStems[k])).empty();
+    if (all) {
+      f.dir = dirs[i];
+      return f;
     }
-    FashionMnist d;
-    d.dir = dirs[i];
-    d.train_images = read_idx_images(paths[0]);
-    d.train_labels = read_idx_labels(paths[1]);
-    d.test_images = read_idx_images(paths[2]);
-    d.test_labels = read_idx_labels(paths[3]);
-    for (auto [im, lb, name] : {std::tuple{&d.train_images, &d.train_labels, "train"},
-                                {&d.test_images, &d.test_labels, "test"}}) {
-      HG_REQUIRE(im->count == static_cast<int64_t>(lb->size()), d.dir, ": ", name, " set has ", im->count,
-                 " images but ", lb->size(), " labels");
-      HG_REQUIRE(im->count > 0, d.dir, ": the ", name, " set is empty");
-      for (uint8_t l : *lb) HG_REQUIRE(l < 10, d.dir, ": ", name, " label ", int(l), " is not a class in [0, 10)");
-    }
-    HG_REQUIRE(d.train_images.rows == d.test_images.rows && d.train_images.cols == d.test_images.cols,
-               d.dir, ": train and test images differ in size");
-    return d;
+    // An explicit --data-dir that lacks the files is an error of its own, not a fallback.
+    HG_REQUIRE(!(i == 0 && !data_dir.empty()), "--data-dir ", data_dir,
+               " does not hold the four FashionMNIST files (", kFashionMnistStems[0], "[.gz], ...)");
   }
-  throw UserError(
-      "FashionMNIST not found (looked in --data-dir, $HANDGRAD_DATA, /usr/share/datasets/fashion-mnist, "
-      "./data/fashion-mnist): apt-get install dataset-fashion-mnist, or put the four "
-      "*-ubyte.gz files in one of those folders");
+  return {};
+}
+
+}  // namespace
+
+std::string find_fashion_mnist(const std::string& data_dir) { return locate_fashion_mnist(data_dir).dir; }
+
+FashionMnist load_fashion_mnist(const std::string& data_dir) {
+  const FashionMnistFiles files = locate_fashion_mnist(data_dir);
+  if (files.dir.empty())
+    throw UserError(
+        "FashionMNIST not found (looked in --data-dir, $HANDGRAD_DATA, /usr/share/datasets/fashion-mnist, "
+        "./data/fashion-mnist): apt-get install dataset-fashion-mnist, or put the four "
+        "*-ubyte.gz files in one of those folders");
+  FashionMnist d;
+  d.dir = files.dir;
+  d.train_images = read_idx_images(files.paths[0]);
+  d.train_labels = read_idx_labels(files.paths[1]);
+  d.test_images = read_idx_images(files.paths[2]);
+  d.test_labels = read_idx_labels(files.paths[3]);
+  for (auto [im, lb, name] : {std::tuple{&d.train_images, &d.train_labels, "train"},
+                              {&d.test_images, &d.test_labels, "test"}}) {
+    HG_REQUIRE(im->count == static_cast<int64_t>(lb->size()), d.dir, ": ", name, " set has ", im->count,
+               " images but ", lb->size(), " labels");
+    HG_REQUIRE(im->count > 0, d.dir, ": the ", name, " set is empty");
+    for (uint8_t l : *lb) HG_REQUIRE(l < 10, d.dir, ": ", name, " label ", int(l), " is not a class in [0, 10)");
+  }
+  HG_REQUIRE(d.train_images.rows == d.test_images.rows && d.train_images.cols == d.test_images.cols,
+             d.dir, ": train and test images differ in size");
+  return d;
 }
 
 }  // namespace handgrad

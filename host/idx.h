@@ -30,4 +30,8 @@ struct FashionMnist {
 // labels are in [0, 10). Missing data: one UserError saying how to get it.
 FashionMnist load_fashion_mnist(const std::string& data_dir);
 
+// The folder load_fashion_mnist(data_dir) would read, or "" where none holds the four files (an
+// explicit data_dir that lacks them: UserError, as there).
+std::string find_fashion_mnist(const std::string& data_dir);
+
 }  // namespace handgrad

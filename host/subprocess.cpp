@@ -141,6 +141,15 @@ void end_by(int sig) {
   }
 }
 
+// `path` against our working folder ("" stays ""). With only_with_slash, a bare name (looked up on
+// PATH) stays as it is, as a shell would treat it.
+std::string absolute_if_relative(const std::string& path, bool only_with_slash) {
+  if (path.empty() || path[0] == '/' || (only_with_slash && path.find('/') == std::string::npos)) return path;
+  std::error_code ec;
+  const std::filesystem::path abs = std::filesystem::absolute(path, ec);
+  return ec ? path : abs.string();
+}
+
 }  // namespace
 
 std::string find_project_folder(const std::string& relative, const std::string& marker) {
@@ -177,10 +186,14 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
   for (std::string& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
 
+  // The child opens its output and executes its program after moving to opt.cwd: paths the caller
+  // gave relative to our folder are made absolute first, or they would name files under opt.cwd.
+  const std::string program = absolute_if_relative(argv[0], /*only_with_slash=*/true);
+  args[0] = const_cast<char*>(program.c_str());
+  const std::string out = opt.quiet ? "/dev/null" : absolute_if_relative(opt.output, false);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   if (!opt.cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, opt.cwd.c_str());
-  const std::string out = opt.quiet ? "/dev/null" : opt.output;
   if (!out.empty()) {
     posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);

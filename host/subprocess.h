@@ -12,6 +12,9 @@
 
 namespace handgrad {
 
+// `output` and a program path with a '/' are the caller's: relative to our working folder, not to
+// `cwd`. The other arguments and `env` reach the child as they are: a path among them that the
+// child must read after moving to `cwd` has to be absolute (the caller's job).
 struct ProcessOptions {
   std::string cwd;                                        // "" : ours
   std::vector<std::pair<std::string, std::string>> env;  // set (or replace) in the child's environment

@@ -322,7 +322,8 @@ std::string python_float_str(double x) {
   return out + digits.substr(0, int_digits) + "." + digits.substr(int_digits);
 }
 
-void write_outputs(const MlpConfig& cfg, const MlpResult& res) {
+// Returns the paths it wrote (the plot only where matplotlib made it).
+std::vector<std::string> write_outputs(const MlpConfig& cfg, const MlpResult& res) {
   fs::create_directories(cfg.out_dir);
   const fs::path dir(cfg.out_dir);
   const MlpModelResult& best = res.models[res.best];
@@ -332,7 +333,12 @@ void write_outputs(const MlpConfig& cfg, const MlpResult& res) {
   std::string txt;
   for (int64_t t = 0; t < cfg.iters; t += cfg.log_every)
     txt += cat("At ", t, "-th iteration, loss is ", python_float_str(best.losses[t]), "\n");
-  write_file_atomic((dir / "Q2_output.txt").string(), txt);
+  std::vector<std::string> written;
+  auto write = [&](const fs::path& path, const std::string& text) {
+    write_file_atomic(path.string(), text);
+    written.push_back(path.string());
+  };
+  write(dir / "Q2_output.txt", txt);
   std::string csv = "iteration";
   for (const MlpModelResult& m : res.models) csv += ",lr=" + lr_str(m.lr);
   csv += "\n";
@@ -345,7 +351,7 @@ void write_outputs(const MlpConfig& cfg, const MlpResult& res) {
     }
     csv += "\n";
   }
-  write_file_atomic((dir / "mlp_loss.csv").string(), csv);
+  write(dir / "mlp_loss.csv", csv);
 
   nlohmann::ordered_json j = {{"device", device_name(res.device)}, {"impl", res.impl},
                               {"n", cfg.n}, {"d", cfg.d}, {"h", cfg.h}, {"iters", cfg.iters},
@@ -357,14 +363,16 @@ void write_outputs(const MlpConfig& cfg, const MlpResult& res) {
     j["models"].push_back({{"lr", m.lr}, {"diverged_at", m.diverged_at}, {"final_loss", num(m.final_loss)},
                            {"last1000_mean", num(m.last1000_mean)}, {"dataset_mse", num(m.dataset_mse)}});
   }
-  write_file_atomic((dir / "mlp_summary.json").string(), j.dump(2) + "\n");
+  write(dir / "mlp_summary.json", j.dump(2) + "\n");
 
   if (!cfg.save_weights_dir.empty()) {
     fs::create_directories(cfg.save_weights_dir);
     Tensor w1 = Tensor::from_vector({cfg.d, cfg.h}, std::vector<float>(best.params.begin(), best.params.begin() + cfg.d * cfg.h));
     Tensor w2 = Tensor::from_vector({cfg.h, 1}, std::vector<float>(best.params.begin() + cfg.d * cfg.h, best.params.end()));
-    write_npy((fs::path(cfg.save_weights_dir) / "W1.npy").string(), w1);
-    write_npy((fs::path(cfg.save_weights_dir) / "W2.npy").string(), w2);
+    for (const auto& [name, w] : {std::pair{"W1.npy", &w1}, {"W2.npy", &w2}}) {
+      write_npy((fs::path(cfg.save_weights_dir) / name).string(), *w);
+      written.push_back((fs::path(cfg.save_weights_dir) / name).string());
+    }
   }
   if (cfg.plot) {
     std::string lrs;
@@ -375,8 +383,10 @@ void write_outputs(const MlpConfig& cfg, const MlpResult& res) {
                   "lr %s, seed %llu, %s/%s",
                   (long long)cfg.n, (long long)cfg.d, (long long)cfg.h, (long long)cfg.iters, lrs.c_str(),
                   (unsigned long long)cfg.seed, device_name(res.device), res.impl.c_str());
-    run_plot("plot_mlp_loss.py", {(dir / "mlp_loss.csv").string(), (dir / "question2_result.pdf").string(), title});
+    if (run_plot("plot_mlp_loss.py", {(dir / "mlp_loss.csv").string(), (dir / "question2_result.pdf").string(), title}))
+      written.push_back((dir / "question2_result.pdf").string());
   }
+  return written;
 }
 
 }  // namespace
@@ -484,7 +494,7 @@ MlpResult run_mlp(const MlpConfig& config) {
                         M > 1 ? " and every other lr of the sweep" : "",
                         ": try a smaller --lr (1e-5, the default, converges on the default problem)"));
   }
-  if (cfg.write_files && res.best >= 0) write_outputs(cfg, res);
+  if (cfg.write_files && res.best >= 0) res.files_written = write_outputs(cfg, res);
   return res;
 }
 

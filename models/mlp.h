@@ -57,6 +57,7 @@ struct MlpResult {
   double seconds = 0, us_per_iter = 0;
   int best = -1;  // the converged model with the lowest mean loss over the last 1000 iterations
   std::vector<MlpModelResult> models;
+  std::vector<std::string> files_written;  // paths, in the order written (a failed plot is not one)
 };
 
 // Validates the config (UserError on bad input), trains, writes the outputs unless

@@ -208,6 +208,16 @@ with tempfile.TemporaryDirectory() as d:
     run(einsum_ok + ["-o", path("sock")], want_in_err="not a regular file")
     run(einsum_ok + ["-o", d], want_in_err="is a folder")
 
+    # A plot that fails (here: its PDF's name is taken by a folder) is not among the files the
+    # command says it wrote; every file it names exists.
+    os.makedirs(path("q2_noplot", "question2_result.pdf"))
+    p = run(["mlp", "--iters", "200", "--out-dir", path("q2_noplot")], want_rc=0)
+    wrote = [l for l in p.stdout.splitlines() if l.startswith("wrote ")]
+    named = wrote[0][len("wrote "):].split(", ") if wrote else []
+    if not named or any("question2_result.pdf" in f or not os.path.isfile(f) for f in named) \
+            or not any(f.endswith("Q2_output.txt") for f in named):
+        failures.append(("mlp with a failed plot: the 'wrote' line", wrote, p.stderr[-500:]))
+
     # 6 and 10. A bad output folder or file is found before the work, with exit 2.
     open(path("plainfile"), "w").write("x")
     blocked = path("plainfile", "sub")

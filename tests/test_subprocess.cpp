@@ -106,6 +106,31 @@ TEST(Subprocess, ExitCodeEnvironmentFolderAndOutput) {
   EXPECT_EQ(read_text(dir / "out.txt"), "value " + fs::canonical(dir).string() + "\nerr\n");
 }
 
+// The report runs question1-3.py in a folder of its own with a log and a program given relative to
+// ours (the default --out-dir is relative): both must mean what they mean to the caller, not to
+// the child's folder (there they named results/python-check/results/python-check/...: exit 127).
+TEST(Subprocess, RelativeOutputAndProgramAreTheCallers) {
+  const fs::path dir = scratch_dir() / "relative";
+  fs::create_directories(dir / "logs");
+  fs::create_directories(dir / "tools");
+  fs::create_directories(dir / "child");
+  {
+    std::ofstream f(dir / "tools" / "helper.sh");
+    f << "#!/bin/sh\npwd\n";
+  }
+  fs::permissions(dir / "tools" / "helper.sh", fs::perms::owner_all);
+  const fs::path before = fs::current_path();
+  fs::current_path(dir);
+  ProcessOptions opt;
+  opt.cwd = "child";
+  opt.output = "logs/out.txt";
+  const ProcessResult r = run_process({"tools/helper.sh"}, opt);
+  fs::current_path(before);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(read_text(dir / "logs" / "out.txt"), fs::canonical(dir / "child").string() + "\n");
+  EXPECT_FALSE(fs::exists(dir / "child" / "logs"));
+}
+
 TEST(Subprocess, MissingProgramIs127) {
   const ProcessResult r = run_process({"/nonexistent/handgrad-helper"});
   EXPECT_EQ(r.exit_code, 127);
