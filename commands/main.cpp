@@ -194,6 +194,9 @@ void harden_numeric_flags(CLI::App* app) {
 
 int main(int argc, char** argv) {
   flush_denormals_to_zero();
+  // Results go to stdout, progress to stderr: line by line, a log of both (`> log 2>&1`, a pipe)
+  // keeps them in the order they happened, and a line is there as soon as it is printed.
+  std::setvbuf(stdout, nullptr, _IOLBF, BUFSIZ);
   CLI::App app{"handgrad: the COMP4901Y HW1 exercises on handwritten CUDA kernels (CPU twin included)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(HANDGRAD_VERSION) + " (" + build_commit() + ")");
@@ -229,6 +232,7 @@ int main(int argc, char** argv) {
   rep->add_option("--device", report_device, "auto|cpu|cuda")->capture_default_str();
   rep->add_option("--seed", ro.seed, "seed of every random draw")->capture_default_str();
   rep->add_flag("--quick", ro.quick, "small sizes: finishes in minutes on a 2-core CPU");
+  rep->add_flag("--quiet", ro.quiet, "no progress lines (the results are printed all the same)");
   rep->add_option("--only", only, "comma-separated subset of q1, q2, q3, q4, q5, scripts (question1-3.py), e.g. q1");
 
   MlpConfig mc;
@@ -299,6 +303,8 @@ int main(int argc, char** argv) {
   ttrain->add_flag("--profile", tc.profile, "print where each step's time goes, per layer family (GPU: synchronises per layer)")
       ->excludes("--cuda-graph");
   ttrain->add_flag("--no-plot", tr_no_plot, "skip question3_result.pdf");
+  bool tr_quiet = false;
+  ttrain->add_flag("--quiet", tr_quiet, "no progress lines (the results are printed all the same)");
   TransferEvalConfig te;
   std::string te_device = "auto";
   CLI::App* teval = transfer->add_subcommand("eval", "test loss and accuracy of a checkpoint (eval mode)");
@@ -310,6 +316,7 @@ int main(int argc, char** argv) {
   teval->add_option("--device", te_device, "auto|cpu|cuda")->capture_default_str();
   teval->add_flag("--tf32", te.tf32, "GPU: allow TF32 tensor-core convolutions");
   teval->add_flag("--cudnn-find", te.cudnn_find, "GPU: choose convolution algorithms by timing them; list the choices");
+  teval->add_flag("--quiet", te.quiet, "no progress and no summary line");
 
   std::string ad_function = "squared", ad_expr, ad_point = "2,4";
   bool ad_json = false;
@@ -368,6 +375,7 @@ int main(int argc, char** argv) {
       tc.shuffle = !no_shuffle;
       tc.eval = !no_eval;
       tc.plot = !tr_no_plot;
+      tc.progress = !tr_quiet;
       run_transfer_train(tc);
       return 0;
     }

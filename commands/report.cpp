@@ -17,6 +17,7 @@
 #include "host/idx.h"
 #include "host/npy.h"
 #include "host/plot.h"
+#include "host/progress.h"
 #include "host/random.h"
 #include "host/subprocess.h"
 #include "host/zip.h"
@@ -283,7 +284,7 @@ json report_q3(const ReportOptions& opt, bool& ok) {
   base.normalize = !imagenet;
   const std::string why =
       imagenet ? "" : "no ImageNet weights, so the whole network fine-tunes from random init on standardised pixels";
-  base.progress = false;
+  base.progress = !opt.quiet;
   TransferConfig grid = base;
   grid.grid = true;
   grid.pdf_name = "question3_grid.pdf";
@@ -314,6 +315,10 @@ json report_q3(const ReportOptions& opt, bool& ok) {
   }
   if (!why.empty()) final_cfg.label += "; " + why;
   std::printf("Q3: %s\n", final_cfg.label.c_str());
+  // The grid trained this batch size on this device: its speed says how long the final run takes.
+  if (const double eta = estimate_transfer_seconds(final_cfg, best); std::isfinite(eta))
+    std::printf("Q3: batch %lld, lr %g, momentum %g: expected to take about %s at the speed the grid measured\n",
+                (long long)final_cfg.batch_size, final_cfg.lr, final_cfg.momentum, format_duration(eta).c_str());
   std::fflush(stdout);
   const TransferResult r = run_transfer_train(final_cfg);
   ok = ok && r.test_accuracy > (opt.quick ? 0.2 : 0.5);  // chance is 0.1

@@ -15,6 +15,7 @@ struct ReportOptions {
   Device device = Device::CPU;
   uint64_t seed = 2024;
   bool quick = false;
+  bool quiet = false;  // no progress lines (the results are printed all the same)
   std::vector<std::string> only;  // empty: every exercise
 };
 

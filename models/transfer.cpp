@@ -1,7 +1,5 @@
 #include "models/transfer.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -16,6 +14,7 @@
 #include "host/nn.h"
 #include "host/npy.h"
 #include "host/plot.h"
+#include "host/progress.h"
 #include "kernels/philox.h"
 #include "models/resnet18.h"
 
@@ -100,8 +99,21 @@ void init_model(ResNet18& model, const TransferConfig& cfg) {
   model.load(adapted, /*strict=*/false);
 }
 
-// Evaluation over a split: {mean loss, accuracy}.
-std::pair<double, double> evaluate(ResNet18& model, const Split& s, int64_t batch, std::vector<float>* logits) {
+// The steps a run of `cfg` trains on `train_count` images.
+int64_t training_steps(const TransferConfig& cfg, int64_t train_count) {
+  const int64_t steps_per_epoch = (train_count + cfg.batch_size - 1) / cfg.batch_size;
+  int64_t total_steps = steps_per_epoch * cfg.epochs;  // < 2^16 x 10^6: no overflow
+  if (cfg.max_steps > 0) total_steps = std::min(total_steps, cfg.max_steps);
+  if (cfg.max_samples > 0)
+    total_steps = std::min(total_steps, cfg.max_samples / cfg.batch_size + (cfg.max_samples % cfg.batch_size != 0));
+  return total_steps;
+}
+
+// Evaluation over a split: {mean loss, accuracy}. With `progress`, a progress line labelled `label`
+// while it runs (taken away at the end: the caller prints the result).
+std::pair<double, double> evaluate(ResNet18& model, const Split& s, int64_t batch, std::vector<float>* logits,
+                                   const std::string& label = "", bool progress = false) {
+  Progress shown(label, s.count, progress);
   double loss = 0;
   int64_t right = 0;
   if (logits) logits->assign(s.count * 10, 0.f);
@@ -116,15 +128,10 @@ std::pair<double, double> evaluate(ResNet18& model, const Split& s, int64_t batc
       const std::vector<float> l = model.logits();
       std::copy(l.begin(), l.end(), logits->begin() + b * 10);
     }
+    shown.update(b + n, cat("evaluating: ", b + n, "/", s.count, " test images"));
   }
+  shown.clear();
   return {loss / s.count, double(right) / s.count};
-}
-
-std::string duration(double s) {
-  char b[32];
-  if (s >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", int(s / 3600), int(s / 60) % 60);
-  else std::snprintf(b, sizeof b, "%dm%02ds", int(s / 60), int(s) % 60);
-  return b;
 }
 
 struct RunOutput {
@@ -148,11 +155,7 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   model.set_freeze(cfg.freeze);
 
   RunOutput out;
-  const int64_t steps_per_epoch = (train.count + cfg.batch_size - 1) / cfg.batch_size;
-  int64_t total_steps = steps_per_epoch * cfg.epochs;  // < 2^16 x 10^6: no overflow
-  if (cfg.max_steps > 0) total_steps = std::min(total_steps, cfg.max_steps);
-  if (cfg.max_samples > 0)
-    total_steps = std::min(total_steps, cfg.max_samples / cfg.batch_size + (cfg.max_samples % cfg.batch_size != 0));
+  const int64_t total_steps = training_steps(cfg, train.count);
   // One file per step: meant for the few steps of a parity test, not for a whole run.
   constexpr int64_t kMaxDumpSteps = 100;
   HG_REQUIRE(cfg.dump_branches.empty() || total_steps <= kMaxDumpSteps, "--dump-branches writes one file per step: ",
@@ -180,7 +183,8 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   int64_t step = 0, seen = 0, window_steps = 0;
   bool use_graph = cfg.cuda_graph && dev == Device::CUDA && cfg.dump_branches.empty();
   bool graph_ready = false;  // an eager full-batch step has run: the step can be captured
-  const bool tty = cfg.progress && isatty(STDERR_FILENO);
+  Progress progress(label, total_steps, cfg.progress);
+  double eval_seconds = 0;  // evaluations so far (not in the training speed shown)
   for (int64_t epoch = 0; epoch < cfg.epochs && step < total_steps; ++epoch) {
     for (int64_t i = 0; i < train.count; ++i) order[i] = i;
     if (cfg.shuffle) {  // Fisher-Yates from a Philox stream per epoch: same seed, same order
@@ -235,20 +239,24 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
         p.eta_seconds = (total_steps - step - 1) * cfg.batch_size / std::max(p.images_per_second, 1e-9);
         cfg.on_step(p);
       }
-      if (cfg.progress && ((step + 1) % (tty ? 5 : 100) == 0 || step + 1 == total_steps)) {
-        const double t = elapsed(), ips = seen / t;
+      if (cfg.progress) {
         char loss[32] = "-";  // the last logged loss (none before the first log point)
         if (!out.result.loss_curve.empty()) std::snprintf(loss, sizeof loss, "%.4f", out.result.loss_curve.back().second);
-        std::fprintf(stderr, "%s[%s] epoch %lld/%lld step %lld/%lld loss %s  %.0f img/s  ETA %s%s",
-                     tty ? "\r" : "", label.c_str(), (long long)epoch + 1, (long long)cfg.epochs,
-                     (long long)step + 1, (long long)total_steps, loss, ips, duration((total_steps - step - 1) * cfg.batch_size / std::max(ips, 1e-9)).c_str(), tty ? "   " : "\n");
+        const std::string detail = cat("epoch ", epoch + 1, "/", cfg.epochs, " step ", step + 1, "/", total_steps,
+                                       " loss ", loss, "  ", std::lround(seen / std::max(elapsed() - eval_seconds, 1e-9)),
+                                       " img/s");
+        if (step + 1 == total_steps) progress.finish(detail);
+        else progress.update(step + 1, detail);
       }
     }
-    if (tty) std::fprintf(stderr, "\n");
     timed_stretch(false);
     model.set_profiling(false);  // evaluations are not training steps
     if (cfg.eval) {
-      const auto [l, a] = evaluate(model, test, cfg.batch_size, nullptr);  // the model is sized for one batch
+      progress.clear();
+      const double e0 = elapsed();
+      const auto [l, a] = evaluate(model, test, cfg.batch_size, nullptr, label, cfg.progress);  // sized for one batch
+      eval_seconds += elapsed() - e0;
+      out.result.eval_images += test.count;
       out.epoch_eval.push_back({int(epoch + 1), {l, a}});
       if (cfg.progress)
         std::fprintf(stderr, "[%s] epoch %lld: test loss %.4f, test accuracy %.2f%%\n", label.c_str(),
@@ -260,6 +268,8 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   out.result.momentum = cfg.momentum;
   out.result.seconds = elapsed();
   out.result.steps = step;
+  out.result.eval_seconds = eval_seconds;
+  out.result.train_set_size = train.count;
   out.result.images_per_second = seen / std::max(out.result.seconds, 1e-9);
   out.result.steady_ms_per_step = steady_steps > 0 ? 1e3 * steady_seconds / steady_steps : NAN;
   if (cfg.profile && steady_steps > 0)
@@ -326,6 +336,23 @@ std::string locate_imagenet_weights() {
   return "";
 }
 
+double estimate_transfer_seconds(const TransferConfig& cfg, const TransferResult& measured) {
+  if (measured.train_set_size <= 0 || measured.steps <= 0) return NAN;
+  const int64_t steps = training_steps(cfg, measured.train_set_size);
+  const double step_seconds = std::isfinite(measured.steady_ms_per_step)
+                                  ? measured.steady_ms_per_step / 1e3
+                                  : (measured.seconds - measured.eval_seconds) / measured.steps;
+  double seconds = steps * step_seconds;
+  if (cfg.eval && measured.eval_images > 0) {
+    const int64_t steps_per_epoch = (measured.train_set_size + cfg.batch_size - 1) / cfg.batch_size;
+    const int64_t epochs = (steps + steps_per_epoch - 1) / steps_per_epoch;
+    const int64_t per_eval =
+        cfg.eval_limit > 0 ? std::min(cfg.eval_limit, measured.test_set_size) : measured.test_set_size;
+    seconds += epochs * per_eval * (measured.eval_seconds / measured.eval_images);
+  }
+  return seconds;
+}
+
 TransferResult run_transfer_train(const TransferConfig& cfg) {
   HG_REQUIRE(cfg.conv1_init == "rgb-sum" || cfg.conv1_init == "random", "--conv1-init must be rgb-sum or random");
   HG_REQUIRE(cfg.log_every > 0, "--log-every must be positive");
@@ -357,7 +384,22 @@ TransferResult run_transfer_train(const TransferConfig& cfg) {
     configs.push_back(cfg);
   }
   std::vector<std::pair<std::string, RunOutput>> runs;
-  for (const TransferConfig& c : configs) runs.emplace_back(config_label(c), train_one(c, train, test, config_label(c)));
+  const auto grid_start = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const std::string label = config_label(configs[i]);
+    runs.emplace_back(label, train_one(configs[i], train, test, label));
+    TransferResult& r = runs.back().second.result;
+    r.test_set_size = data.test_images.count;
+    if (cfg.grid && cfg.progress) {  // each row as it finishes, and when the grid should end
+      const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - grid_start).count();
+      const size_t left = configs.size() - i - 1;
+      char accuracy[48] = "";
+      if (cfg.eval) std::snprintf(accuracy, sizeof accuracy, ", test accuracy %.2f%%", 100 * r.test_accuracy);
+      const std::string rest = left ? "; the grid ends in about " + format_duration(spent / (i + 1) * left) : "";
+      std::fprintf(stderr, "[grid %zu/%zu] %s: final train loss %.4f%s in %s%s\n", i + 1, configs.size(), label.c_str(),
+                   r.final_train_loss, accuracy, format_duration(r.seconds).c_str(), rest.c_str());
+    }
+  }
 
   size_t best = 0;
   for (size_t i = 0; i < runs.size(); ++i)
@@ -451,7 +493,8 @@ std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg) {
   if (cfg.state) model.load(*cfg.state, /*strict=*/true);
   else model.load(read_state_dict(cfg.checkpoint), /*strict=*/true);
   std::vector<float> logits;
-  const auto [loss, acc] = evaluate(model, test, cfg.batch_size, cfg.dump_logits.empty() ? nullptr : &logits);
+  const auto [loss, acc] =
+      evaluate(model, test, cfg.batch_size, cfg.dump_logits.empty() ? nullptr : &logits, "eval", !cfg.quiet);
   if (!cfg.dump_logits.empty())
     write_npy(cfg.dump_logits, Tensor::from_vector({test.count, 10}, logits));
   report_conv_algorithms(cfg.device, cfg.cudnn_find);

@@ -43,7 +43,7 @@ struct TransferConfig {
   std::string dump_branches;  // a folder: each step's ReLU outputs and max-pool winners (parity tests)
   int64_t log_every = 20;
   int64_t eval_limit = 0;  // 0: the whole test set
-  bool plot = true, progress = true;
+  bool plot = true, progress = true;  // progress: lines on stderr while it trains (host/progress.h)
   bool tf32 = false;  // GPU: TF32 tensor-core convolutions (PyTorch's default); FP32 otherwise
   bool cudnn_find = false;  // GPU: choose convolution algorithms by timing them (cudnnFind), not by heuristics
   bool cuda_graph = false;  // GPU: replay each full-batch training step from a CUDA graph
@@ -68,6 +68,9 @@ struct TransferResult {
   double seconds = 0, images_per_second = 0;  // the whole run, evaluations included
   double steady_ms_per_step = 0;  // training steps after the first 5, without evaluations (NaN: too few)
   int64_t steps = 0;
+  double eval_seconds = 0;  // the evaluations' part of `seconds`
+  int64_t eval_images = 0;  // test images evaluated, all evaluations together
+  int64_t train_set_size = 0, test_set_size = 0;  // the dataset's, before any limit
   std::vector<std::pair<int64_t, double>> loss_curve;  // (samples seen, loss)
   std::vector<std::pair<std::string, double>> profile_ms_per_step;  // --profile: (layer family, ms)
   std::shared_ptr<StateDict> state;  // the trained model (TransferConfig::keep_state)
@@ -79,13 +82,18 @@ std::string locate_imagenet_weights();
 // `handgrad transfer train` (one configuration, or the grid when cfg.grid).
 TransferResult run_transfer_train(const TransferConfig& cfg);
 
+// How long run_transfer_train(cfg) (one configuration) should take on this machine, from the speeds
+// a run with the same batch size and device measured (training steps, evaluated images); NaN when
+// that run measured nothing.
+double estimate_transfer_seconds(const TransferConfig& cfg, const TransferResult& measured);
+
 struct TransferEvalConfig {
   std::string checkpoint, data_dir, dump_logits;
   int64_t limit = 0, batch_size = 256;
   bool normalize = false, tf32 = false, cudnn_find = false;
   Device device = Device::CPU;
   const StateDict* state = nullptr;  // in place of the checkpoint file (the Python module)
-  bool quiet = false;                // no summary line
+  bool quiet = false;                // no progress and no summary line
 };
 // `handgrad transfer eval`: returns {test loss, accuracy}.
 std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg);
