@@ -15,8 +15,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 git ls-files -co --exclude-standard -z | (cd "$repo" && xargs -0 cp --parents -t "$work")
-cmake -S "$work" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHANDGRAD_CUDA=OFF \
-      -DHANDGRAD_TESTS=OFF -DHANDGRAD_BENCH=OFF -DHANDGRAD_PYTHON=OFF >/dev/null 2>&1
+# -O1: the oracle's handgrad runs are a few small steps, and -O1 builds in three quarters of -O3's time.
+cmake -S "$work" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=-O1 -DNDEBUG" \
+      -DHANDGRAD_CUDA=OFF -DHANDGRAD_TESTS=OFF -DHANDGRAD_BENCH=OFF -DHANDGRAD_PYTHON=OFF >/dev/null 2>&1
 build() { cmake --build "$work/build" --target handgrad >/dev/null; }
 
 run_oracle() {  # prints the first failure (or the last line), returns the oracle's exit code
