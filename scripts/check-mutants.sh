@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A parity test that cannot fail is a defect: this shows that the Q3 PyTorch oracle fails on
-# real bugs. It builds a CPU-only handgrad from a copy of the sources, checks that the oracle
-# passes on it, then applies each patch in tests/mutants/ (one bug each: a BatchNorm backward
-# with a term dropped, a momentum update one step late, a frozen layer that trains), rebuilds
+# real bugs. On the sanitizer build (scripts/sanitizer-build.sh: built or brought up to date here,
+# a no-op right after scripts/test-sanitizers.sh) it checks that the oracle passes, then applies
+# each patch in tests/mutants/ (one bug each: a BatchNorm backward with a term dropped, a momentum
+# update one step late, a frozen layer that trains) to that build's copy of the sources, rebuilds
 # and expects the oracle to fail. Exit 0 when every mutant is caught.
 #   scripts/check-mutants.sh [ORACLE]     (default: tests/oracle_transfer.py)
 set -euo pipefail
@@ -11,24 +12,29 @@ repo=$(pwd)
 oracle=${1:-tests/oracle_transfer.py}
 python=/usr/bin/python3
 [ -x "$python" ] || python=python3
+source scripts/sanitizer-build.sh
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-git ls-files -co --exclude-standard -z | (cd "$repo" && xargs -0 cp --parents -t "$work")
-# -O1: the oracle's handgrad runs are a few small steps, and -O1 builds in three quarters of -O3's time.
-cmake -S "$work" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=-O1 -DNDEBUG" \
-      -DHANDGRAD_CUDA=OFF -DHANDGRAD_TESTS=OFF -DHANDGRAD_BENCH=OFF -DHANDGRAD_PYTHON=OFF >/dev/null 2>&1
-build() { cmake --build "$work/build" --target handgrad >/dev/null; }
+applied=""  # the patch applied to the copy right now
+# However it ends, the sanitizer build is left as it was found: its sources unpatched and its
+# handgrad the unmutated one (ninja rebuilds the reverted files at its next build).
+restore() {
+  [ -z "$applied" ] || (cd "$SAN_SRC" && patch -p1 -R -s <"$repo/$applied")
+  [ ! -f "$work/handgrad" ] || cp "$work/handgrad" "$SAN_BUILD/handgrad"
+  rm -rf "$work"
+}
+trap restore EXIT
+build() { cmake --build "$SAN_BUILD" --target handgrad >/dev/null; }
 
 run_oracle() {  # prints the first failure (or the last line), returns the oracle's exit code
   local log="$work/oracle.log" rc=0
-  "$python" "$oracle" "$work/build/handgrad" >"$log" 2>&1 || rc=$?
+  "$python" "$oracle" "$SAN_BUILD/handgrad" >"$log" 2>&1 || rc=$?
   { grep -m1 '^FAIL' "$log" || tail -1 "$log"; } | cut -c1-160
   return $rc
 }
 
 echo "[mutants] control: the unmodified sources"
 build
+cp "$SAN_BUILD/handgrad" "$work/handgrad"
 if ! run_oracle; then
   echo "[mutants] the oracle fails on the unmodified sources: fix that first"
   exit 1
@@ -36,11 +42,12 @@ fi
 missed=0
 for patch in tests/mutants/*.patch; do
   name=$(basename "$patch" .patch)
-  if ! (cd "$work" && patch -p1 -s --dry-run <"$repo/$patch" >/dev/null); then
+  if ! (cd "$SAN_SRC" && patch -p1 -s --dry-run <"$repo/$patch" >/dev/null); then
     echo "[mutants] $patch no longer applies to the sources: make the same bug again and regenerate it (git diff)"
     exit 1
   fi
-  (cd "$work" && patch -p1 -s <"$repo/$patch")
+  (cd "$SAN_SRC" && patch -p1 -s <"$repo/$patch")
+  applied=$patch
   build
   rc=0
   out=$(run_oracle) || rc=$?
@@ -53,7 +60,8 @@ for patch in tests/mutants/*.patch; do
   else
     echo "[mutants] caught $name: $out"
   fi
-  (cd "$work" && patch -p1 -R -s <"$repo/$patch")
+  (cd "$SAN_SRC" && patch -p1 -R -s <"$repo/$patch")
+  applied=""
 done
 n=$(ls tests/mutants/*.patch | wc -l)
 echo "[mutants] $((n - missed)) of $n mutants caught"
