@@ -5,7 +5,7 @@
 # each patch in tests/mutants/ (one bug each: a BatchNorm backward with a term dropped, a momentum
 # update one step late, a frozen layer that trains) to that build's copy of the sources, rebuilds
 # and expects the oracle to fail. Exit 0 when every mutant is caught.
-#   scripts/check-mutants.sh [ORACLE]     (default: tests/oracle_transfer.py)
+#   scripts/check-mutants.sh [ORACLE]     (default: tests/oracle_transfer.py; it takes --fail-fast)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -25,9 +25,9 @@ restore() {
 trap restore EXIT
 build() { cmake --build "$SAN_BUILD" --target handgrad >/dev/null; }
 
-run_oracle() {  # prints the first failure (or the last line), returns the oracle's exit code
+run_oracle() {  # [--fail-fast]: prints the first failure (or the last line), returns the oracle's exit code
   local log="$work/oracle.log" rc=0
-  "$python" "$oracle" "$SAN_BUILD/handgrad" >"$log" 2>&1 || rc=$?
+  "$python" "$oracle" "$SAN_BUILD/handgrad" "$@" >"$log" 2>&1 || rc=$?
   { grep -m1 '^FAIL' "$log" || tail -1 "$log"; } | cut -c1-160
   return $rc
 }
@@ -50,7 +50,7 @@ for patch in tests/mutants/*.patch; do
   applied=$patch
   build
   rc=0
-  out=$(run_oracle) || rc=$?
+  out=$(run_oracle --fail-fast) || rc=$?  # caught at its first failing part
   if [ "$rc" = 77 ]; then
     echo "[mutants] SKIP: the oracle skipped ($out)"
     exit 0

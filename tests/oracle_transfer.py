@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from pyhelpers import fashion_dir, read_idx, read_safetensors  # noqa: E402
 
 HANDGRAD = sys.argv[1]
+FAIL_FAST = "--fail-fast" in sys.argv[2:]  # stop after the first part with a failure (the mutant check)
 DATA = fashion_dir()
 if DATA is None:
     print("SKIP: FashionMNIST not found (apt-get install dataset-fashion-mnist)")
@@ -260,6 +261,8 @@ with tempfile.TemporaryDirectory() as d:
             continue
         e = check(f"eval logits {dev}", np.load(logits_path), want_logits)
         print(f"{dev}: eval logits (64 test images) vs float64: relative error {e:.2e}")
+        if FAIL_FAST and failures:
+            break
 
     # 2. Four training steps, frozen backbone and full fine-tuning.
     data_dir = os.path.join(d, "data")
@@ -268,20 +271,21 @@ with tempfile.TemporaryDirectory() as d:
         write_idx(os.path.join(data_dir, name), np.rint(arr * 255).astype(np.uint8))
     for name, arr in (("train-labels-idx1-ubyte.gz", train_y), ("t10k-labels-idx1-ubyte.gz", train_y[:4])):
         write_idx(os.path.join(data_dir, name), arr.astype(np.uint8))
-    for freeze in ("backbone", "none"):
-        for dev in DEVICES:
-            out = os.path.join(d, f"trained_{freeze}_{dev}.safetensors")
-            mom = os.path.join(d, f"momentum_{freeze}_{dev}.safetensors")
-            dump = os.path.join(d, f"branches_{freeze}_{dev}")
-            p = subprocess.run([HANDGRAD, "transfer", "train", "--device", dev, "--checkpoint", ckpt, "--freeze", freeze,
-                                "--batch-size", str(BATCH), "--epochs", str(EPOCHS), "--no-shuffle", "--no-eval",
-                                "--no-plot", "--lr", str(LR), "--momentum", str(MOMENTUM), "--log-every", "1",
-                                "--data-dir", data_dir, "--out-dir", os.path.join(d, "out"), "--save-checkpoint", out,
-                                "--save-momentum", mom, "--dump-branches", dump], capture_output=True, text=True)
-            if p.returncode != 0:
-                failures.append(f"train {freeze} {dev}: rc={p.returncode} {p.stderr.strip()}")
-                continue
-            compare_training(f"{dev} freeze {freeze}", freeze, out, mom, dump)
+    for freeze, dev in [(f, dv) for f in ("backbone", "none") for dv in DEVICES]:
+        if FAIL_FAST and failures:
+            break
+        out = os.path.join(d, f"trained_{freeze}_{dev}.safetensors")
+        mom = os.path.join(d, f"momentum_{freeze}_{dev}.safetensors")
+        dump = os.path.join(d, f"branches_{freeze}_{dev}")
+        p = subprocess.run([HANDGRAD, "transfer", "train", "--device", dev, "--checkpoint", ckpt, "--freeze", freeze,
+                            "--batch-size", str(BATCH), "--epochs", str(EPOCHS), "--no-shuffle", "--no-eval",
+                            "--no-plot", "--lr", str(LR), "--momentum", str(MOMENTUM), "--log-every", "1",
+                            "--data-dir", data_dir, "--out-dir", os.path.join(d, "out"), "--save-checkpoint", out,
+                            "--save-momentum", mom, "--dump-branches", dump], capture_output=True, text=True)
+        if p.returncode != 0:
+            failures.append(f"train {freeze} {dev}: rc={p.returncode} {p.stderr.strip()}")
+            continue
+        compare_training(f"{dev} freeze {freeze}", freeze, out, mom, dump)
 
 
 for f in failures:
