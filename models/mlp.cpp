@@ -370,8 +370,9 @@ std::vector<std::string> write_outputs(const MlpConfig& cfg, const MlpResult& re
     Tensor w1 = Tensor::from_vector({cfg.d, cfg.h}, std::vector<float>(best.params.begin(), best.params.begin() + cfg.d * cfg.h));
     Tensor w2 = Tensor::from_vector({cfg.h, 1}, std::vector<float>(best.params.begin() + cfg.d * cfg.h, best.params.end()));
     for (const auto& [name, w] : {std::pair{"W1.npy", &w1}, {"W2.npy", &w2}}) {
-      write_npy((fs::path(cfg.save_weights_dir) / name).string(), *w);
-      written.push_back((fs::path(cfg.save_weights_dir) / name).string());
+      const std::string path = (fs::path(cfg.save_weights_dir) / name).string();
+      write_npy(path, *w);
+      written.push_back(path);
     }
   }
   if (cfg.plot) {
