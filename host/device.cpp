@@ -55,6 +55,14 @@ const Probe& probe() {
 }  // namespace
 
 bool cuda_available() { return probe().ok; }
+
+bool cuda_kernels_run() {
+#ifdef HANDGRAD_SIMT
+  return true;
+#else
+  return cuda_available();
+#endif
+}
 std::string cuda_unavailable_reason() { return probe().reason; }
 
 Device parse_device(const std::string& flag) {

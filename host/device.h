@@ -26,6 +26,11 @@ bool cuda_available();
 // Why cuda_available() is false, in one line ("" when it is true).
 std::string cuda_unavailable_reason();
 
+// True when handgrad's own CUDA kernels can run here: on a usable GPU, or, in a SIMT build
+// (HANDGRAD_SIMT), on the emulator, which runs them on the CPU for tests. There cuBLAS, cuDNN and
+// CUDA graphs cannot run, so cuda_available() stays false and --device auto means the CPU.
+bool cuda_kernels_run();
+
 struct GpuInfo {
   int index = 0;
   std::string name;

@@ -47,7 +47,16 @@ std::string shape_str(const Shape& s) {
 namespace {
 constexpr size_t kPoolCap = size_t(2) << 30;
 
-size_t size_class(size_t bytes) {
+// In a SIMT build device buffers are exact and never cached: the emulator checks each kernel
+// access against the allocation's own size, and a freed buffer's pointer must stop being valid.
+#ifdef HANDGRAD_SIMT
+constexpr bool kExactDeviceBuffers = true;
+#else
+constexpr bool kExactDeviceBuffers = false;
+#endif
+
+size_t size_class(size_t bytes, Device device) {
+  if (kExactDeviceBuffers && device == Device::CUDA) return bytes;
   const size_t q = bytes < (size_t(1) << 20) ? 512 : (size_t(1) << 20);
   return (bytes + q - 1) / q * q;
 }
@@ -114,7 +123,7 @@ void release_cached_memory() {
 
 Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (bytes == 0) return;
-  const size_t cls = size_class(bytes);
+  const size_t cls = size_class(bytes, device);
   {
     Pool& p = pool(device);
     std::lock_guard<std::mutex> lock(p.mu);
@@ -137,9 +146,9 @@ Buffer Buffer::borrow(void* ptr, size_t bytes, Device device) {
 
 Buffer::~Buffer() {
   if (!ptr_ || borrowed_) return;
-  const size_t cls = size_class(bytes_);
+  const size_t cls = size_class(bytes_, device_);
   Pool& p = pool(device_);
-  {
+  if (!(kExactDeviceBuffers && device_ == Device::CUDA)) {
     std::lock_guard<std::mutex> lock(p.mu);
     if (p.cached + cls <= kPoolCap) {
       p.free_blocks.emplace(cls, ptr_);

@@ -9,6 +9,24 @@
 
 #include "kernels/cuda_check.h"
 
+// Every kernel launch: HG_LAUNCH(grid, block, dynamic_smem, stream, kernel)(args...). Under nvcc it is
+// kernel<<<grid, block, dynamic_smem, stream>>>(args...); in a SIMT build (the same .cu compiled as
+// C++, kernels/simt/simt.h) it runs the kernel on the emulator. The kernel comes last because a
+// template kernel's arguments hold commas.
+#ifdef HANDGRAD_SIMT
+#define HG_LAUNCH(grid, block, smem, stream, ...) \
+  ::handgrad::simt::launcher<__VA_ARGS__>(grid, block, smem, stream, HG_SIMT_SITE)
+#else
+#define HG_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#endif
+
+// A kernel's dynamic shared memory (the launch's smem bytes), as `type* name`.
+#ifdef HANDGRAD_SIMT
+#define HG_EXTERN_SHARED(type, name) type* const name = static_cast<type*>(::handgrad::simt::dynamic_shared())
+#else
+#define HG_EXTERN_SHARED(type, name) extern __shared__ type name[]
+#endif
+
 namespace handgrad::cuda {
 
 constexpr int kBlock = 256;

@@ -444,7 +444,7 @@ MlpResult run_mlp(const MlpConfig& config) {
   run.indices = data.indices.data<int64_t>();
   run.lr = cfg.lrs.data();
 
-  if (res.impl == "fused" && !cuda_available()) res.impl = "cpu";
+  if (res.impl == "fused" && !cuda_kernels_run()) res.impl = "cpu";
   if (res.impl == "fused" && !nn::mlp_fused_fits(Device::CUDA, cfg.d, cfg.h)) {
     std::fprintf(stderr, "handgrad: note: d*h = %lld weights do not fit in shared memory; using --impl graph\n",
                  static_cast<long long>(cfg.d * cfg.h));

@@ -343,8 +343,9 @@ TEST(CnnLayers, Conv2dContextRepacksOnlyWhenTold) {
 #include "host/nn.h"
 #include "models/resnet18.h"
 
-// Every Q3 CUDA layer against its CPU twin, into poisoned outputs.
-TEST(CnnCuda, LayersMatchCpuTwins) {
+// Every Q3 CUDA layer against its CPU twin, into poisoned outputs: the convolutions (cuDNN), then
+// handgrad's own kernels (which the SIMT emulator runs too).
+TEST(CnnCuda, ConvolutionsMatchCpuTwins) {
   HG_SKIP_WITHOUT_GPU();
   auto dev = [](const Tensor& t) { return t.to(Device::CUDA); };
   // Convolutions: the layer context on each device (oneDNN or im2col on the CPU, cuDNN on NHWC
@@ -378,6 +379,11 @@ TEST(CnnCuda, LayersMatchCpuTwins) {
     gc.forward(gy.data<float>(), gx.data<float>(), gw2.data<float>(), gws.data<float>());
     EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-5) << what << " after new weights";
   }
+}
+
+TEST(CnnCuda, LayersMatchCpuTwins) {
+  HG_SKIP_UNLESS_KERNELS_RUN();
+  auto dev = [](const Tensor& t) { return t.to(Device::CUDA); };
   // BatchNorm, channels-last: shapes with one chunk per channel tile, with many chunks (the
   // stem at batch 64: 12544 rows of 64), with channels that are no multiple of 32, and one row.
   for (auto [rows, C] : {std::pair<int64_t, int64_t>{392, 16}, {12544, 64}, {3000, 33}, {50, 3}, {16, 512}, {1, 7}}) {
@@ -512,7 +518,7 @@ TEST(CnnCuda, LayersMatchCpuTwins) {
 // The row and pooling kernels around the network: add_row_bias, the data pipeline's
 // gathers, global average pooling. Bit for bit where the math is one rounding per element.
 TEST(CnnCuda, RowAndPoolKernelsMatchCpuTwins) {
-  HG_SKIP_WITHOUT_GPU();
+  HG_SKIP_UNLESS_KERNELS_RUN();
   for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 1}, {7, 10}, {300, 1001}}) {
     Tensor y = random_tensor({N, K}, 3), bias = random_tensor({K}, 4);
     Tensor gy = y.to(Device::CUDA);
@@ -562,7 +568,7 @@ TEST(CnnCuda, RowAndPoolKernelsMatchCpuTwins) {
 // The training step's bookkeeping: SGD with momentum over ranges of one flat buffer (one launch
 // for a partly frozen model) and the loss sums kept on the device.
 TEST(CnnCuda, RangedSgdAndLossSumsMatchCpuTwins) {
-  HG_SKIP_WITHOUT_GPU();
+  HG_SKIP_UNLESS_KERNELS_RUN();
   ParamRanges r;
   r.count = 3;
   r.begin[0] = 0, r.end[0] = 3136;           // conv1.weight

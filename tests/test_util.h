@@ -13,10 +13,19 @@
 
 namespace handgrad::test {
 
-// Skip a CUDA test with one visible reason when no GPU can run it.
+// Skip a CUDA test with one visible reason when no GPU can run it (one that needs cuBLAS, cuDNN or
+// CUDA graphs: not even the SIMT emulator can).
 #define HG_SKIP_WITHOUT_GPU()                                                       \
   do {                                                                              \
     if (!::handgrad::cuda_available())                                              \
+      GTEST_SKIP() << "CUDA test skipped, no usable GPU: " << ::handgrad::cuda_unavailable_reason(); \
+  } while (0)
+
+// Skip a test of handgrad's own CUDA kernels where they cannot run: they run on a GPU, and in a
+// SIMT build on the emulator (kernels/simt).
+#define HG_SKIP_UNLESS_KERNELS_RUN()                                                \
+  do {                                                                              \
+    if (!::handgrad::cuda_kernels_run())                                            \
       GTEST_SKIP() << "CUDA test skipped, no usable GPU: " << ::handgrad::cuda_unavailable_reason(); \
   } while (0)
 

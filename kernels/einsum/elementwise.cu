@@ -42,14 +42,14 @@ void mul(float* out, const float* a, const float* b, int64_t n) {
   if (aligned16(out) && aligned16(a) && aligned16(b) && n >= 4) {
     const int64_t n4 = n / 4;
     // Enough blocks for full occupancy (8 x 256 threads per SM), then grid-stride.
-    mul_vec4_kernel<<<grid_for(n4, kBlock, int64_t(sm_count()) * 8), kBlock, 0, stream()>>>(
+    HG_LAUNCH(grid_for(n4, kBlock, int64_t(sm_count()) * 8), kBlock, 0, stream(), mul_vec4_kernel)(
         reinterpret_cast<float4*>(out), reinterpret_cast<const float4*>(a),
         reinterpret_cast<const float4*>(b), n4);
     CUDA_CHECK_LAUNCH();
     done = n4 * 4;
   }
   if (done < n) {
-    mul_scalar_kernel<<<grid_for(n - done), kBlock, 0, stream()>>>(out, a, b, done, n);
+    HG_LAUNCH(grid_for(n - done), kBlock, 0, stream(), mul_scalar_kernel)(out, a, b, done, n);
     CUDA_CHECK_LAUNCH();
   }
 }
@@ -58,10 +58,10 @@ void mul_broadcast(float* out, const float* a, const float* b, const StridedView
   const int64_t n = view.numel();
   if (n == 0) return;
   if (n <= INT32_MAX) {
-    mul_broadcast_kernel<uint32_t><<<grid_for(n), kBlock, 0, stream()>>>(
+    HG_LAUNCH(grid_for(n), kBlock, 0, stream(), mul_broadcast_kernel<uint32_t>)(
         out, a, b, view, static_cast<uint32_t>(n));
   } else {
-    mul_broadcast_kernel<int64_t><<<grid_for(n), kBlock, 0, stream()>>>(out, a, b, view, n);
+    HG_LAUNCH(grid_for(n), kBlock, 0, stream(), mul_broadcast_kernel<int64_t>)(out, a, b, view, n);
   }
   CUDA_CHECK_LAUNCH();
 }

@@ -220,8 +220,7 @@ void launch_tile(float* C, const float* A, const float* B, const GemmShape& s) {
   HG_ASSERT(tiles_n <= INT32_MAX, "N too large for one GEMM launch");
   dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(std::min<int64_t>(tiles_m, 65535)),
             static_cast<unsigned>(std::min<int64_t>(s.batch, 65535)));
-  sgemm_kernel<BM, BN, BK, TM, TN, TA, TB>
-      <<<grid, T::kThreads, 0, stream()>>>(C, A, B, s, vec_a, vec_b, vec_c);
+  HG_LAUNCH(grid, T::kThreads, 0, stream(), sgemm_kernel<BM, BN, BK, TM, TN, TA, TB>)(C, A, B, s, vec_a, vec_b, vec_c);
   CUDA_CHECK_LAUNCH();
 }
 

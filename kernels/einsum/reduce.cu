@@ -96,7 +96,7 @@ void launch(float* out, const float* in, int64_t outer, int64_t R, int64_t inner
   dim3 grid(static_cast<unsigned>(p.inner_tiles),
             static_cast<unsigned>(std::min<int64_t>(p.outer_blocks, 65535)),
             static_cast<unsigned>(p.splits));
-  sum_middle_kernel<<<grid, p.threads(), 0, stream()>>>(out, in, outer, R, inner, p.width, p.groups, p.slots,
+  HG_LAUNCH(grid, p.threads(), 0, stream(), sum_middle_kernel)(out, in, outer, R, inner, p.width, p.groups, p.slots,
                                                         p.rows_per_split);
   CUDA_CHECK_LAUNCH();
 }

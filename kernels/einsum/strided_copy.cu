@@ -84,12 +84,12 @@ void strided_copy(float* out, const float* in, const StridedView<1>& view) {
               static_cast<unsigned>(std::min<int64_t>((plan.P + kTile - 1) / kTile, 65535)),
               static_cast<unsigned>(std::min<int64_t>(plan.rest_count, 65535)));
     HG_ASSERT((plan.L + kTile - 1) / kTile <= INT32_MAX, "permute extent too large");
-    transpose_tile_kernel<<<grid, dim3(kTile, kTileRows), 0, stream()>>>(out, in, plan);
+    HG_LAUNCH(grid, dim3(kTile, kTileRows), 0, stream(), transpose_tile_kernel)(out, in, plan);
   } else if (path.kernel == StridedCopyKernel::Gather32) {
-    strided_copy_kernel<uint32_t><<<grid_for(n), kBlock, 0, stream()>>>(out, in, view,
+    HG_LAUNCH(grid_for(n), kBlock, 0, stream(), strided_copy_kernel<uint32_t>)(out, in, view,
                                                                          static_cast<uint32_t>(n));
   } else {
-    strided_copy_kernel<int64_t><<<grid_for(n), kBlock, 0, stream()>>>(out, in, view, n);
+    HG_LAUNCH(grid_for(n), kBlock, 0, stream(), strided_copy_kernel<int64_t>)(out, in, view, n);
   }
   CUDA_CHECK_LAUNCH();
 }

@@ -16,7 +16,7 @@ size_t fused_smem_bytes(int64_t d, int64_t h) { return sizeof(float) * (d * h + 
 constexpr int kMaxThreads = 1024;
 __global__ void __launch_bounds__(kMaxThreads)
 mlp_fused_kernel(float* __restrict__ params, float* __restrict__ losses, int64_t* __restrict__ diverged_at, MlpRun r) {
-  extern __shared__ float smem[];
+  HG_EXTERN_SHARED(float, smem);
   const int64_t D = r.d, H = r.h;
   float* W1 = smem;
   float* W2 = W1 + D * H;
@@ -96,7 +96,7 @@ void mlp_train_fused(float* params, float* losses, int64_t* diverged_at, const M
                                   static_cast<int>(smem)));
   // One thread per hidden unit, in whole warps, at most kMaxThreads (then each thread takes several).
   const int threads = static_cast<int>(std::min<int64_t>(kMaxThreads, std::max<int64_t>(32, (r.h + 31) / 32 * 32)));
-  mlp_fused_kernel<<<static_cast<unsigned>(r.models), threads, smem, stream()>>>(params, losses,
+  HG_LAUNCH(static_cast<unsigned>(r.models), threads, smem, stream(), mlp_fused_kernel)(params, losses,
                                                                                  diverged_at, r);
   CUDA_CHECK_LAUNCH();
 }

@@ -110,7 +110,7 @@ channel_partial_sums_kernel(double* __restrict__ partial, Term term, int64_t row
 template <class Term>
 void channel_partial_sums(double* partial, const Term& term, int64_t rows, int64_t C, int64_t chunks) {
   const dim3 grid(static_cast<unsigned>((C + kTileC - 1) / kTileC), static_cast<unsigned>(chunks));
-  channel_partial_sums_kernel<Term><<<grid, dim3(kTileC, kLanes), 0, stream()>>>(partial, term, rows, C, chunks,
+  HG_LAUNCH(grid, dim3(kTileC, kLanes), 0, stream(), channel_partial_sums_kernel<Term>)(partial, term, rows, C, chunks,
                                                                                  (rows + chunks - 1) / chunks);
   CUDA_CHECK_LAUNCH();
 }
@@ -215,23 +215,23 @@ void batchnorm_stats_nhwc(float* save_mean, float* save_invstd, float* running_m
   const int64_t chunks = chunks_for(rows, C);
   const Workspace ws(workspace, chunks, C);
   channel_partial_sums(ws.partial, SumX{x}, rows, C, chunks);
-  mean_finish_kernel<<<grid_for(C), kBlock, 0, stream()>>>(ws.mean, ws.partial, rows, C, chunks);
+  HG_LAUNCH(grid_for(C), kBlock, 0, stream(), mean_finish_kernel)(ws.mean, ws.partial, rows, C, chunks);
   CUDA_CHECK_LAUNCH();
   channel_partial_sums(ws.partial, SumSquaredDeviation{x, ws.mean}, rows, C, chunks);
-  stats_finish_kernel<<<grid_for(C), kBlock, 0, stream()>>>(save_mean, save_invstd, running_mean, running_var,
+  HG_LAUNCH(grid_for(C), kBlock, 0, stream(), stats_finish_kernel)(save_mean, save_invstd, running_mean, running_var,
                                                             ws.mean, ws.partial, rows, C, chunks, eps, momentum);
   CUDA_CHECK_LAUNCH();
 }
 
 void batchnorm_scale_shift(float* scale, float* shift, const float* gamma, const float* beta, const float* mean,
                            const float* invstd, int64_t C) {
-  scale_shift_kernel<<<grid_for(C), kBlock, 0, stream()>>>(scale, shift, gamma, beta, mean, invstd, C);
+  HG_LAUNCH(grid_for(C), kBlock, 0, stream(), scale_shift_kernel)(scale, shift, gamma, beta, mean, invstd, C);
   CUDA_CHECK_LAUNCH();
 }
 
 void batchnorm_eval_scale_shift(float* scale, float* shift, const float* gamma, const float* beta,
                                 const float* running_mean, const float* running_var, int64_t C, float eps) {
-  eval_scale_shift_kernel<<<grid_for(C), kBlock, 0, stream()>>>(scale, shift, gamma, beta, running_mean,
+  HG_LAUNCH(grid_for(C), kBlock, 0, stream(), eval_scale_shift_kernel)(scale, shift, gamma, beta, running_mean,
                                                                 running_var, C, eps);
   CUDA_CHECK_LAUNCH();
 }
@@ -241,10 +241,10 @@ void scale_shift_relu_nhwc(float* y, const float* x, const float* scale, const f
   check(rows, C);
   const int64_t n = rows * C;
   if (n <= INT32_MAX)
-    scale_shift_relu_kernel<uint32_t><<<grid_for(n), kBlock, 0, stream()>>>(
+    HG_LAUNCH(grid_for(n), kBlock, 0, stream(), scale_shift_relu_kernel<uint32_t>)(
         y, x, scale, shift, x2, scale2, shift2, residual, static_cast<uint32_t>(n), static_cast<uint32_t>(C));
   else
-    scale_shift_relu_kernel<int64_t><<<grid_for(n), kBlock, 0, stream()>>>(y, x, scale, shift, x2, scale2, shift2,
+    HG_LAUNCH(grid_for(n), kBlock, 0, stream(), scale_shift_relu_kernel<int64_t>)(y, x, scale, shift, x2, scale2, shift2,
                                                                             residual, n, C);
   CUDA_CHECK_LAUNCH();
 }
@@ -257,16 +257,16 @@ void batchnorm_backward_nhwc(float* dx, float* dgamma, float* dbeta, const float
   const Workspace ws(workspace, chunks, C);
   const MaskedGradient g{dy, relu_out};
   channel_partial_sums(ws.partial, SumBackward{g, x, save_mean, save_invstd}, rows, C, chunks);
-  backward_finish_kernel<<<grid_for(C), kBlock, 0, stream()>>>(dgamma, dbeta, ws.k, ws.a, ws.bq, ws.partial, gamma,
+  HG_LAUNCH(grid_for(C), kBlock, 0, stream(), backward_finish_kernel)(dgamma, dbeta, ws.k, ws.a, ws.bq, ws.partial, gamma,
                                                                save_invstd, rows, C, chunks);
   CUDA_CHECK_LAUNCH();
   const int64_t n = rows * C;
   if (n <= INT32_MAX)
-    backward_apply_kernel<uint32_t><<<grid_for(n), kBlock, 0, stream()>>>(
+    HG_LAUNCH(grid_for(n), kBlock, 0, stream(), backward_apply_kernel<uint32_t>)(
         dx, g, x, save_mean, save_invstd, ws.k, ws.a, ws.bq, static_cast<float>(rows), static_cast<uint32_t>(n),
         static_cast<uint32_t>(C));
   else
-    backward_apply_kernel<int64_t><<<grid_for(n), kBlock, 0, stream()>>>(dx, g, x, save_mean, save_invstd, ws.k, ws.a,
+    HG_LAUNCH(grid_for(n), kBlock, 0, stream(), backward_apply_kernel<int64_t>)(dx, g, x, save_mean, save_invstd, ws.k, ws.a,
                                                                          ws.bq, static_cast<float>(rows), n, C);
   CUDA_CHECK_LAUNCH();
 }

@@ -50,19 +50,19 @@ dim3 grid2(int64_t n, int64_t models) {
 
 void linear_row_forward(float* y, RowSource x, const float* W, const LinearRowShape& s) {
   if (s.N == 0 || s.models == 0) return;
-  linear_row_forward_kernel<<<grid2(s.N, s.models), kBlock, 0, stream()>>>(y, x, W, s);
+  HG_LAUNCH(grid2(s.N, s.models), kBlock, 0, stream(), linear_row_forward_kernel)(y, x, W, s);
   CUDA_CHECK_LAUNCH();
 }
 
 void linear_row_backward_weight(float* dW, RowSource x, const float* dy, const LinearRowShape& s) {
   if (s.N * s.K == 0 || s.models == 0) return;
-  linear_row_backward_weight_kernel<<<grid2(s.K * s.N, s.models), kBlock, 0, stream()>>>(dW, x, dy, s);
+  HG_LAUNCH(grid2(s.K * s.N, s.models), kBlock, 0, stream(), linear_row_backward_weight_kernel)(dW, x, dy, s);
   CUDA_CHECK_LAUNCH();
 }
 
 void linear_row_backward_input(float* dx, const float* dy, const float* W, const LinearRowShape& s) {
   if (s.K == 0 || s.models == 0) return;
-  linear_row_backward_input_kernel<<<grid2(s.K, s.models), kBlock, 0, stream()>>>(dx, dy, W, s);
+  HG_LAUNCH(grid2(s.K, s.models), kBlock, 0, stream(), linear_row_backward_input_kernel)(dx, dy, W, s);
   CUDA_CHECK_LAUNCH();
 }
 

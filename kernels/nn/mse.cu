@@ -18,7 +18,7 @@ __global__ void mse_loss_grad_kernel(float* __restrict__ loss_log, int64_t log_s
 void mse_loss_grad(float* loss_log, int64_t log_stride, const int64_t* step, float* dyhat,
                    const float* yhat, RowSource target, int64_t models) {
   if (models == 0) return;
-  mse_loss_grad_kernel<<<grid_for(models), kBlock, 0, stream()>>>(loss_log, log_stride, step, dyhat,
+  HG_LAUNCH(grid_for(models), kBlock, 0, stream(), mse_loss_grad_kernel)(loss_log, log_stride, step, dyhat,
                                                                   yhat, target, models);
   CUDA_CHECK_LAUNCH();
 }

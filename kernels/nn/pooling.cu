@@ -74,22 +74,22 @@ __global__ void gap_backward_kernel(float* __restrict__ dx, const float* __restr
 }  // namespace
 
 void maxpool2d_forward_nhwc(float* y, int32_t* argmax, const float* x, const Pool2dShape& s) {
-  maxpool_forward_kernel<<<grid_for(s.N * s.OH() * s.OW() * s.C), kBlock, 0, stream()>>>(y, argmax, x, s);
+  HG_LAUNCH(grid_for(s.N * s.OH() * s.OW() * s.C), kBlock, 0, stream(), maxpool_forward_kernel)(y, argmax, x, s);
   CUDA_CHECK_LAUNCH();
 }
 
 void maxpool2d_backward_nhwc(float* dx, const float* dy, const int32_t* argmax, const Pool2dShape& s) {
-  maxpool_backward_kernel<<<grid_for(s.N * s.H * s.W * s.C), kBlock, 0, stream()>>>(dx, dy, argmax, s);
+  HG_LAUNCH(grid_for(s.N * s.H * s.W * s.C), kBlock, 0, stream(), maxpool_backward_kernel)(dx, dy, argmax, s);
   CUDA_CHECK_LAUNCH();
 }
 
 void global_avgpool_forward_nhwc(float* y, const float* x, int64_t N, int64_t HW, int64_t C) {
-  gap_forward_kernel<<<grid_for(N * C), kBlock, 0, stream()>>>(y, x, N, HW, C);
+  HG_LAUNCH(grid_for(N * C), kBlock, 0, stream(), gap_forward_kernel)(y, x, N, HW, C);
   CUDA_CHECK_LAUNCH();
 }
 
 void global_avgpool_backward_nhwc(float* dx, const float* dy, int64_t N, int64_t HW, int64_t C) {
-  gap_backward_kernel<<<grid_for(N * HW * C), kBlock, 0, stream()>>>(dx, dy, N, HW, C);
+  HG_LAUNCH(grid_for(N * HW * C), kBlock, 0, stream(), gap_backward_kernel)(dx, dy, N, HW, C);
   CUDA_CHECK_LAUNCH();
 }
 

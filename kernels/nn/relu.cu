@@ -17,13 +17,13 @@ __global__ void relu_backward_kernel(float* __restrict__ dx, const float* __rest
 
 void relu_forward(float* y, const float* x, int64_t n) {
   if (n == 0) return;
-  relu_forward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(y, x, n);
+  HG_LAUNCH(grid_for(n), kBlock, 0, stream(), relu_forward_kernel)(y, x, n);
   CUDA_CHECK_LAUNCH();
 }
 
 void relu_backward(float* dx, const float* dy, const float* x, int64_t n) {
   if (n == 0) return;
-  relu_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(dx, dy, x, n);
+  HG_LAUNCH(grid_for(n), kBlock, 0, stream(), relu_backward_kernel)(dx, dy, x, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -38,7 +38,7 @@ __global__ void add_relu_backward_kernel(float* __restrict__ dx, const float* __
 // The residual join's backward (relu.h): dx += dy * [y > 0] (or dx += dy when y is null).
 void add_relu_backward(float* dx, const float* dy, const float* y, int64_t n) {
   if (n == 0) return;
-  add_relu_backward_kernel<<<grid_for(n), kBlock, 0, stream()>>>(dx, dy, y, n);
+  HG_LAUNCH(grid_for(n), kBlock, 0, stream(), add_relu_backward_kernel)(dx, dy, y, n);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -24,19 +24,19 @@ __global__ void gather_i32_kernel(int32_t* __restrict__ dst, const int32_t* __re
 
 void add_row_bias(float* y, const float* b, int64_t N, int64_t K) {
   if (N * K == 0) return;
-  add_row_bias_kernel<<<grid_for(N * K), kBlock, 0, stream()>>>(y, b, N, K);
+  HG_LAUNCH(grid_for(N * K), kBlock, 0, stream(), add_row_bias_kernel)(y, b, N, K);
   CUDA_CHECK_LAUNCH();
 }
 
 void gather_pixels(float* dst, const uint8_t* src, const int64_t* idx, int64_t rows, int64_t len, PixelScale s) {
   if (rows * len == 0) return;
-  gather_pixels_kernel<<<grid_for(rows * len), kBlock, 0, stream()>>>(dst, src, idx, rows, len, s);
+  HG_LAUNCH(grid_for(rows * len), kBlock, 0, stream(), gather_pixels_kernel)(dst, src, idx, rows, len, s);
   CUDA_CHECK_LAUNCH();
 }
 
 void gather_i32(int32_t* dst, const int32_t* src, const int64_t* idx, int64_t rows) {
   if (rows == 0) return;
-  gather_i32_kernel<<<grid_for(rows), kBlock, 0, stream()>>>(dst, src, idx, rows);
+  HG_LAUNCH(grid_for(rows), kBlock, 0, stream(), gather_i32_kernel)(dst, src, idx, rows);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -45,14 +45,14 @@ add_row_sums_kernel(double* sums, const float* __restrict__ row_loss, const int3
 
 void add_row_sums(double* sums, const float* row_loss, const int32_t* row_correct, int64_t N) {
   if (N == 0) return;
-  add_row_sums_kernel<<<1, kSumThreads, 0, stream()>>>(sums, row_loss, row_correct, N);
+  HG_LAUNCH(1, kSumThreads, 0, stream(), add_row_sums_kernel)(sums, row_loss, row_correct, N);
   CUDA_CHECK_LAUNCH();
 }
 
 void softmax_xent(float* dz, float* row_loss, int32_t* row_correct, const float* z, const int32_t* labels, int64_t N,
                   int64_t K) {
   if (N == 0) return;
-  softmax_xent_kernel<<<grid_for(N), kBlock, 0, stream()>>>(dz, row_loss, row_correct, z, labels, N, K);
+  HG_LAUNCH(grid_for(N), kBlock, 0, stream(), softmax_xent_kernel)(dz, row_loss, row_correct, z, labels, N, K);
   CUDA_CHECK_LAUNCH();
 }
 

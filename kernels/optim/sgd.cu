@@ -23,7 +23,7 @@ void sgd_step(float* params, const float* grads, const float* lr, int64_t groups
               int64_t* advance_step) {
   const int64_t total = groups * n;
   if (total == 0 && !advance_step) return;
-  sgd_step_kernel<<<grid_for(std::max<int64_t>(total, 1)), kBlock, 0, stream()>>>(
+  HG_LAUNCH(grid_for(std::max<int64_t>(total, 1)), kBlock, 0, stream(), sgd_step_kernel)(
       params, grads, lr, groups, n, advance_step);
   CUDA_CHECK_LAUNCH();
 }
@@ -69,13 +69,13 @@ void sgd_momentum_step(float* params, const float* grads, float* velocity, const
   }
   const int64_t total = map.start[ranges.count];
   if (total == 0) return;
-  sgd_momentum_ranges_kernel<<<grid_for(total), kBlock, 0, stream()>>>(params, grads, velocity, map, lr, mu);
+  HG_LAUNCH(grid_for(total), kBlock, 0, stream(), sgd_momentum_ranges_kernel)(params, grads, velocity, map, lr, mu);
   CUDA_CHECK_LAUNCH();
 }
 
 void sgd_momentum_step(float* params, const float* grads, float* velocity, int64_t n, float lr, float mu) {
   if (n == 0) return;
-  sgd_momentum_kernel<<<grid_for(n), kBlock, 0, stream()>>>(params, grads, velocity, n, lr, mu);
+  HG_LAUNCH(grid_for(n), kBlock, 0, stream(), sgd_momentum_kernel)(params, grads, velocity, n, lr, mu);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -25,18 +25,18 @@ __global__ void fill_uniform_int_kernel(int64_t* out, int64_t n, uint64_t bound,
 
 void fill_uniform(float* out, int64_t n, uint64_t seed, uint64_t stream_id, uint64_t offset) {
   if (n == 0) return;
-  fill_uniform_kernel<<<grid_for(n), kBlock, 0, stream()>>>(out, n, Philox(seed, stream_id), offset);
+  HG_LAUNCH(grid_for(n), kBlock, 0, stream(), fill_uniform_kernel)(out, n, Philox(seed, stream_id), offset);
   CUDA_CHECK_LAUNCH();
 }
 void fill_normal(float* out, int64_t n, uint64_t seed, uint64_t stream_id, uint64_t offset) {
   if (n == 0) return;
-  fill_normal_kernel<<<grid_for(n), kBlock, 0, stream()>>>(out, n, Philox(seed, stream_id), offset);
+  HG_LAUNCH(grid_for(n), kBlock, 0, stream(), fill_normal_kernel)(out, n, Philox(seed, stream_id), offset);
   CUDA_CHECK_LAUNCH();
 }
 void fill_uniform_int(int64_t* out, int64_t n, uint64_t bound, uint64_t seed, uint64_t stream_id,
                       uint64_t offset) {
   if (n == 0) return;
-  fill_uniform_int_kernel<<<grid_for(n), kBlock, 0, stream()>>>(out, n, bound,
+  HG_LAUNCH(grid_for(n), kBlock, 0, stream(), fill_uniform_int_kernel)(out, n, bound,
                                                                 Philox(seed, stream_id), offset);
   CUDA_CHECK_LAUNCH();
 }
