@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The whole ctest suite again on a CPU-only build with AddressSanitizer, UndefinedBehaviorSanitizer
-# and LeakSanitizer (build-asan/, scripts/sanitizer-build.sh): every parser, kernel and command,
+# The whole ctest suite again on a build with AddressSanitizer, UndefinedBehaviorSanitizer and
+# LeakSanitizer (build-asan/, scripts/sanitizer-build.sh): every parser, kernel and command,
 # including the hostile-input reproducers, must run without an out-of-bounds access, undefined
-# behaviour or a leak.
+# behaviour or a leak. Its CUDA backend is the SIMT emulator (where the CUDA toolkit's headers
+# are): every handwritten CUDA kernel runs against its CPU twin, checked access by access
+# (ctest -L simt; UBSan stays on in the kernels).
 #   scripts/test-sanitizers.sh [extra ctest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."

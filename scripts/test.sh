@@ -2,9 +2,10 @@
 # README command 2: install, build, and run the whole test suite (ctest; CUDA tests skip, with
 # their reason, where no GPU is usable). Without arguments it then reruns the rounding-dependent
 # tests under each OpenBLAS kernel this CPU can run (scripts/test-blas-matrix.sh), runs the whole
-# suite once more under AddressSanitizer/UBSan/LeakSanitizer (scripts/test-sanitizers.sh), checks
-# on that build that the Q3 oracle still fails on known bugs (scripts/check-mutants.sh), and ends
-# with each phase's time. Arguments go to ctest alone, e.g. scripts/test.sh -R oracle.
+# suite once more under AddressSanitizer/UBSan/LeakSanitizer (scripts/test-sanitizers.sh; in that
+# build the CUDA kernels run on the SIMT emulator: ctest -L simt), checks on that build that the Q3
+# oracle and the emulated kernel tests still fail on known bugs (scripts/check-mutants.sh), and
+# ends with each phase's time. Arguments go to ctest alone, e.g. scripts/test.sh -R oracle.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -32,6 +33,6 @@ phase "build (scripts/build.sh)" scripts/build.sh
 phase "ctest" ctest --test-dir build --output-on-failure -j "$(nproc)" "$@"
 if [ $# -eq 0 ]; then
   phase "OpenBLAS kernels (test-blas-matrix.sh)" scripts/test-blas-matrix.sh
-  phase "sanitizers (test-sanitizers.sh)" scripts/test-sanitizers.sh
+  phase "sanitizers + SIMT kernels (test-sanitizers.sh)" scripts/test-sanitizers.sh
   phase "mutants (check-mutants.sh, on that build)" scripts/check-mutants.sh
 fi
