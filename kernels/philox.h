@@ -70,28 +70,28 @@ class Philox {
     return PhiloxState{{hi1 ^ c.x[1] ^ k0, lo1, hi0 ^ c.x[3] ^ k1, lo0}};
   }
   HG_HD static uint64_t mulhi64(uint64_t a, uint64_t b) {
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(HG_SIMT_DEVICE_CODE)
     return __umul64hi(a, b);
 #else
     return static_cast<uint64_t>((static_cast<unsigned __int128>(a) * b) >> 64);
 #endif
   }
   HG_HD static double log_(double x) {
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(HG_SIMT_DEVICE_CODE)
     return ::log(x);
 #else
     return __builtin_log(x);
 #endif
   }
   HG_HD static double sqrt_(double x) {
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(HG_SIMT_DEVICE_CODE)
     return ::sqrt(x);
 #else
     return __builtin_sqrt(x);
 #endif
   }
   HG_HD static double cos_(double x) {
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(HG_SIMT_DEVICE_CODE)
     return ::cos(x);
 #else
     return __builtin_cos(x);

@@ -38,6 +38,9 @@
 #define __shared__ static
 #define __launch_bounds__(...)
 #define __grid_constant__
+// Code that branches on __CUDA_ARCH__ for its device form (kernels/philox.h) takes that form here
+// too, so that the emulator runs it (__CUDA_ARCH__ itself would change the toolkit's headers).
+#define HG_SIMT_DEVICE_CODE 1
 
 namespace handgrad::simt {
 
@@ -128,6 +131,9 @@ inline T __ldg(const T* p) { return *p; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
+inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+  return static_cast<unsigned long long>((static_cast<unsigned __int128>(a) * b) >> 64);
+}
 inline float __int_as_float(int i) {
   float f;
   std::memcpy(&f, &i, sizeof f);
