@@ -36,6 +36,10 @@ class Conv2d {
   void backward_data(float* dx, const float* dy, const float* w, float* workspace);
   void backward_filter(float* dw, const float* dy, const float* x, float* workspace);
   void weights_changed() { stale_ = true; }
+  // Whether the packed copy is out of date, and putting that back: a replayed step (StepGraph)
+  // leaves the host's books as a GPU replay does, which runs none of the host's code.
+  bool packed_stale() const { return stale_; }
+  void restore_packed_stale(bool stale) { stale_ = stale; }
 
  private:
   const float* packed(const float* w);

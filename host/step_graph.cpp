@@ -1,6 +1,7 @@
 #include "host/step_graph.h"
 
 #include <exception>
+#include <utility>
 
 #include "kernels/error.h"
 #ifdef HANDGRAD_WITH_CUDA
@@ -10,70 +11,85 @@
 
 namespace handgrad {
 
+namespace {
+// Records a CUDA graph of `step`. Empty on success (*exec set), else why not.
+std::string capture_cuda(void** stream_slot, const std::function<void()>& step, void** exec_out) {
 #ifdef HANDGRAD_WITH_CUDA
-
-StepGraph::~StepGraph() {
-  drop();
-  if (stream_) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
-}
-
-void StepGraph::drop() {
-  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
-  exec_ = nullptr;
-}
-
-bool StepGraph::capture(Device device, const std::function<void()>& step, std::string* failure) {
-  drop();
-  if (device != Device::CUDA) {
-    *failure = "CUDA graphs need the GPU";
-    return false;
-  }
-  if (!stream_) {  // blocking: ordered with the default stream
+  if (!*stream_slot) {
+    // Non-blocking: a blocking stream synchronises with the legacy default stream, so any use of
+    // that stream in the process while capturing (inside a library, or another thread of a Python
+    // program) would invalidate the capture. Capture runs nothing, so it needs no ordering with
+    // earlier work; replay() launches the graph on handgrad's own stream, in order with it.
     cudaStream_t s = nullptr;
-    CUDA_CHECK(cudaStreamCreate(&s));
-    stream_ = s;
+    const cudaError_t err = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    if (err != cudaSuccess) return std::string("cudaStreamCreateWithFlags: ") + cudaGetErrorString(err);
+    *stream_slot = s;
   }
-  const cudaStream_t stream = static_cast<cudaStream_t>(stream_);
+  const cudaStream_t stream = static_cast<cudaStream_t>(*stream_slot);
   std::string why;
   cudaGraph_t graph = nullptr;
   {
     cuda::StreamScope scope(stream);
-    CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    const cudaError_t begin = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+    if (begin != cudaSuccess) return std::string("cudaStreamBeginCapture: ") + cudaGetErrorString(begin);
     try {
       step();
     } catch (const std::exception& e) {
       why = e.what();
     }
     const cudaError_t end = cudaStreamEndCapture(stream, &graph);
-    if (why.empty() && end != cudaSuccess) why = cudaGetErrorString(end);
+    if (why.empty() && end != cudaSuccess) why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
   }
   cudaGraphExec_t exec = nullptr;
-  if (why.empty() && cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) why = "cudaGraphInstantiate failed";
+  if (why.empty()) {
+    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+    if (inst != cudaSuccess) why = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(inst);
+  }
   if (graph) cudaGraphDestroy(graph);
   if (!why.empty()) {
     (void)cudaGetLastError();  // a failed capture leaves a (non-sticky) error behind
-    *failure = why;
-    return false;
+    return why;
   }
-  exec_ = exec;
-  return true;
+  *exec_out = exec;
+  return "";
+#else
+  (void)stream_slot, (void)step, (void)exec_out;
+  return "CUDA graphs need a CUDA build";
+#endif
+}
+}  // namespace
+
+StepGraph::~StepGraph() {
+  drop();
+#ifdef HANDGRAD_WITH_CUDA
+  if (stream_) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
+#endif
+}
+
+void StepGraph::drop() {
+#ifdef HANDGRAD_WITH_CUDA
+  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+#endif
+  exec_ = nullptr;
+  cpu_step_ = nullptr;
+}
+
+bool StepGraph::capture(Device device, std::function<void()> step, std::string* failure) {
+  drop();
+  if (device == Device::CPU) {
+    cpu_step_ = std::move(step);
+    return true;
+  }
+  *failure = capture_cuda(&stream_, step, &exec_);  // the trainer prints it, once, and goes on eagerly
+  return failure->empty();
 }
 
 void StepGraph::replay() {
-  HG_ASSERT(exec_, "StepGraph::replay before a successful capture");
-  CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), static_cast<cudaStream_t>(stream_)));
-}
-
-#else
-
-StepGraph::~StepGraph() = default;
-void StepGraph::drop() {}
-bool StepGraph::capture(Device, const std::function<void()>&, std::string* failure) {
-  *failure = "CUDA graphs need the GPU";
-  return false;
-}
-void StepGraph::replay() { HG_ASSERT(false, "StepGraph::replay without CUDA"); }
-
+  HG_ASSERT(ready(), "StepGraph::replay before a successful capture");
+  if (cpu_step_) return cpu_step_();
+#ifdef HANDGRAD_WITH_CUDA
+  CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), cuda::stream()));
 #endif
+}
 
 }  // namespace handgrad

@@ -296,35 +296,60 @@ struct ResNet18::Impl {
   // replay reads the weights the previous one left, whatever the host-side flags said at
   // capture time; and since the packs were only recorded, every flag is stale again after.
   bool capture_train_step(const float* images, const int32_t* labels, float lr, float mu) {
-    const std::vector<int64_t> saved_counters = store.counters();
-    const int64_t saved_images = sums.images;
+    const HostBooks books = host_books();
     const bool ok = graph.capture(
         dev,
-        [&] {
+        [this, images, labels, lr, mu] {
           weights_changed(false);
           forward(images, labels, batch, true);
           backward();
           sgd(lr, mu);
         },
         &graph_disabled);
-    store.counters() = saved_counters;
-    sums.images = saved_images;
+    restore_host_books(books);
     weights_changed(false);
     if (ok) graph_for = {images, labels, lr, mu};
     return ok;
   }
 
+  // What the host knows about the model besides the device's memory: what a captured step's
+  // host code changes when it runs, and a GPU replay does not.
+  struct HostBooks {
+    std::vector<int64_t> counters;  // BN layers' num_batches_tracked
+    int64_t images = 0;
+    std::vector<bool> packed_stale;  // per convolution, for_each_convbn's order
+  };
+  HostBooks host_books() {
+    HostBooks b{store.counters(), sums.images, {}};
+    for_each_convbn([&](ConvBN& u) { b.packed_stale.push_back(u.conv.packed_stale()); });
+    return b;
+  }
+  void restore_host_books(const HostBooks& b) {
+    store.counters() = b.counters;
+    sums.images = b.images;
+    size_t i = 0;
+    for_each_convbn([&](ConvBN& u) { u.conv.restore_packed_stale(b.packed_stale[i++]); });
+  }
+
   // The first full-batch step runs eagerly: it makes every convolution plan (a plan made during
   // capture would allocate, or time algorithms, inside the graph).
   bool train_step_graphed(const float* images, const int32_t* labels, float lr, float mu) {
-    if (dev == Device::CUDA && graph_disabled.empty() && !profile.on && planned_full_batch) {
+    if (graph_disabled.empty() && !profile.on && planned_full_batch) {
       const bool same = graph.ready() && graph_for == GraphKey{images, labels, lr, mu};
       if (same || capture_train_step(images, labels, lr, mu)) {
+        // On the CPU the replay reruns the step's host code too: its books are put back as a
+        // GPU replay leaves them, then brought up to date with what the step did.
+        const HostBooks books = host_books();
         graph.replay();
-        for (int64_t& c : store.counters()) ++c;  // every counter is a BN layer's num_batches_tracked
+        restore_host_books(books);
+        for (int64_t& c : store.counters()) ++c;  // a full-batch training forward
         sums.images += batch;
-        n = batch;
+        resize_batch(batch);
         have_forward = true;
+        // The replayed step packed the weights before its SGD update changed them: the packs of
+        // the trainable convolutions are one step old. (Forgetting this let the next eager
+        // forward, the short last batch or an evaluation, run on the previous step's weights.)
+        weights_changed(true);
         return true;
       }
     }
@@ -474,7 +499,7 @@ void ResNet18::set_profiling(bool on) { impl_->profile.on = on; }
 std::vector<std::pair<std::string, double>> ResNet18::profile_seconds() const { return impl_->profile.seconds(); }
 
 std::string ResNet18::graph_disabled_reason() const {
-  return impl_->dev == Device::CUDA ? impl_->graph_disabled : "CUDA graphs need the GPU";
+  return impl_->graph_disabled;
 }
 
 }  // namespace handgrad

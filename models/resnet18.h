@@ -64,12 +64,14 @@ class ResNet18 {
   // PyTorch's SGD with momentum over the trainable parameters.
   void sgd_step(float lr, float momentum);
   // One training step (train-mode forward, backward, SGD) on a full batch. On the GPU it is
-  // captured into a CUDA graph and replayed after: one launch instead of ~300. Capture waits for
-  // one eager full-batch training step (this call runs it when none has), which makes every
-  // convolution plan. Images and labels must sit at the same device addresses on every call
-  // (the caller's batch buffers; other addresses or another lr re-capture; load, init_random
-  // and set_freeze drop the graph). Returns false when the step ran eagerly (the CPU, the first
-  // step, or a capture that failed: graph_disabled_reason() says why).
+  // captured into a CUDA graph and replayed after: one launch instead of ~300. On the CPU the
+  // step is recorded and rerun (StepGraph), with the same bookkeeping, so that the CPU tests run
+  // this logic too (the trainer replays on the GPU only). Capture waits for one eager full-batch
+  // training step (this call runs it when none has), which makes every convolution plan. Images
+  // and labels must sit at the same device addresses on every call (the caller's batch buffers;
+  // other addresses or another lr re-capture; load, init_random and set_freeze drop the graph).
+  // Returns false when the step ran eagerly (the first step, or a capture that failed:
+  // graph_disabled_reason() says why).
   bool train_step_graphed(const float* images, const int32_t* labels, float lr, float momentum);
   std::string graph_disabled_reason() const;
 
