@@ -677,6 +677,39 @@ TEST(CnnCuda, GraphedStepEqualsEagerStep) {
 // running statistics and momentum after a few steps, the last on a partial batch (5 images in a
 // model sized for 8: new cuDNN plans mid-run). FP32 convolutions by cuDNN's heuristics, then
 // chosen by timing (cudnnFind); TF32 ones within TF32's precision.
+// Where the CPU and GPU runs of ResNet18TrainsLikeTheCpu may take a branch differently: a ReLU
+// whose input lies within rounding of 0, or a max-pool window with a near-tie. Such a flip is no
+// bug, but its gradient (g on one side, 0 on the other) reaches every parameter below it, and one
+// flip in layer4 (1x1 maps, BatchNorm over 8 rows) moves a momentum buffer by ~1e-2
+// (tests/oracle_transfer.py measured it). Levels: 0 the stem (its ReLU and the max-pool), 1 + b
+// for block b (layer1.0 = 1 ... layer4.1 = 8), 9 the fc layer, which no branch reaches (the
+// forward change of a flip is the near-zero value itself).
+static int branch_level(const std::string& name) {
+  if (name == "relu" || name.rfind("maxpool", 0) == 0) return 0;
+  if (name.rfind("layer", 0) == 0 && name.size() > 7) return 1 + (name[5] - '1') * 2 + (name[7] - '0');
+  return 9;
+}
+static int momentum_level(const std::string& param) {
+  if (param.rfind("conv1.", 0) == 0 || param.rfind("bn1.", 0) == 0) return 0;
+  return branch_level(param);
+}
+// The highest level at which two runs' branch decisions (ResNet18::branches) differ; -1 if none.
+static int highest_branch_flip(const StateDict& a, const StateDict& b) {
+  int highest = -1;
+  for (size_t i = 0; i < a.entries.size(); ++i) {
+    const Tensor& ta = a.entries[i].second;
+    const Tensor& tb = b.entries[i].second;
+    bool differ = false;
+    if (ta.dtype() == DType::I64) {
+      for (int64_t k = 0; k < ta.numel() && !differ; ++k) differ = ta.data<int64_t>()[k] != tb.data<int64_t>()[k];
+    } else {
+      for (int64_t k = 0; k < ta.numel() && !differ; ++k) differ = (ta.data<float>()[k] > 0) != (tb.data<float>()[k] > 0);
+    }
+    if (differ) highest = std::max(highest, branch_level(a.entries[i].first));
+  }
+  return highest;
+}
+
 TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
   HG_SKIP_WITHOUT_GPU();
   const int64_t N = 8;
@@ -700,10 +733,12 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
     gpu_model.init_random(3);
     cpu_model.set_freeze(mode.freeze);
     gpu_model.set_freeze(mode.freeze);
+    int highest_flip = -1;  // over the steps: see momentum_level
     for (int64_t n : {N, N, int64_t(5)}) {
       const double lc = cpu_model.forward(images.data<float>(), labels.data(), n, true, nullptr);
       const double lg = gpu_model.forward(gimages.data<float>(), static_cast<int32_t*>(glabels.get()), n, true, nullptr);
       EXPECT_NEAR(lg, lc, mode.tol * std::max(1.0, std::fabs(lc))) << what << " batch " << n;
+      highest_flip = std::max(highest_flip, highest_branch_flip(cpu_model.branches(), gpu_model.branches()));
       cpu_model.backward();
       gpu_model.backward();
       cpu_model.sgd_step(0.01f, 0.9f);
@@ -720,12 +755,21 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
       EXPECT_LT(rel_err(tb.to_vector(), ta.to_vector()), mode.tol) << what << " " << a.entries[i].first;
     }
     // The momentum buffers are the gradients summed over the steps: the gradients themselves,
-    // where the weights after three small steps are still mostly their initial values.
+    // where the weights after three small steps are still mostly their initial values. Compared
+    // only where no branch the two runs took differently can reach (momentum_level): with the
+    // same branches both compute the same piecewise-linear function and differ by rounding alone.
     const StateDict va = cpu_model.momentum_state(), vb = gpu_model.momentum_state();
     ASSERT_EQ(va.entries.size(), vb.entries.size());
-    for (size_t i = 0; i < va.entries.size(); ++i)
+    int compared = 0;
+    for (size_t i = 0; i < va.entries.size(); ++i) {
+      if (momentum_level(va.entries[i].first) <= highest_flip) continue;
+      ++compared;
       EXPECT_LT(rel_err(vb.entries[i].second.to_vector(), va.entries[i].second.to_vector()), 10 * mode.tol)
           << what << " momentum of " << va.entries[i].first;
+    }
+    std::printf("  %s: momentum compared for %d of %zu parameters (highest branch taken differently: %d)\n",
+                what.c_str(), compared, va.entries.size(), highest_flip);
+    EXPECT_GE(compared, 2) << what << ": fc.weight and fc.bias are beyond every branch";
     // The timed mode searched (cudnnFind) for its own plans: it did not reuse the heuristics' plans
     // of the same shapes from the modes before it. The others made no timed plan.
     const int64_t timed_plans_made = cuda::conv_plans_made(ConvAlgoSearch::Timed) - timed_plans_before;
