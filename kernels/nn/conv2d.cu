@@ -1,13 +1,16 @@
 // Convolutions through cuDNN, channels-last as the CPU twins (conv2d.h): activations NHWC, the
 // filter in cuDNN's NHWC filter format (KRSC), which conv2d_nhwc_pack_weights writes from the
 // state dict's KCRS and which the backward-filter gradient is turned back from. Per shape, a
-// plan: descriptors and, for each direction, a deterministic algorithm chosen once (cuDNN's
-// heuristics, or by timing with --cudnn-find) with the math type it was chosen for. All plans
+// plan: descriptors and, for each direction, cuDNN's ranked algorithms (its heuristics, or timed
+// with --cudnn-find), deterministic ones first, the first of them run with the math type it was
+// ranked with; a line on stderr says when none is deterministic, and an algorithm cuDNN refuses
+// when it first runs it gives way to the next. All plans
 // share one workspace, sized for the largest, so a new batch size (the last partial batch, the
 // eval batch, a grid's other batch size) adds descriptors, not another workspace. A training
 // step then does no allocation and no search.
 #include <cudnn.h>
 
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -55,29 +58,40 @@ DeviceBuffer& shared_workspace(size_t need) {
   return ws;
 }
 
-// The first of cuDNN's ranked choices (fastest first: predicted by the heuristics, or measured)
-// that is supported, fits the workspace bound and is deterministic (handgrad's runs repeat bit
-// for bit; some backward-filter algorithms add with atomics); the fastest that fits when none is.
-template <typename Perf>
-const Perf& pick(const Perf* perf, int n, const char* what) {
-  for (bool need_deterministic : {true, false})
-    for (int i = 0; i < n; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace &&
-          (!need_deterministic || perf[i].determinism == CUDNN_DETERMINISTIC))
-        return perf[i];
-  throw InternalError(cat("cuDNN offers no ", what, " convolution algorithm under 256 MiB of workspace"));
-}
-
-// One direction of a plan: its own convolution descriptor (the math type belongs to the
-// algorithm: a TF32 tensor-op algorithm run with FMA math is refused or runs another kernel).
-struct Direction {
-  cudnnConvolutionDescriptor_t conv = nullptr;
+// One algorithm cuDNN ranked for a direction, with what it was ranked with.
+struct Candidate {
   int algo = 0;
   cudnnMathType_t math = CUDNN_FMA_MATH;
   size_t workspace = 0;
   float ms = -1;  // the measured time, with --cudnn-find
+  bool deterministic = true;
 };
 
+// cuDNN's ranked choices (fastest first: predicted by the heuristics, or measured) that are
+// supported and fit the workspace bound: the deterministic ones first (handgrad's runs repeat bit
+// for bit; some backward-filter algorithms add with atomics), then the others.
+template <typename Perf>
+std::vector<Candidate> rank(const Perf* perf, int n, bool timed, const char* what) {
+  std::vector<Candidate> out;
+  for (bool deterministic : {true, false})
+    for (int i = 0; i < n; ++i)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace &&
+          (perf[i].determinism == CUDNN_DETERMINISTIC) == deterministic)
+        out.push_back({int(perf[i].algo), perf[i].mathType, perf[i].memory, timed ? perf[i].time : -1.f, deterministic});
+  if (out.empty()) throw InternalError(cat("cuDNN offers no ", what, " convolution algorithm under 256 MiB of workspace"));
+  return out;
+}
+
+// One direction of a plan: its own convolution descriptor (the math type belongs to the
+// algorithm: a TF32 tensor-op algorithm run with FMA math is refused or runs another kernel),
+// and the ranked algorithms, of which `chosen` runs.
+struct Direction {
+  const char* name = "";
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  std::vector<Candidate> ranked;
+  size_t chosen = 0;
+  const Candidate& algo() const { return ranked[chosen]; }
+};
 struct ConvPlan {
   Conv2dShape shape;
   bool tf32;
@@ -91,9 +105,13 @@ struct ConvPlan {
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, int(s.N), int(s.C), int(s.H), int(s.W)));
+    // With one input channel (the stem) NHWC and NCHW are the same bytes, for x and for the
+    // filter (KRSC = KCRS): described as NCHW, cuDNN offers its full menu of algorithms (the
+    // NHWC-filter menu is short, and may hold no deterministic backward-filter algorithm).
+    const cudnnTensorFormat_t in_format = s.C == 1 ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC;
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, in_format, CUDNN_DATA_FLOAT, int(s.N), int(s.C), int(s.H), int(s.W)));
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, int(s.N), int(s.K), int(s.OH()), int(s.OW())));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, int(s.K), int(s.C), int(s.R), int(s.S)));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, in_format, int(s.K), int(s.C), int(s.R), int(s.S)));
     for (Direction* d : {&fwd, &bwd_data, &bwd_filter}) {
       CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d->conv));
       CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d->conv, int(s.pad), int(s.pad), int(s.stride), int(s.stride), 1, 1,
@@ -102,34 +120,29 @@ struct ConvPlan {
       CUDNN_CHECK(cudnnSetConvolutionMathType(d->conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
     }
     const bool timed = search == ConvAlgoSearch::Timed;
+    fwd.name = "forward", bwd_data.name = "backward data", bwd_filter.name = "backward filter";
     {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
       int n = 0;
       if (timed) CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(h, x, w, fwd.conv, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
       else CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, x, w, fwd.conv, y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
-      const auto& p = pick(perf, n, "forward");
-      settle(fwd, p.algo, p.mathType, timed ? p.time : -1.f);
-      CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, x, w, fwd.conv, y, p.algo, &fwd.workspace));
+      fwd.ranked = rank(perf, n, timed, fwd.name);
     }
     {
       cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
       int n = 0;
       if (timed) CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(h, w, y, bwd_data.conv, x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
       else CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, w, y, bwd_data.conv, x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
-      const auto& p = pick(perf, n, "backward data");
-      settle(bwd_data, p.algo, p.mathType, timed ? p.time : -1.f);
-      CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, w, y, bwd_data.conv, x, p.algo, &bwd_data.workspace));
+      bwd_data.ranked = rank(perf, n, timed, bwd_data.name);
     }
     {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
       int n = 0;
       if (timed) CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(h, x, y, bwd_filter.conv, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf));
       else CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, bwd_filter.conv, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf));
-      const auto& p = pick(perf, n, "backward filter");
-      settle(bwd_filter, p.algo, p.mathType, timed ? p.time : -1.f);
-      CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, x, y, bwd_filter.conv, w, p.algo, &bwd_filter.workspace));
+      bwd_filter.ranked = rank(perf, n, timed, bwd_filter.name);
     }
-    shared_workspace(std::max({fwd.workspace, bwd_data.workspace, bwd_filter.workspace, size_t(16)}));
+    for (Direction* d : {&fwd, &bwd_data, &bwd_filter}) settle(*d, 0);
   }
   ~ConvPlan() {
     cudnnDestroyTensorDescriptor(x);
@@ -140,13 +153,39 @@ struct ConvPlan {
   ConvPlan(const ConvPlan&) = delete;
   ConvPlan& operator=(const ConvPlan&) = delete;
 
-  // The chosen algorithm runs with the math type it was ranked with (the workspace size is
-  // asked for under that math type too).
-  static void settle(Direction& d, int algo, cudnnMathType_t math, float ms) {
-    d.algo = algo;
-    d.math = math;
-    d.ms = ms;
-    CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, math));
+  // Direction d runs its ranked algorithm i from now on, with the math type it was ranked with,
+  // in a workspace large enough (a plan is made, and an algorithm refused, outside any capture).
+  void settle(Direction& d, size_t i) {
+    d.chosen = i;
+    const Candidate& c = d.algo();
+    CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, c.math));
+    shared_workspace(std::max(c.workspace, size_t(16)));
+    if (!c.deterministic)
+      std::fprintf(stderr, "handgrad: cuDNN has no deterministic %s algorithm for %s: algo %d, whose results may differ between runs\n",
+                   d.name, describe().c_str(), c.algo);
+  }
+
+  // Runs `call(algo)` on direction d; if cuDNN refuses the algorithm when it first runs it
+  // (NOT_SUPPORTED, which its ranking did not foresee), the next ranked one takes its place.
+  template <typename F>
+  void run(Direction& d, F call) {
+    for (;;) {
+      const cudnnStatus_t st = call(d.algo().algo);
+      if (st != CUDNN_STATUS_NOT_SUPPORTED || d.chosen + 1 >= d.ranked.size()) {
+        if (st != CUDNN_STATUS_SUCCESS)
+          throw InternalError(cat("cuDNN error ", cudnnGetErrorString(st), " in the ", d.name, " convolution ",
+                                  describe(), " (algo ", d.algo().algo, ")"));
+        return;
+      }
+      std::fprintf(stderr, "handgrad: cuDNN refused %s algo %d for %s; taking its next ranked choice\n", d.name,
+                   d.algo().algo, describe().c_str());
+      settle(d, d.chosen + 1);
+    }
+  }
+
+  std::string describe() const {
+    return cat("conv N", shape.N, " C", shape.C, " ", shape.H, "x", shape.W, " -> K", shape.K, " ", shape.R, "x",
+               shape.S, "/", shape.stride);
   }
 };
 
@@ -186,8 +225,9 @@ std::vector<std::string> conv_plans_chosen() {
   for (const auto& [key, p] : plans()) {
     const Conv2dShape& s = p->shape;
     auto dir = [](const char* name, const Direction& d) {
-      return cat(name, " algo ", d.algo, " (", math_name(d.math), ", ", d.workspace >> 10, " KiB",
-                 d.ms >= 0 ? cat(", ", d.ms, " ms") : std::string(), ")");
+      const Candidate& c = d.algo();
+      return cat(name, " algo ", c.algo, " (", math_name(c.math), ", ", c.workspace >> 10, " KiB",
+                 c.ms >= 0 ? cat(", ", c.ms, " ms") : std::string(), c.deterministic ? "" : ", NOT deterministic", ")");
     };
     lines.push_back(cat("conv N", s.N, " C", s.C, " ", s.H, "x", s.W, " -> K", s.K, " ", s.R, "x", s.S, "/", s.stride,
                         p->tf32 ? " tf32" : "", p->search == ConvAlgoSearch::Timed ? " timed: " : ": ", dir("fwd", p->fwd), ", ", dir("bwd-data", p->bwd_data), ", ",
@@ -208,31 +248,36 @@ void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& 
 void conv2d_forward_nhwc(float* y, const float* x, const float*, const float* packed, const Conv2dShape& s, float*,
                          bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
-  DeviceBuffer& ws = cudnn_workspace();
   const float one = 1.f, zero = 0.f;
-  CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(), &one, p.x, x, p.w, packed, p.fwd.conv,
-                                      cudnnConvolutionFwdAlgo_t(p.fwd.algo), ws.get(), ws.bytes(), &zero, p.y, y));
+  p.run(p.fwd, [&](int algo) {
+    DeviceBuffer& ws = cudnn_workspace();
+    return cudnnConvolutionForward(cudnn_handle(), &one, p.x, x, p.w, packed, p.fwd.conv, cudnnConvolutionFwdAlgo_t(algo),
+                                   ws.get(), ws.bytes(), &zero, p.y, y);
+  });
 }
 
 void conv2d_backward_data_nhwc(float* dx, const float* dy, const float*, const float* packed, const Conv2dShape& s,
                                float*, bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
-  DeviceBuffer& ws = cudnn_workspace();
   const float one = 1.f, zero = 0.f;
-  CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, p.w, packed, p.y, dy, p.bwd_data.conv,
-                                           cudnnConvolutionBwdDataAlgo_t(p.bwd_data.algo), ws.get(), ws.bytes(), &zero,
-                                           p.x, dx));
+  p.run(p.bwd_data, [&](int algo) {
+    DeviceBuffer& ws = cudnn_workspace();
+    return cudnnConvolutionBackwardData(cudnn_handle(), &one, p.w, packed, p.y, dy, p.bwd_data.conv,
+                                        cudnnConvolutionBwdDataAlgo_t(algo), ws.get(), ws.bytes(), &zero, p.x, dx);
+  });
 }
 
 // The gradient in KRSC into `workspace`, then back to the state dict's KCRS in dw.
 void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace,
                                  bool tf32) {
   ConvPlan& p = plan_for(s, tf32);
-  DeviceBuffer& ws = cudnn_workspace();
   const float one = 1.f, zero = 0.f;
-  CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, p.x, x, p.y, dy, p.bwd_filter.conv,
-                                             cudnnConvolutionBwdFilterAlgo_t(p.bwd_filter.algo), ws.get(), ws.bytes(),
-                                             &zero, p.w, workspace));
+  p.run(p.bwd_filter, [&](int algo) {
+    DeviceBuffer& ws = cudnn_workspace();
+    return cudnnConvolutionBackwardFilter(cudnn_handle(), &one, p.x, x, p.y, dy, p.bwd_filter.conv,
+                                          cudnnConvolutionBwdFilterAlgo_t(algo), ws.get(), ws.bytes(), &zero, p.w,
+                                          workspace);
+  });
   strided_copy(dw, workspace, make_strided_view<1>({s.K, s.C, s.R, s.S}, {Shape{s.R * s.S * s.C, 1, s.S * s.C, s.C}}));
 }
 
