@@ -5,9 +5,14 @@
 #include <cstdint>
 #include <vector>
 
-// A function compiled for both the host and the device (plain inline in a C++-only build).
+// A function compiled for both the host and the device (plain inline in a C++-only build). In a
+// SIMT build it is compiled into the emulated kernels and into the CPU twins with other flags
+// (instrumented accesses there, ASan here): always inlined, so that the linker never gives a
+// kernel the uninstrumented copy.
 #if defined(__CUDACC__)
 #define HG_HD __host__ __device__ __forceinline__
+#elif defined(HANDGRAD_SIMT)
+#define HG_HD inline __attribute__((always_inline))
 #else
 #define HG_HD inline
 #endif

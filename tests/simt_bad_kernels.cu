@@ -27,6 +27,13 @@ __global__ void float4_copy_kernel(float* y, const float* x, int offset) {
   *reinterpret_cast<float4*>(y) = *reinterpret_cast<const float4*>(x + offset);  // misaligned unless offset % 4 == 0
 }
 
+__global__ void smooth_in_place_kernel(float* x, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const float v = i + 1 < n ? x[i] + x[i + 1] : x[i];  // bug: x[i + 1] may be another block's x[i]
+  __syncthreads();
+  x[i] = v;
+}
+
 // --- shared memory and barriers -----------------------------------------------------------------
 // A block-wide rotation through shared memory; `with_barrier` false drops the __syncthreads.
 __global__ void rotate_kernel(float* y, const float* x, bool with_barrier) {
@@ -50,6 +57,22 @@ __global__ void overwrite_before_read_kernel(float* y, const float* x) {
   const float v = tile[(t + 1) % n];
   tile[t] = 2 * v;  // bug: a neighbour may still have to read the old tile[t] (needs a barrier first)
   y[t] = v;
+}
+__global__ void many_readers_then_write_kernel(float* y) {
+  __shared__ float cell;
+  if (threadIdx.x == 0) cell = 1.f;
+  __syncthreads();
+  const float v = cell;                // every thread reads it
+  if (threadIdx.x == 5) cell = 2.f;    // bug: thread 5 overwrites what the others may still read
+  y[threadIdx.x] = v;
+}
+// A transpose through shared memory in a 2D block (8 x 4 threads, 4 x 8 tile): threadIdx.y matters.
+__global__ void transpose_2d_kernel(float* y, const float* x) {
+  __shared__ float tile[4][8];
+  tile[threadIdx.y][threadIdx.x] = x[threadIdx.y * 8 + threadIdx.x];
+  __syncthreads();
+  const int t = threadIdx.y * 8 + threadIdx.x, r = t % 4, c = t / 4;  // y is 8 x 4
+  y[c * 4 + r] = tile[r][c];
 }
 __global__ void read_unwritten_shared_kernel(float* y) {
   __shared__ float tile[64];
@@ -98,6 +121,11 @@ __global__ void warp_sum_kernel(float* y, const float* x) {
   for (int m = 16; m > 0; m /= 2) v += __shfl_xor_sync(0xffffffffu, v, m);
   y[blockIdx.x * blockDim.x + threadIdx.x] = v;
 }
+// Butterfly over segments of 16 lanes with a lane mask of 16: lanes 16..31 read lanes 0..15 (an
+// earlier segment), lanes 0..15 get their own value back (their partner is in a later one).
+__global__ void shuffle_width_kernel(float* y) {
+  y[threadIdx.x] = __shfl_xor_sync(0xffffffffu, float(threadIdx.x), 16, 16);
+}
 __global__ void shuffle_in_branch_kernel(float* y) {
   float v = float(threadIdx.x);
   if (threadIdx.x % 32 < 16) v = __shfl_xor_sync(0xffffffffu, v, 1);  // bug: half the mask never comes
@@ -120,6 +148,10 @@ cudaError_t every_block_writes(float* y) { return HG_SELFTEST_RUN(2, 32, 0, ever
 cudaError_t float4_copy(float* y, const float* x, int offset) {
   return HG_SELFTEST_RUN(1, 1, 0, float4_copy_kernel, y, x, offset);
 }
+cudaError_t smooth_in_place(float* x, int n) { return HG_SELFTEST_RUN((n + 63) / 64, 64, 0, smooth_in_place_kernel, x, n); }
+cudaError_t many_readers_then_write(float* y) { return HG_SELFTEST_RUN(1, 32, 0, many_readers_then_write_kernel, y); }
+cudaError_t transpose_2d(float* y, const float* x) { return HG_SELFTEST_RUN(1, dim3(8, 4), 0, transpose_2d_kernel, y, x); }
+cudaError_t shuffle_width(float* y) { return HG_SELFTEST_RUN(1, 32, 0, shuffle_width_kernel, y); }
 cudaError_t rotate(float* y, const float* x, int blocks, int threads, bool with_barrier) {
   return HG_SELFTEST_RUN(blocks, threads, 0, rotate_kernel, y, x, with_barrier);
 }

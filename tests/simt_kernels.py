@@ -44,6 +44,11 @@ def main():
     if not kernels:
         print(f"no __global__ kernels found under {source_dir}/kernels", file=sys.stderr)
         return 2
+    # The emulator tells a template kernel's __shared__ arrays from host statics by this name.
+    misnamed = sorted(k for k in kernels if not k.endswith("_kernel"))
+    if misnamed:
+        print(f"[simt] FAIL: __global__ functions must be named *_kernel (kernels/simt/simt.cpp relies on it): {misnamed}")
+        return 1
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "launches.tsv")
         env = dict(os.environ, HANDGRAD_SIMT_LAUNCHES=log)

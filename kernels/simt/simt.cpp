@@ -38,12 +38,13 @@
 #include <string>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define HG_SIMT_UNPOISON(p, n) __asan_unpoison_memory_region(p, n)
-#else
-#define HG_SIMT_UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
+// This file is compiled without sanitizers, but ASan may be in the process (the sanitizer build):
+// then its runtime defines this, and a fiber stack reused after an abandoned launch is unpoisoned.
+extern "C" void __asan_unpoison_memory_region(void const volatile* addr, size_t size) __attribute__((weak));
+#define HG_SIMT_UNPOISON(p, n)                                                  \
+  do {                                                                          \
+    if (&__asan_unpoison_memory_region) __asan_unpoison_memory_region(p, n); \
+  } while (0)
 
 #if !defined(__x86_64__)
 #include <ucontext.h>
@@ -255,8 +256,11 @@ uint3 thread_index(int linear, dim3 block) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// __shared__ arrays: the function-local statics of handgrad::cuda, from the executable's symbol
-// table (name, address, size).
+// __shared__ arrays: the statics simt.h puts in section hg_simt_shared, from the executable's
+// symbol table (name, address, size). GCC ignores the section of a template's statics (they stay
+// in .bss): those count when their function is a kernel of handgrad::cuda (named *_kernel, the
+// project's rule for __global__ functions), so a host static (a cached handle) never does.
+constexpr const char* kTemplateKernelStatics = "_ZZN8handgrad4cuda";
 void read_shared_symbols() {
   State& s = g();
   s.symbols_read = true;
@@ -274,7 +278,11 @@ void read_shared_symbols() {
   const char* base = static_cast<const char*>(map);
   const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(base);
   const auto* sh = reinterpret_cast<const Elf64_Shdr*>(base + eh->e_shoff);
-  const char* prefix = "_ZZN8handgrad4cuda";
+  const char* section_names = base + sh[eh->e_shstrndx].sh_offset;
+  auto in_shared_section = [&](const Elf64_Sym& sym) {
+    return sym.st_shndx != SHN_UNDEF && sym.st_shndx < eh->e_shnum &&
+           std::strcmp(section_names + sh[sym.st_shndx].sh_name, "hg_simt_shared") == 0;
+  };
   for (int i = 0; i < eh->e_shnum; ++i) {
     if (sh[i].sh_type != SHT_SYMTAB) continue;
     const auto* syms = reinterpret_cast<const Elf64_Sym*>(base + sh[i].sh_offset);
@@ -282,7 +290,9 @@ void read_shared_symbols() {
     for (size_t k = 0; k < sh[i].sh_size / sizeof(Elf64_Sym); ++k) {
       const Elf64_Sym& sym = syms[k];
       const char* name = strtab + sym.st_name;
-      if (ELF64_ST_TYPE(sym.st_info) != STT_OBJECT || sym.st_size == 0 || std::strncmp(name, prefix, std::strlen(prefix)) != 0)
+      const bool in_section = in_shared_section(sym);
+      if (ELF64_ST_TYPE(sym.st_info) != STT_OBJECT || sym.st_size == 0 ||
+          (!in_section && std::strncmp(name, kTemplateKernelStatics, std::strlen(kTemplateKernelStatics)) != 0))
         continue;
       int status = 0;
       char* demangled = abi::__cxa_demangle(name, nullptr, nullptr, &status);
@@ -299,6 +309,11 @@ void read_shared_symbols() {
             break;
           }
         }
+      }
+      if (!in_section) {  // a static of handgrad::cuda outside the section: a template kernel's?
+        std::string owner = shown.substr(0, shown.rfind("::"));
+        if (!owner.empty() && owner.back() == '>') owner.erase(owner.find('<'));
+        if (owner.size() < 7 || owner.compare(owner.size() - 7, 7, "_kernel") != 0) continue;
       }
       const uintptr_t lo = bias + sym.st_value;
       s.shared_symbols.push_back({lo, lo + sym.st_size, shown, 0});
@@ -489,11 +504,13 @@ void check_access(uintptr_t a, size_t size, bool write, bool aligned_access) {
     } else {
       if (shared && sh.w_epoch < B) return report_uninitialised(*r, w);
       if (conflict(sh.w_epoch, sh.w_thread)) return report_race("read-after-write", *r, w, sh.w_thread, sh.w_epoch == E);
-      if (sh.r_epoch != E) {
+      if (sh.r_epoch == E) {
+        if (sh.r_thread != me) sh.r_thread = kManyReaders;
+      } else if (shared || sh.r_epoch < L || sh.r_epoch >= B) {
+        // (Global memory another block of this launch read keeps that record: any write to it
+        // later in the launch races with that read, whichever block makes it.)
         sh.r_epoch = E;
         sh.r_thread = me;
-      } else if (sh.r_thread != me) {
-        sh.r_thread = kManyReaders;
       }
     }
   }
@@ -678,7 +695,7 @@ void recycle_fibers_after_abort() {
     }
 }
 
-cudaError_t g_last_error = cudaSuccess;
+thread_local cudaError_t g_last_error = cudaSuccess;  // per host thread, as cudart keeps it
 
 // Launch-time checks, as a GPU's driver makes them (an H100's limits).
 std::string refused_launch(const LaunchConfig& c, cudaError_t* err) {
@@ -713,9 +730,18 @@ void launch(const LaunchConfig& cfg, void (*run_thread)(const void*), const void
   cudaError_t err = cudaSuccess;
   const std::string refused = refused_launch(cfg, &err);
   if (!refused.empty()) {
-    std::fprintf(stderr, "handgrad simt: launch of %s at %s refused: %s\n", cfg.name, cfg.site, refused.c_str());
+    s.violation = std::string("launch of ") + cfg.name + " at " + cfg.site + " refused: " + refused;
+    std::fprintf(stderr, "handgrad simt: %s\n", s.violation.c_str());
     g_last_error = err;
     return;
+  }
+  // The epochs are 32-bit: long before they could wrap (the fused MLP makes ~3e5 barrier
+  // intervals per launch), every shadow word is cleared between two launches and they restart.
+  if (s.epoch > (uint32_t(1) << 31)) {
+    std::lock_guard<std::mutex> alloc_lock(s.alloc_mu);
+    for (auto& [lo, al] : s.allocations) std::memset(al.shadow, 0, ((al.hi - al.lo + 3) / 4 + 1) * sizeof(Shadow));
+    std::fill(s.shared_shadow.begin(), s.shared_shadow.end(), Shadow{});
+    s.epoch = 0;
   }
   s.cfg = &cfg;
   s.run_thread = run_thread;
@@ -785,6 +811,7 @@ void* device_alloc(size_t bytes) {
 
 bool device_free(void* p) {
   State& s = g();
+  std::lock_guard<std::recursive_mutex> launch(s.launch_mu);  // cudaFree waits for running kernels
   std::lock_guard<std::mutex> lock(s.alloc_mu);
   auto it = s.allocations.find(reinterpret_cast<uintptr_t>(p));
   if (it == s.allocations.end()) return false;

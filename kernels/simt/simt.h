@@ -25,7 +25,9 @@
 
 // CUDA's qualifiers, as the host compiler must read them. A __shared__ variable is a function-local
 // static: one copy, which every block uses in turn (blocks run one at a time), exactly what a
-// block's shared memory is. The runtime finds each one by its symbol (its extent is checked).
+// block's shared memory is. Each is put in a section of their own, where the runtime finds them
+// by their symbols (their extents are checked): an index past one can land on another __shared__
+// array, never on the host's statics.
 #undef __global__
 #undef __device__
 #undef __host__
@@ -35,7 +37,7 @@
 #define __global__
 #define __device__
 #define __host__
-#define __shared__ static
+#define __shared__ static __attribute__((section("hg_simt_shared")))
 #define __launch_bounds__(...)
 #define __grid_constant__
 // Code that branches on __CUDA_ARCH__ for its device form (kernels/philox.h) takes that form here
@@ -157,14 +159,14 @@ inline std::common_type_t<A, B> max(A a, B b) {
   return C(a) < C(b) ? C(b) : C(a);
 }
 
-// __shfl_xor_sync: lane ^ lane_mask within segments of `width` lanes (its own value when the
-// partner lies outside its segment).
+// __shfl_xor_sync: lane ^ lane_mask; with `width` < 32, a lane may read from an earlier segment of
+// `width` lanes but gets its own value back when its partner lies in a later one (CUDA's rule).
 template <class T>
 inline T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffles move up to 8 bytes");
   const int lane = ::handgrad::simt::lane_id();
   int src = lane ^ lane_mask;
-  if (src / width != lane / width) src = lane;
+  if (src / width > lane / width) src = lane;
   uint64_t bits = 0;
   std::memcpy(&bits, &value, sizeof value);
   bits = ::handgrad::simt::warp_exchange(mask, bits, src, "__shfl_xor_sync");
