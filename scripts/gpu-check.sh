@@ -8,24 +8,32 @@
 #      is missing makes the steps that need it skip with the reason instead of failing one by one
 #   1. the CUDA GoogleTests (every CUDA kernel against its CPU twin; they must run, not skip)
 #   2. the 2-epoch Q3 run, convolution algorithms chosen by timing (--cudnn-find), timed
-#   3. one round of the Q3 step against PyTorch at batch 64 (frozen and full)
+#   3. one round of the Q3 step against PyTorch at batch 64 (frozen and full); the Python module,
+#      compiled there for its Python from the staged core, and its GPU cases (pytest)
 #   4. the PyTorch oracles (einsum, Q2, Q3, checkpoints; each on both devices), gradcheck on the
 #      GPU, the CLI's bad-input tests, `report --quick`, the CPU GoogleTests
-#   5. compute-sanitizer memcheck / racecheck on a few small tests, where it works
-#   6. benchmarks next to PyTorch: einsum, Q2, Q3 from a CUDA graph, Q3 in TF32
+#   5. the Q3 step from a CUDA graph and in TF32, next to PyTorch (the rows a deadline cut first
+#      before; the graph row is the only run of --cuda-graph outside the gtests)
+#   6. compute-sanitizer memcheck / racecheck on a few small tests, where it works
+#   7. benchmarks next to PyTorch: einsum, Q2
 # A step runs in a session of its own; when it ends or runs out of time, its whole process group
 # is killed (TERM, then KILL), so nothing it started outlives it. A signal to this script (the
 # device tool's own time limit) kills the running step and still writes the summary.
 #
 #   scripts/stage-gpu.sh          (here: build for sm_90 into stage/)
-#   scripts/gpu-check.sh [--deadline S] [--allow-no-gpu] [--inject-hang STEP]
+#   scripts/gpu-check.sh [--deadline S] [--allow-no-gpu] [--only STEP[,STEP]] [--inject-hang STEP]
 #                                  (there: uses stage/, or build/ if there is no stage/)
 #
 # --deadline S     the whole check ends by S seconds (default 400) plus a few for the summary
 # --allow-no-gpu   run on a machine without a GPU (CUDA tests skip, the Q3 run is 3 CPU steps),
 #                  to check the script itself
-# --inject-hang S  replace step S's command by one that hangs (ignoring SIGTERM, with a child):
-#                  checks that a hung step is killed with its children and recorded
+# --only STEPS     run only these steps (after the probes), by id: a second, short call reruns
+#                  just what failed. Ids: gtest-cuda q3-train q3-bench oracle-einsum oracle-mlp
+#                  python-module oracle-q3 oracle-checkpoint gradcheck cli-bad-input report-quick gtest-cpu
+#                  bench-q3-graph bench-q3-tf32 sanitizer-memcheck sanitizer-racecheck
+#                  bench-einsum bench-q2
+# --inject-hang S  replace step S's command (id or name) by one that hangs (ignoring SIGTERM,
+#                  with a child): checks that a hung step is killed with its children and recorded
 # Logs and JSON go under $OUT (or gpu-check-out/). Exit status: 0 when every step that ran
 # passed and none was cut short (steps skipped for the deadline are listed, not failed).
 set -uo pipefail
@@ -33,6 +41,9 @@ cd "$(dirname "$0")/.."
 ALLOW_NO_GPU=0
 DEADLINE=400
 INJECT_HANG=""
+ONLY=""
+STEP_IDS="gtest-cuda q3-train q3-bench python-module oracle-einsum oracle-mlp oracle-q3 oracle-checkpoint gradcheck cli-bad-input
+report-quick gtest-cpu bench-q3-graph bench-q3-tf32 sanitizer-memcheck sanitizer-racecheck bench-einsum bench-q2"
 usage() { sed -n '/^#   scripts\/stage-gpu.sh/,/none was cut short/p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +51,9 @@ while [ $# -gt 0 ]; do
     --deadline) DEADLINE=${2:-}; shift ;;
     --deadline=*) DEADLINE=${1#--deadline=} ;;
     --inject-hang) INJECT_HANG=${2:-}; shift ;;
+    --only|--only=*)
+      if [ "$1" = --only ]; then ONLY=${2:-}; shift; else ONLY=${1#--only=}; fi
+      [ -n "$ONLY" ] || { echo "gpu-check: --only needs step ids, e.g. --only gtest-cuda,oracle-q3" >&2; exit 2; } ;;
     -h|--help) usage; exit 0 ;;
     *) echo "gpu-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -49,6 +63,14 @@ if ! [[ "$DEADLINE" =~ ^[0-9]+$ ]] || [ "$DEADLINE" -lt 10 ] || [ "$DEADLINE" -g
   echo "gpu-check: --deadline must be a whole number of seconds from 10 to 86400, got '$DEADLINE'" >&2
   exit 2
 fi
+for id in ${ONLY//,/ }; do
+  if ! [[ " ${STEP_IDS//$'\n'/ } " == *" $id "* ]]; then
+    echo "gpu-check: --only: no step '$id'; the steps are: ${STEP_IDS//$'\n'/ }" >&2
+    exit 2
+  fi
+done
+# selected ID: whether --only lets step ID run.
+selected() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 OUTDIR="${OUT:-gpu-check-out}"
 mkdir -p "$OUTDIR"
 SUMMARY="$OUTDIR/summary.md"
@@ -75,20 +97,23 @@ printf '| step | result | status | took | at |\n|---|---|---|---|---|\n' > "$SUM
 # What the probes found: HAVE[x] is empty when x is usable, else why not.
 declare -A HAVE=([gpu]="no GPU (dry run)" [hg]="not probed" [tests]="not probed" [bench]="not probed"
                  [torch]="not probed" [torchvision]="not probed" [matplotlib]="not probed" [numpy]="not probed"
-                 [data]="no FashionMNIST staged" [sanitizer]="no compute-sanitizer here")
+                 [data]="no FashionMNIST staged" [sanitizer]="no compute-sanitizer here"
+                 [pymodule]="no staged Python module ingredients (stage/python: scripts/stage-gpu.sh)")
 # missing NEEDS...: the reason the first unusable one gives, or nothing.
 missing() {
   local n
   for n in "$@"; do [ -z "${HAVE[$n]}" ] || { echo "${HAVE[$n]}"; return; }; done
 }
 
-# step NAME NEED LIMIT "NEEDS" LOG CMD...: runs CMD in a session of its own under
-# min(LIMIT, time left) into LOG, and records its last line. Skipped, with the reason, when a
-# probe found something it needs missing, or when fewer than NEED seconds are left; a command
-# that exits 77 skipped itself (the oracles' code for "torch is missing"), as under ctest.
+# step ID NAME NEED LIMIT "NEEDS" LOG CMD...: runs CMD in a session of its own under
+# min(LIMIT, time left) into LOG, and records its last line. Not run at all when --only leaves
+# it out; skipped, with the reason, when a probe found something it needs missing, or when fewer
+# than NEED seconds are left; a command that exits 77 skipped itself (the oracles' code for
+# "torch is missing"), as under ctest.
 step() {
-  local name=$1 need=$2 limit=$3 needs=$4 log="$OUTDIR/$5"
-  shift 5
+  local id=$1 name=$2 need=$3 limit=$4 needs=$5 log="$OUTDIR/$6"
+  shift 6
+  selected "$id" || return 0
   local why
   why=$(missing $needs)
   if [ -n "$why" ]; then
@@ -99,7 +124,9 @@ step() {
   local left=$((END - RESERVE - KILL_GRACE - $(now)))
   # The injected hang must run to be cut, however slowly the steps before it went (a loaded or
   # sanitized machine): its estimate never skips it.
-  [ "$name" = "$INJECT_HANG" ] && need=1
+  local hang=0
+  { [ "$name" = "$INJECT_HANG" ] || [ "$id" = "$INJECT_HANG" ]; } && hang=1
+  [ "$hang" = 1 ] && need=1
   if [ "$left" -lt "$need" ]; then
     [ "$left" -lt 0 ] && left=0
     note "$name: skipped (needs ~${need}s, ${left}s left)"
@@ -108,7 +135,7 @@ step() {
   fi
   local cap=$limit
   [ "$left" -lt "$cap" ] && cap=$left
-  [ "$name" = "$INJECT_HANG" ] &&
+  [ "$hang" = 1 ] &&
     set -- bash -c 'trap "" TERM; (exec -a hg-injected-hang sleep 1000) & exec -a hg-injected-hang sleep 1000'
   note "$name (limit ${cap}s)"
   local t=$(now)
@@ -226,7 +253,7 @@ else
 fi
 DEV=cuda; [ -n "${HAVE[gpu]}" ] && DEV=cpu
 record "device" "$GPU"
-record "commit" "$COMMIT (binaries from $BIN), deadline ${DEADLINE}s"
+record "commit" "$COMMIT (binaries from $BIN), deadline ${DEADLINE}s${ONLY:+, only $ONLY}"
 
 # Python: one process imports each module and says what it found.
 PYPROBE=$(timeout 30 "$PY" - <<'PYEOF' 2>&1
@@ -303,68 +330,80 @@ for d in "${HANDGRAD_DATA:-}" /usr/share/datasets/fashion-mnist data/fashion-mni
   if [ -n "$d" ] && [ -f "$d/t10k-labels-idx1-ubyte.gz" ]; then HAVE[data]=""; export HANDGRAD_DATA="$d"; break; fi
 done
 record "probe: FashionMNIST" "${HANDGRAD_DATA:-none}" "$([ -z "${HAVE[data]}" ] && echo ok || echo "skipped: missing")"
+[ -f stage/python/module.flags ] && HAVE[pymodule]=""
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
 [ -n "$SAN" ] && [ -z "${HAVE[gpu]}" ] && HAVE[sanitizer]=""
 [ -z "${HAVE[matplotlib]}" ] || export HG_REPORT_ALLOW_NO_PLOTS=1  # the report's PDFs need it
-# The staged build has no Python module (built here for Debian's Python 3.11, the GPU machine has
-# 3.12): the report packs question1-3.py unrun there.
+# The report's question1-3.py run needs a module next to the binaries it uses: the staged binaries
+# have none (the Python module step builds its own), so the report packs them unrun there.
 export HG_REPORT_ALLOW_NO_MODULE=1
 
 # ----- 1. CUDA GoogleTests (they fail, not skip, where a GPU is present) -----------------------
-step "GoogleTest, CUDA" 20 240 "tests" gtest_cuda.log "$TESTS" --gtest_brief=1 --gtest_filter='*Cuda*' \
+step gtest-cuda "GoogleTest, CUDA" 20 240 "tests" gtest_cuda.log "$TESTS" --gtest_brief=1 --gtest_filter='*Cuda*' \
     --gtest_output="json:$OUTDIR/gtest_cuda.json"
-grep -E "^\[  FAILED|Failure" "$OUTDIR/gtest_cuda.log" | head -20
-if [ "$DEV" = cuda ] && grep -q '"result": "SKIPPED"' "$OUTDIR/gtest_cuda.json" 2>/dev/null; then
+selected gtest-cuda && grep -E "^\[  FAILED|Failure" "$OUTDIR/gtest_cuda.log" | head -20
+if selected gtest-cuda && [ "$DEV" = cuda ] && grep -q '"result": "SKIPPED"' "$OUTDIR/gtest_cuda.json" 2>/dev/null; then
   record "GoogleTest, CUDA" "CUDA tests were skipped on a GPU machine" FAIL
 fi
 
 # ----- 2. The 2-epoch Q3 run, algorithms chosen by timing (listed in its log) ------------------
 if [ "$DEV" = cuda ]; then
-  step "Q3: 2 epochs, batch 64, --cudnn-find" 60 180 "hg data" q3_train.log "$HG" transfer train --weights none \
+  step q3-train "Q3: 2 epochs, batch 64, --cudnn-find" 60 180 "hg data" q3_train.log "$HG" transfer train --weights none \
       --device cuda --epochs 2 --batch-size 64 --cudnn-find --out-dir "$OUTDIR/q3" --no-plot
 else
-  step "Q3: 3 steps on the CPU (dry run of the 2-epoch run)" 10 60 "hg data" q3_train.log "$HG" transfer train \
+  step q3-train "Q3: 3 steps on the CPU (dry run of the 2-epoch run)" 10 60 "hg data" q3_train.log "$HG" transfer train \
       --weights none --device cpu --max-steps 3 --batch-size 64 --no-eval --out-dir "$OUTDIR/q3" --no-plot
 fi
 
 # ----- 3. One round of the Q3 step against PyTorch at batch 64 --------------------------------
-step "bench: Q3 step FP32 vs torch, batch 64" 30 120 "hg torch numpy data" compare_transfer.log \
+step q3-bench "bench: Q3 step FP32 vs torch, batch 64" 30 120 "hg torch numpy data" compare_transfer.log \
     "$PY" bench/compare_transfer.py --handgrad "$HG" --device $DEV --rounds 1 --batch-sizes 64 \
     --json "$OUTDIR/compare_transfer_$DEV.json"
 
-# ----- 4. Oracles (each runs the CPU and, where there is one, the GPU), gradcheck, CLI, report ---
-step "oracle: einsum vs torch" 20 90 "hg torch numpy" oracle.log env HG_ORACLE_CASES=80 "$PY" tests/oracle_einsum.py "$HG"
-step "oracle: Q2 MLP vs the course loop" 20 120 "hg torch numpy" oracle_mlp.log "$PY" tests/oracle_mlp.py "$HG"
-step "oracle: Q3 ResNet18 vs torch float64" 30 150 "hg torch torchvision numpy" oracle_transfer.log \
-    "$PY" tests/oracle_transfer.py "$HG"
-grep -E "SGD steps|eval logits|FAIL" "$OUTDIR/oracle_transfer.log" 2>/dev/null | cut -c1-220
-step "oracle: checkpoints" 10 60 "hg torch numpy" oracle_checkpoint.log "$PY" tests/oracle_checkpoint.py "$HG"
-step "gradcheck --device $DEV" 5 60 "hg" gradcheck.log "$HG" gradcheck all --device $DEV
-step "CLI bad input" 20 120 "hg numpy" cli_bad_input.log "$PY" tests/cli_bad_input.py "$HG"
-step "report --quick" 40 240 "hg" cli_report.log env HG_REPORT_OUT="$OUTDIR/results" "$PY" tests/cli_report.py "$HG"
-step "GoogleTest, CPU" 20 120 "tests" gtest_cpu.log "$TESTS" --gtest_brief=1 --gtest_filter='-*Cuda*'
+# The Python module: compiled here for this machine's Python (the staged core and flags), then
+# its GPU cases (einsum on CUDA tensors, DLPack with torch's stream, state dicts on cuda:0) and a
+# CPU one; where there is no GPU they are listed as skipped, with the reason.
+step python-module "Python module: built here, its GPU cases" 60 240 "torch numpy pymodule" python_module.log \
+    bash -c 'scripts/build-python-module.sh "$1" && PYTHONPATH="$(pwd)/stage/python" "$1" -m pytest -q -rs \
+             -p no:cacheprovider tests/python/test_module.py -k "cuda or dlpack or gpu_models or torch_in_torch_out"' \
+    _ "$PY"
+selected python-module && grep -E "^SKIPPED|passed|failed" "$OUTDIR/python_module.log" 2>/dev/null | cut -c1-200
 
-# ----- 5. compute-sanitizer on a few small CUDA tests: it works on some of these machines and
+# ----- 4. Oracles (each runs the CPU and, where there is one, the GPU), gradcheck, CLI, report ---
+step oracle-einsum "oracle: einsum vs torch" 20 90 "hg torch numpy" oracle.log env HG_ORACLE_CASES=80 "$PY" tests/oracle_einsum.py "$HG"
+step oracle-mlp "oracle: Q2 MLP vs the course loop" 20 120 "hg torch numpy" oracle_mlp.log "$PY" tests/oracle_mlp.py "$HG"
+step oracle-q3 "oracle: Q3 ResNet18 vs torch float64" 30 150 "hg torch torchvision numpy" oracle_transfer.log \
+    "$PY" tests/oracle_transfer.py "$HG"
+selected oracle-q3 && grep -E "SGD steps|eval logits|FAIL" "$OUTDIR/oracle_transfer.log" 2>/dev/null | cut -c1-220
+step oracle-checkpoint "oracle: checkpoints" 10 60 "hg torch numpy" oracle_checkpoint.log "$PY" tests/oracle_checkpoint.py "$HG"
+step gradcheck "gradcheck --device $DEV" 5 60 "hg" gradcheck.log "$HG" gradcheck all --device $DEV
+step cli-bad-input "CLI bad input" 20 120 "hg numpy" cli_bad_input.log "$PY" tests/cli_bad_input.py "$HG"
+step report-quick "report --quick" 40 240 "hg" cli_report.log env HG_REPORT_OUT="$OUTDIR/results" "$PY" tests/cli_report.py "$HG"
+step gtest-cpu "GoogleTest, CPU" 20 120 "tests" gtest_cpu.log "$TESTS" --gtest_brief=1 --gtest_filter='-*Cuda*'
+
+# ----- 5. The Q3 step from a CUDA graph and in TF32, next to PyTorch -------------------------
+# (one round each: every row is two fresh processes, and device time is short)
+step bench-q3-graph "bench: Q3 step FP32, CUDA graph" 40 120 "gpu hg torch numpy data" compare_transfer_graph.log \
+    "$PY" bench/compare_transfer.py --handgrad "$HG" --device cuda --cuda-graph --rounds 1 \
+    --json "$OUTDIR/compare_transfer_cuda_graph.json"
+step bench-q3-tf32 "bench: Q3 step TF32 vs torch" 40 120 "gpu hg torch numpy data" compare_transfer_tf32.log \
+    "$PY" bench/compare_transfer.py --handgrad "$HG" --device cuda --tf32 --rounds 1 \
+    --json "$OUTDIR/compare_transfer_cuda_tf32.json"
+
+# ----- 6. compute-sanitizer on a few small CUDA tests: it works on some of these machines and
 # refuses the device on others (then "did not run", not a failure) -----------------------------
 # shellcheck disable=SC2016
 SANITIZE='"$@"; rc=$?; [ $rc = 0 ] || [ $rc = 3 ] || { echo "the tool did not run here (rc $rc)"; exit 77; }; exit $rc'
 for tool in memcheck racecheck; do
-  step "compute-sanitizer $tool" 15 60 "tests sanitizer" "sanitizer_$tool.log" bash -c "$SANITIZE" _ \
+  step sanitizer-$tool "compute-sanitizer $tool" 15 60 "tests sanitizer" "sanitizer_$tool.log" bash -c "$SANITIZE" _ \
       "$SAN" --tool $tool --error-exitcode 3 --target-processes all "$TESTS" --gtest_brief=1 \
       --gtest_filter='CudaKernels.MulContiguousAndUnaligned:CudaKernels.StridedCopyPermutesDiagonalsBroadcasts:MlpCuda.StepKernelsMatchCpuTwins'
 done
 
-# ----- 6. Benchmarks next to PyTorch on the same device ----------------------------------------
-step "bench: einsum vs torch.einsum" 30 120 "bench torch numpy" compare.log "$PY" bench/compare_pytorch.py \
+# ----- 7. Benchmarks next to PyTorch on the same device ----------------------------------------
+step bench-einsum "bench: einsum vs torch.einsum" 30 120 "bench torch numpy" compare.log "$PY" bench/compare_pytorch.py \
     --bench "$BENCH" --device $DEV --repeats 1 --min-time 0.1 --json "$OUTDIR/compare_$DEV.json"
-step "bench: Q2 MLP vs torch eager" 30 120 "hg torch numpy" compare_mlp.log "$PY" bench/compare_mlp.py \
+step bench-q2 "bench: Q2 MLP vs torch eager" 30 120 "hg torch numpy" compare_mlp.log "$PY" bench/compare_mlp.py \
     --handgrad "$HG" --device $DEV --json "$OUTDIR/compare_mlp_$DEV.json"
-# (one round each: every row is two fresh processes, and device time is short)
-step "bench: Q3 step FP32, CUDA graph" 40 120 "gpu hg torch numpy data" compare_transfer_graph.log \
-    "$PY" bench/compare_transfer.py --handgrad "$HG" --device cuda --cuda-graph --rounds 1 \
-    --json "$OUTDIR/compare_transfer_cuda_graph.json"
-step "bench: Q3 step TF32 vs torch" 40 120 "gpu hg torch numpy data" compare_transfer_tf32.log \
-    "$PY" bench/compare_transfer.py --handgrad "$HG" --device cuda --tf32 --rounds 1 \
-    --json "$OUTDIR/compare_transfer_cuda_tf32.json"
 finish
 exit $fail

@@ -284,6 +284,58 @@ def test_state_dict_round_trip_through_torchvision():
     assert set(back.state_dict()) == set(net.state_dict())
 
 
+# --- the GPU path (the GPU check runs these; here they skip, saying why) ---------------------
+needs_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and handgrad.cuda_available()),
+                               reason="needs a GPU that torch and handgrad can both use")
+
+
+@needs_gpu
+@pytest.mark.parametrize("eq,shapes", CASES[:5])
+def test_einsum_on_cuda_tensors_stays_on_the_device(eq, shapes):
+    ops = [torch.from_numpy(rand(*s)).cuda() for s in shapes]
+    got = handgrad.einsum(eq, *ops)
+    assert isinstance(got, torch.Tensor) and got.device == ops[0].device
+    torch.testing.assert_close(got, torch.einsum(eq, *ops), rtol=1e-4, atol=1e-4)
+
+
+@needs_gpu
+def test_dlpack_both_ways_on_torchs_current_stream():
+    # Operands torch has only queued on its own (non-default) stream: handgrad must see them
+    # written, and torch must see handgrad's result written, with no synchronize by the caller.
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        a = torch.randn(1024, 1024, device="cuda")
+        b = a * 3 + 1  # queued behind a's fill, on `side`
+        got = handgrad.einsum("ij,jk->ik", b, a)
+        want = b @ a
+        assert got.data_ptr() not in (a.data_ptr(), b.data_ptr())
+        torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-2)
+    # A CUDA tensor handgrad returns is a torch tensor on the same device, usable through DLPack.
+    again = torch.from_dlpack(got)
+    assert again.device == a.device and again.data_ptr() == got.data_ptr()
+
+
+@needs_gpu
+def test_state_dict_moves_between_gpu_models():
+    x = torch.from_numpy(rand(6, 1, 28, 28)).cuda()
+    ours = handgrad.ResNet18(seed=7, device="cuda")
+    net = torchvision_resnet18().cuda()
+    net.load_state_dict({k: torch.as_tensor(v).cuda() for k, v in ours.state_dict().items()})
+    net.eval()
+    with torch.no_grad():
+        theirs = net(x)
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+        theirs_after = net(x)
+    got = ours(x)
+    assert isinstance(got, torch.Tensor) and got.device == x.device
+    torch.testing.assert_close(got, theirs, rtol=1e-3, atol=1e-3)
+    back = handgrad.ResNet18(net.state_dict(), device="cuda")  # CUDA tensors in, read on the device
+    torch.testing.assert_close(back(x), theirs_after, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.skipif(fashion_dir() is None, reason="FashionMNIST is not installed (dataset-fashion-mnist)")
 def test_transfer_trains_reports_progress_and_returns_a_loadable_state():
     seen = []
