@@ -155,6 +155,10 @@ struct ResNet18::Impl {
       u.train_bn = mode == "none";
     });
     graph.reset();  // a captured step updates the old ranges
+    // Layers that now train have not run their backward-filter convolutions eagerly yet: the next
+    // capture waits for an eager full-batch step, so no plan (or algorithm fallback) is first made
+    // inside a capture.
+    planned_full_batch = false;
   }
 
   float* P(int64_t off) { return store.param(off); }
@@ -317,16 +321,22 @@ struct ResNet18::Impl {
   struct HostBooks {
     std::vector<int64_t> counters;  // BN layers' num_batches_tracked
     int64_t images = 0;
+    int64_t batch_rows = 0;  // n: the batch the layers' shapes are sized for
+    bool have_forward = false;
+    const float* stem_input = nullptr;
     std::vector<bool> packed_stale;  // per convolution, for_each_convbn's order
   };
   HostBooks host_books() {
-    HostBooks b{store.counters(), sums.images, {}};
+    HostBooks b{store.counters(), sums.images, n, have_forward, stem.input, {}};
     for_each_convbn([&](ConvBN& u) { b.packed_stale.push_back(u.conv.packed_stale()); });
     return b;
   }
   void restore_host_books(const HostBooks& b) {
     store.counters() = b.counters;
     sums.images = b.images;
+    resize_batch(b.batch_rows);
+    have_forward = b.have_forward;
+    stem.input = b.stem_input;
     size_t i = 0;
     for_each_convbn([&](ConvBN& u) { u.conv.restore_packed_stale(b.packed_stale[i++]); });
   }
@@ -346,6 +356,7 @@ struct ResNet18::Impl {
         sums.images += batch;
         resize_batch(batch);
         have_forward = true;
+        stem.input = images;
         // The replayed step packed the weights before its SGD update changed them: the packs of
         // the trainable convolutions are one step old. (Forgetting this let the next eager
         // forward, the short last batch or an evaluation, run on the previous step's weights.)

@@ -694,18 +694,44 @@ static int momentum_level(const std::string& param) {
   return branch_level(param);
 }
 // The highest level at which two runs' branch decisions (ResNet18::branches) differ; -1 if none.
+// Each differing decision must be a near-tie (a wrong forward on one side flips decisions with
+// large values, which must fail, not widen what goes uncompared): a ReLU whose positive side is
+// within 1e-3 of the tensor's largest value, a max-pool whose two winners (in the stem ReLU's
+// output, entry "relu") differ by as little.
 static int highest_branch_flip(const StateDict& a, const StateDict& b) {
   int highest = -1;
+  const Tensor* stem_relu = nullptr;
+  for (const auto& [name, t] : a.entries)
+    if (name == "relu") stem_relu = &t;
   for (size_t i = 0; i < a.entries.size(); ++i) {
+    const std::string& name = a.entries[i].first;
     const Tensor& ta = a.entries[i].second;
     const Tensor& tb = b.entries[i].second;
     bool differ = false;
     if (ta.dtype() == DType::I64) {
-      for (int64_t k = 0; k < ta.numel() && !differ; ++k) differ = ta.data<int64_t>()[k] != tb.data<int64_t>()[k];
+      const float* r = stem_relu->data<float>();
+      float scale = 0;
+      for (int64_t k = 0; k < stem_relu->numel(); ++k) scale = std::max(scale, std::fabs(r[k]));
+      // An index into one image-channel plane of the stem ReLU's output ([N, 64, H, W]).
+      const int64_t plane = stem_relu->shape()[2] * stem_relu->shape()[3], pooled = ta.shape()[2] * ta.shape()[3];
+      for (int64_t k = 0; k < ta.numel(); ++k) {
+        const int64_t wa = ta.data<int64_t>()[k], wb = tb.data<int64_t>()[k];
+        if (wa == wb) continue;
+        differ = true;
+        const float* p = r + (k / pooled) * plane;
+        EXPECT_LE(std::fabs(p[wa] - p[wb]), 1e-3f * scale) << name << " element " << k << ": not a near-tie";
+      }
     } else {
-      for (int64_t k = 0; k < ta.numel() && !differ; ++k) differ = (ta.data<float>()[k] > 0) != (tb.data<float>()[k] > 0);
+      float scale = 0;
+      for (int64_t k = 0; k < ta.numel(); ++k) scale = std::max(scale, std::fabs(ta.data<float>()[k]));
+      for (int64_t k = 0; k < ta.numel(); ++k) {
+        const float va = ta.data<float>()[k], vb = tb.data<float>()[k];
+        if ((va > 0) == (vb > 0)) continue;
+        differ = true;
+        EXPECT_LE(std::max(va, vb), 1e-3f * scale) << name << " element " << k << ": not a near-tie";
+      }
     }
-    if (differ) highest = std::max(highest, branch_level(a.entries[i].first));
+    if (differ) highest = std::max(highest, branch_level(name));
   }
   return highest;
 }
@@ -760,14 +786,16 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
     // same branches both compute the same piecewise-linear function and differ by rounding alone.
     const StateDict va = cpu_model.momentum_state(), vb = gpu_model.momentum_state();
     ASSERT_EQ(va.entries.size(), vb.entries.size());
+    // Below a flip the bound is 10x looser, not gone: a flip moves a buffer by ~1e-2 at most.
     int compared = 0;
     for (size_t i = 0; i < va.entries.size(); ++i) {
-      if (momentum_level(va.entries[i].first) <= highest_flip) continue;
-      ++compared;
-      EXPECT_LT(rel_err(vb.entries[i].second.to_vector(), va.entries[i].second.to_vector()), 10 * mode.tol)
-          << what << " momentum of " << va.entries[i].first;
+      const bool reachable = momentum_level(va.entries[i].first) <= highest_flip;
+      compared += !reachable;
+      EXPECT_LT(rel_err(vb.entries[i].second.to_vector(), va.entries[i].second.to_vector()),
+                (reachable ? 100 : 10) * mode.tol)
+          << what << " momentum of " << va.entries[i].first << (reachable ? " (below a branch taken differently)" : "");
     }
-    std::printf("  %s: momentum compared for %d of %zu parameters (highest branch taken differently: %d)\n",
+    std::printf("  %s: momentum held to the tight bound for %d of %zu parameters (highest branch taken differently: %d)\n",
                 what.c_str(), compared, va.entries.size(), highest_flip);
     EXPECT_GE(compared, 2) << what << ": fc.weight and fc.bias are beyond every branch";
     // The timed mode searched (cudnnFind) for its own plans: it did not reuse the heuristics' plans

@@ -105,22 +105,40 @@ struct ConvPlan {
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
+    for (Direction* d : {&fwd, &bwd_data, &bwd_filter}) CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d->conv));
+    fwd.name = "forward", bwd_data.name = "backward data", bwd_filter.name = "backward filter";
     // With one input channel (the stem) NHWC and NCHW are the same bytes, for x and for the
-    // filter (KRSC = KCRS): described as NCHW, cuDNN offers its full menu of algorithms (the
-    // NHWC-filter menu is short, and may hold no deterministic backward-filter algorithm).
-    const cudnnTensorFormat_t in_format = s.C == 1 ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC;
+    // filter (KRSC = KCRS): described as NCHW, cuDNN may offer more algorithms (the NHWC-filter
+    // menu is short, and may hold no deterministic backward-filter algorithm). That description
+    // mixes formats (y stays NHWC), so it is kept only when it ranks and gives a deterministic
+    // backward filter; else the all-NHWC description, as for every other layer.
+    bool ranked = false;
+    if (s.C == 1) {
+      try {
+        rank_all(h, CUDNN_TENSOR_NCHW);
+        ranked = bwd_filter.ranked.front().deterministic;
+      } catch (const InternalError&) {
+      }
+    }
+    if (!ranked) rank_all(h, CUDNN_TENSOR_NHWC);
+    // One workspace growth for the plan (each growth retires a block a graph may still use).
+    shared_workspace(std::max({fwd.ranked[0].workspace, bwd_data.ranked[0].workspace, bwd_filter.ranked[0].workspace, size_t(16)}));
+    for (Direction* d : {&fwd, &bwd_data, &bwd_filter}) settle(*d, 0);
+  }
+
+  // Describes x and the filter in `in_format` (y is NHWC) and ranks every direction's algorithms.
+  void rank_all(cudnnHandle_t h, cudnnTensorFormat_t in_format) {
+    const Conv2dShape& s = shape;
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, in_format, CUDNN_DATA_FLOAT, int(s.N), int(s.C), int(s.H), int(s.W)));
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, int(s.N), int(s.K), int(s.OH()), int(s.OW())));
     CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, in_format, int(s.K), int(s.C), int(s.R), int(s.S)));
     for (Direction* d : {&fwd, &bwd_data, &bwd_filter}) {
-      CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d->conv));
       CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d->conv, int(s.pad), int(s.pad), int(s.stride), int(s.stride), 1, 1,
                                                   CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
       // What the search may consider: FP32 FMA math only, or (--tf32) TF32 tensor cores too, as PyTorch.
       CUDNN_CHECK(cudnnSetConvolutionMathType(d->conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
     }
     const bool timed = search == ConvAlgoSearch::Timed;
-    fwd.name = "forward", bwd_data.name = "backward data", bwd_filter.name = "backward filter";
     {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
       int n = 0;
@@ -142,7 +160,6 @@ struct ConvPlan {
       else CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, x, y, bwd_filter.conv, w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf));
       bwd_filter.ranked = rank(perf, n, timed, bwd_filter.name);
     }
-    for (Direction* d : {&fwd, &bwd_data, &bwd_filter}) settle(*d, 0);
   }
   ~ConvPlan() {
     cudnnDestroyTensorDescriptor(x);
