@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kernels/error.h"
+#include "kernels/einsum/gemm.h"
 #include "kernels/einsum/strided_copy.h"
 #include "kernels/nn/conv2d.h"
 
@@ -18,6 +19,48 @@ namespace handgrad::cpu {
 namespace {
 
 int64_t round_up16(int64_t n) { return (n + 15) / 16 * 16; }  // keeps what follows 64-byte aligned
+
+}  // namespace
+
+// ---- Tap-exact: a one-pixel output whose window covers the image is one GEMM (conv2d.h) ------
+namespace {
+
+int64_t pixel_row(const Conv2dShape& s) { return s.H * s.W * s.C; }  // floats of one image
+
+// Wt[k][(h*W + w)*C + c] <-> w[k][c][h + pad][w + pad]: the taps that land inside the image.
+void single_pixel_pack(float* wt, const float* w, const Conv2dShape& s) {
+  const int64_t P = pixel_row(s);
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t h = 0; h < s.H; ++h)
+      for (int64_t x = 0; x < s.W; ++x)
+        for (int64_t c = 0; c < s.C; ++c)
+          wt[k * P + (h * s.W + x) * s.C + c] = w[((k * s.C + c) * s.R + h + s.pad) * s.S + x + s.pad];
+}
+
+void single_pixel_forward(float* y, const float* x, const float* wt, const Conv2dShape& s) {
+  GemmShape g;  // y [N, K] = X [N, P] . Wt^T
+  g.M = s.N, g.N = s.K, g.K = pixel_row(s), g.trans_b = true, g.lda = pixel_row(s), g.ldb = pixel_row(s);
+  gemm_batched(y, x, wt, g);
+}
+
+void single_pixel_backward_data(float* dx, const float* dy, const float* wt, const Conv2dShape& s) {
+  GemmShape g;  // dx [N, P] = dy [N, K] . Wt [K, P]
+  g.M = s.N, g.N = pixel_row(s), g.K = s.K, g.lda = s.K, g.ldb = pixel_row(s);
+  gemm_batched(dx, dy, wt, g);
+}
+
+void single_pixel_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* dwt) {
+  GemmShape g;  // dWt [K, P] = dy^T [K, N] . X [N, P]
+  g.M = s.K, g.N = pixel_row(s), g.K = s.N, g.trans_a = true, g.lda = s.K, g.ldb = pixel_row(s);
+  gemm_batched(dwt, dy, x, g);
+  const int64_t P = pixel_row(s);
+  std::fill(dw, dw + s.K * s.C * s.R * s.S, 0.f);  // the taps on padding
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t c = 0; c < s.C; ++c)
+      for (int64_t h = 0; h < s.H; ++h)
+        for (int64_t x0 = 0; x0 < s.W; ++x0)
+          dw[((k * s.C + c) * s.R + h + s.pad) * s.S + x0 + s.pad] = dwt[k * P + (h * s.W + x0) * s.C + c];
+}
 
 }  // namespace
 
@@ -130,17 +173,17 @@ std::string conv2d_nhwc_backend() {
   return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
 }
 
-int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s) {
+static int64_t conv2d_nhwc_workspace_floats_generic(const Conv2dShape& s) {
   const Plan& p = plan_for(s);
   return p.scratch_floats + (p.dw == p.w_plain ? 0 : floats_of(p.dw));
 }
 
-int64_t conv2d_nhwc_packed_floats(const Conv2dShape& s) {
+static int64_t conv2d_nhwc_packed_floats_generic(const Conv2dShape& s) {
   const Plan& p = plan_for(s);
   return bwd_data_offset(p) + floats_of(p.w_bwd_data);
 }
 
-void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& s) {
+static void conv2d_nhwc_pack_weights_generic(float* packed, const float* w, const Conv2dShape& s) {
   const Plan& p = plan_for(s);
   memory plain = wrap(p.w_plain, w);
   memory fwd = wrap(p.w_fwd, packed);
@@ -152,7 +195,7 @@ void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& 
   stream().wait();
 }
 
-void conv2d_forward_nhwc(float* y, const float* x, const float*, const float* packed, const Conv2dShape& s,
+static void conv2d_forward_nhwc_generic(float* y, const float* x, const float*, const float* packed, const Conv2dShape& s,
                          float* ws) {
   const Plan& p = plan_for(s);
   p.fwd.execute(stream(), {{DNNL_ARG_SRC, wrap(p.src, x)},
@@ -162,7 +205,7 @@ void conv2d_forward_nhwc(float* y, const float* x, const float*, const float* pa
   stream().wait();
 }
 
-void conv2d_backward_data_nhwc(float* dx, const float* dy, const float*, const float* packed, const Conv2dShape& s,
+static void conv2d_backward_data_nhwc_generic(float* dx, const float* dy, const float*, const float* packed, const Conv2dShape& s,
                                float* ws) {
   const Plan& p = plan_for(s);
   p.bwd_data.execute(stream(),
@@ -173,7 +216,7 @@ void conv2d_backward_data_nhwc(float* dx, const float* dy, const float*, const f
   stream().wait();
 }
 
-void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
+static void conv2d_backward_filter_nhwc_generic(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
   const Plan& p = plan_for(s);
   const bool direct = p.dw == p.w_plain;
   memory blocked = wrap(p.dw, direct ? dw : ws + p.scratch_floats);
@@ -197,13 +240,13 @@ int64_t out_floats(const Conv2dShape& s) { return round_up16(s.N * s.K * s.OH() 
 }  // namespace
 
 std::string conv2d_nhwc_backend() { return "im2col + GEMM (built without oneDNN)"; }
-int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s) {
+static int64_t conv2d_nhwc_workspace_floats_generic(const Conv2dShape& s) {
   return in_floats(s) + out_floats(s) + conv2d_workspace_floats(s);
 }
-int64_t conv2d_nhwc_packed_floats(const Conv2dShape&) { return 0; }
-void conv2d_nhwc_pack_weights(float*, const float*, const Conv2dShape&) {}
+static int64_t conv2d_nhwc_packed_floats_generic(const Conv2dShape&) { return 0; }
+static void conv2d_nhwc_pack_weights_generic(float*, const float*, const Conv2dShape&) {}
 
-void conv2d_forward_nhwc(float* y, const float* x, const float* w, const float*, const Conv2dShape& s, float* ws) {
+static void conv2d_forward_nhwc_generic(float* y, const float* x, const float* w, const float*, const Conv2dShape& s, float* ws) {
   float* xt = ws;
   float* yt = ws + in_floats(s);
   nhwc_to_nchw(xt, x, s.N, s.C, s.H * s.W);
@@ -211,7 +254,7 @@ void conv2d_forward_nhwc(float* y, const float* x, const float* w, const float*,
   nchw_to_nhwc(y, yt, s.N, s.K, s.OH() * s.OW());
 }
 
-void conv2d_backward_data_nhwc(float* dx, const float* dy, const float* w, const float*, const Conv2dShape& s,
+static void conv2d_backward_data_nhwc_generic(float* dx, const float* dy, const float* w, const float*, const Conv2dShape& s,
                                float* ws) {
   float* dxt = ws;
   float* dyt = ws + in_floats(s);
@@ -220,7 +263,7 @@ void conv2d_backward_data_nhwc(float* dx, const float* dy, const float* w, const
   nchw_to_nhwc(dx, dxt, s.N, s.C, s.H * s.W);
 }
 
-void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
+static void conv2d_backward_filter_nhwc_generic(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
   float* xt = ws;
   float* dyt = ws + in_floats(s);
   nhwc_to_nchw(xt, x, s.N, s.C, s.H * s.W);
@@ -229,5 +272,31 @@ void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, con
 }
 
 #endif
+
+// The entries: the tap-exact GEMM where the shape allows it, else the generic convolution.
+int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s) {
+  return conv2d_is_single_pixel_gemm(s) ? s.K * pixel_row(s) : conv2d_nhwc_workspace_floats_generic(s);
+}
+int64_t conv2d_nhwc_packed_floats(const Conv2dShape& s) {
+  return conv2d_is_single_pixel_gemm(s) ? s.K * pixel_row(s) : conv2d_nhwc_packed_floats_generic(s);
+}
+void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& s) {
+  if (conv2d_is_single_pixel_gemm(s)) return single_pixel_pack(packed, w, s);
+  conv2d_nhwc_pack_weights_generic(packed, w, s);
+}
+void conv2d_forward_nhwc(float* y, const float* x, const float* w, const float* packed, const Conv2dShape& s,
+                         float* ws) {
+  if (conv2d_is_single_pixel_gemm(s)) return single_pixel_forward(y, x, packed, s);
+  conv2d_forward_nhwc_generic(y, x, w, packed, s, ws);
+}
+void conv2d_backward_data_nhwc(float* dx, const float* dy, const float* w, const float* packed, const Conv2dShape& s,
+                               float* ws) {
+  if (conv2d_is_single_pixel_gemm(s)) return single_pixel_backward_data(dx, dy, packed, s);
+  conv2d_backward_data_nhwc_generic(dx, dy, w, packed, s, ws);
+}
+void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
+  if (conv2d_is_single_pixel_gemm(s)) return single_pixel_backward_filter(dw, dy, x, s, ws);
+  conv2d_backward_filter_nhwc_generic(dw, dy, x, s, ws);
+}
 
 }  // namespace handgrad::cpu
