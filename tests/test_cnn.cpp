@@ -62,7 +62,7 @@ TEST(CnnLayers, Conv2dForwardAndBothBackwards) {
                 }
           }
     const std::string what = cat("N=", s.N, " C=", s.C, " H=", s.H, " W=", s.W, " K=", s.K, " R=", s.R,
-                                 " stride=", s.stride, cpu::conv2d_is_single_pixel_gemm(s) ? " (tap-exact)" : "");
+                                 " stride=", s.stride, cpu::conv2d_is_dense_gemm(s) ? " (tap-exact)" : "");
     EXPECT_LT(rel_err(y.to_vector(), ry), 1e-5) << what;
     EXPECT_LT(rel_err(dx.to_vector(), rdx), 1e-5) << what;
     EXPECT_LT(rel_err(dw.to_vector(), rdw), 1e-5) << what;
@@ -287,11 +287,14 @@ TEST(CnnLayers, Conv2dNhwcMatchesNchwTwin) {
   for (Conv2dShape s : {Conv2dShape{2, 3, 9, 7, 4, 3, 3, 1, 1}, Conv2dShape{3, 1, 28, 28, 64, 7, 7, 2, 3},
                         Conv2dShape{16, 64, 7, 7, 64, 3, 3, 1, 1}, Conv2dShape{5, 64, 7, 7, 128, 1, 1, 2, 0},
                         Conv2dShape{4, 20, 5, 6, 24, 3, 3, 2, 1}, Conv2dShape{16, 512, 1, 1, 512, 3, 3, 1, 1},
-                        // Tap-exact (conv2d_is_single_pixel_gemm): ResNet18's layer4 at 28x28 (3x3/2 on
-                        // 2x2, 3x3/1 on 1x1) at batch 1, 16, 64; a rectangular image; a 5x5 kernel.
+                        // Tap-exact (conv2d_is_dense_gemm): ResNet18's layer4 at 28x28 (3x3/2 on 2x2,
+                        // 3x3/1 on 1x1) and layer3 (3x3/1 on 2x2) at batch 1 and 64; rectangular
+                        // images; a 5x5 kernel on 3x3 and 1x1 maps.
                         Conv2dShape{1, 256, 2, 2, 512, 3, 3, 2, 1}, Conv2dShape{64, 256, 2, 2, 512, 3, 3, 2, 1},
                         Conv2dShape{1, 512, 1, 1, 512, 3, 3, 1, 1}, Conv2dShape{64, 512, 1, 1, 512, 3, 3, 1, 1},
-                        Conv2dShape{3, 8, 2, 1, 5, 3, 3, 2, 1}, Conv2dShape{2, 8, 1, 1, 6, 5, 5, 1, 2}}) {
+                        Conv2dShape{1, 256, 2, 2, 256, 3, 3, 1, 1}, Conv2dShape{64, 256, 2, 2, 256, 3, 3, 1, 1},
+                        Conv2dShape{3, 8, 2, 1, 5, 3, 3, 2, 1}, Conv2dShape{3, 8, 1, 2, 5, 3, 3, 1, 1},
+                        Conv2dShape{2, 8, 1, 1, 6, 5, 5, 1, 2}, Conv2dShape{2, 8, 3, 3, 6, 5, 5, 1, 2}}) {
     const int64_t HW = s.H * s.W, P = s.OH() * s.OW();
     Tensor x = random_tensor({s.N, s.C, s.H, s.W}, 1), w = random_tensor({s.K, s.C, s.R, s.S}, 2);
     Tensor dy = random_tensor({s.N, s.K, s.OH(), s.OW()}, 3);
@@ -313,7 +316,7 @@ TEST(CnnLayers, Conv2dNhwcMatchesNchwTwin) {
     cpu::conv2d_backward_data_nhwc(dxl.data(), dyl.data(), w.data<float>(), packed.data(), s, wsl.data<float>());
     cpu::conv2d_backward_filter_nhwc(dwl.data(), dyl.data(), xl.data(), s, wsl.data<float>());
     const std::string what = cat("N=", s.N, " C=", s.C, " H=", s.H, " W=", s.W, " K=", s.K, " R=", s.R,
-                                 " stride=", s.stride, cpu::conv2d_is_single_pixel_gemm(s) ? " (tap-exact)" : "");
+                                 " stride=", s.stride, cpu::conv2d_is_dense_gemm(s) ? " (tap-exact)" : "");
     EXPECT_LT(rel_err(to_nchw(yl, s.N, s.K, P), y.to_vector()), 1e-5) << what;
     EXPECT_LT(rel_err(to_nchw(dxl, s.N, s.C, HW), dx.to_vector()), 1e-5) << what;
     EXPECT_LT(rel_err(dwl, dw.to_vector()), 1e-5) << what;

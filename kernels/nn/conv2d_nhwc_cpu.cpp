@@ -22,44 +22,58 @@ int64_t round_up16(int64_t n) { return (n + 15) / 16 * 16; }  // keeps what foll
 
 }  // namespace
 
-// ---- Tap-exact: a one-pixel output whose window covers the image is one GEMM (conv2d.h) ------
+// ---- Tap-exact: every output pixel's window covers the image: one dense GEMM (conv2d.h) --------
 namespace {
 
-int64_t pixel_row(const Conv2dShape& s) { return s.H * s.W * s.C; }  // floats of one image
+int64_t in_row(const Conv2dShape& s) { return s.H * s.W * s.C; }      // floats of one image
+int64_t out_row(const Conv2dShape& s) { return s.OH() * s.OW() * s.K; }  // floats of one output
 
-// Wt[k][(h*W + w)*C + c] <-> w[k][c][h + pad][w + pad]: the taps that land inside the image.
-void single_pixel_pack(float* wt, const float* w, const Conv2dShape& s) {
-  const int64_t P = pixel_row(s);
-  for (int64_t k = 0; k < s.K; ++k)
-    for (int64_t h = 0; h < s.H; ++h)
-      for (int64_t x = 0; x < s.W; ++x)
-        for (int64_t c = 0; c < s.C; ++c)
-          wt[k * P + (h * s.W + x) * s.C + c] = w[((k * s.C + c) * s.R + h + s.pad) * s.S + x + s.pad];
+// Calls f(p, q, r, t) for every (output pixel p, input pixel q) pair and the tap (r, t) joining them.
+template <class F>
+void for_each_pair(const Conv2dShape& s, F f) {
+  for (int64_t ph = 0; ph < s.OH(); ++ph)
+    for (int64_t pw = 0; pw < s.OW(); ++pw)
+      for (int64_t qh = 0; qh < s.H; ++qh)
+        for (int64_t qw = 0; qw < s.W; ++qw)
+          f(ph * s.OW() + pw, qh * s.W + qw, qh - ph * s.stride + s.pad, qw - pw * s.stride + s.pad);
 }
 
-void single_pixel_forward(float* y, const float* x, const float* wt, const Conv2dShape& s) {
-  GemmShape g;  // y [N, K] = X [N, P] . Wt^T
-  g.M = s.N, g.N = s.K, g.K = pixel_row(s), g.trans_b = true, g.lda = pixel_row(s), g.ldb = pixel_row(s);
-  gemm_batched(y, x, wt, g);
+void dense_pack(float* m, const float* w, const Conv2dShape& s) {
+  const int64_t row = in_row(s);
+  for_each_pair(s, [&](int64_t p, int64_t q, int64_t r, int64_t t) {
+    for (int64_t k = 0; k < s.K; ++k) {
+      float* dst = m + (p * s.K + k) * row + q * s.C;
+      const float* src = w + (k * s.C * s.R + r) * s.S + t;  // w[k][c][r][t], c = 0
+      for (int64_t c = 0; c < s.C; ++c) dst[c] = src[c * s.R * s.S];
+    }
+  });
 }
 
-void single_pixel_backward_data(float* dx, const float* dy, const float* wt, const Conv2dShape& s) {
-  GemmShape g;  // dx [N, P] = dy [N, K] . Wt [K, P]
-  g.M = s.N, g.N = pixel_row(s), g.K = s.K, g.lda = s.K, g.ldb = pixel_row(s);
-  gemm_batched(dx, dy, wt, g);
+void dense_forward(float* y, const float* x, const float* m, const Conv2dShape& s) {
+  GemmShape g;  // Y [N, OP*K] = X [N, P*C] . M^T
+  g.M = s.N, g.N = out_row(s), g.K = in_row(s), g.trans_b = true, g.lda = in_row(s), g.ldb = in_row(s);
+  gemm_batched(y, x, m, g);
 }
 
-void single_pixel_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* dwt) {
-  GemmShape g;  // dWt [K, P] = dy^T [K, N] . X [N, P]
-  g.M = s.K, g.N = pixel_row(s), g.K = s.N, g.trans_a = true, g.lda = s.K, g.ldb = pixel_row(s);
-  gemm_batched(dwt, dy, x, g);
-  const int64_t P = pixel_row(s);
-  std::fill(dw, dw + s.K * s.C * s.R * s.S, 0.f);  // the taps on padding
-  for (int64_t k = 0; k < s.K; ++k)
-    for (int64_t c = 0; c < s.C; ++c)
-      for (int64_t h = 0; h < s.H; ++h)
-        for (int64_t x0 = 0; x0 < s.W; ++x0)
-          dw[((k * s.C + c) * s.R + h + s.pad) * s.S + x0 + s.pad] = dwt[k * P + (h * s.W + x0) * s.C + c];
+void dense_backward_data(float* dx, const float* dy, const float* m, const Conv2dShape& s) {
+  GemmShape g;  // dX [N, P*C] = dY [N, OP*K] . M [OP*K, P*C]
+  g.M = s.N, g.N = in_row(s), g.K = out_row(s), g.lda = out_row(s), g.ldb = in_row(s);
+  gemm_batched(dx, dy, m, g);
+}
+
+void dense_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* dm) {
+  GemmShape g;  // dM [OP*K, P*C] = dY^T . X
+  g.M = out_row(s), g.N = in_row(s), g.K = s.N, g.trans_a = true, g.lda = out_row(s), g.ldb = in_row(s);
+  gemm_batched(dm, dy, x, g);
+  std::fill(dw, dw + s.K * s.C * s.R * s.S, 0.f);  // the taps on padding stay 0
+  const int64_t row = in_row(s);
+  for_each_pair(s, [&](int64_t p, int64_t q, int64_t r, int64_t t) {
+    for (int64_t k = 0; k < s.K; ++k) {
+      const float* src = dm + (p * s.K + k) * row + q * s.C;
+      float* dst = dw + (k * s.C * s.R + r) * s.S + t;
+      for (int64_t c = 0; c < s.C; ++c) dst[c * s.R * s.S] += src[c];
+    }
+  });
 }
 
 }  // namespace
@@ -275,27 +289,27 @@ static void conv2d_backward_filter_nhwc_generic(float* dw, const float* dy, cons
 
 // The entries: the tap-exact GEMM where the shape allows it, else the generic convolution.
 int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s) {
-  return conv2d_is_single_pixel_gemm(s) ? s.K * pixel_row(s) : conv2d_nhwc_workspace_floats_generic(s);
+  return conv2d_is_dense_gemm(s) ? out_row(s) * in_row(s) : conv2d_nhwc_workspace_floats_generic(s);
 }
 int64_t conv2d_nhwc_packed_floats(const Conv2dShape& s) {
-  return conv2d_is_single_pixel_gemm(s) ? s.K * pixel_row(s) : conv2d_nhwc_packed_floats_generic(s);
+  return conv2d_is_dense_gemm(s) ? out_row(s) * in_row(s) : conv2d_nhwc_packed_floats_generic(s);
 }
 void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& s) {
-  if (conv2d_is_single_pixel_gemm(s)) return single_pixel_pack(packed, w, s);
+  if (conv2d_is_dense_gemm(s)) return dense_pack(packed, w, s);
   conv2d_nhwc_pack_weights_generic(packed, w, s);
 }
 void conv2d_forward_nhwc(float* y, const float* x, const float* w, const float* packed, const Conv2dShape& s,
                          float* ws) {
-  if (conv2d_is_single_pixel_gemm(s)) return single_pixel_forward(y, x, packed, s);
+  if (conv2d_is_dense_gemm(s)) return dense_forward(y, x, packed, s);
   conv2d_forward_nhwc_generic(y, x, w, packed, s, ws);
 }
 void conv2d_backward_data_nhwc(float* dx, const float* dy, const float* w, const float* packed, const Conv2dShape& s,
                                float* ws) {
-  if (conv2d_is_single_pixel_gemm(s)) return single_pixel_backward_data(dx, dy, packed, s);
+  if (conv2d_is_dense_gemm(s)) return dense_backward_data(dx, dy, packed, s);
   conv2d_backward_data_nhwc_generic(dx, dy, w, packed, s, ws);
 }
 void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
-  if (conv2d_is_single_pixel_gemm(s)) return single_pixel_backward_filter(dw, dy, x, s, ws);
+  if (conv2d_is_dense_gemm(s)) return dense_backward_filter(dw, dy, x, s, ws);
   conv2d_backward_filter_nhwc_generic(dw, dy, x, s, ws);
 }
 

@@ -398,12 +398,14 @@ def test_ctrl_c_stops_training_with_keyboard_interrupt():
             sys.exit(42)
         print("finished")
     """)
-    p = subprocess.Popen([sys.executable, "-c", code, fashion_dir()], stdout=subprocess.PIPE, text=True)
+    # -X faulthandler: if the child crashes, its stderr says where (Python's side of the stack).
+    p = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", code, fashion_dir()], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     time.sleep(4)  # past start-up and the data, into the steps
     t0 = time.time()
     p.send_signal(signal.SIGINT)
-    out, _ = p.communicate(timeout=60)
-    assert p.returncode == 42 and "interrupted" in out
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 42 and "interrupted" in out, f"exit {p.returncode}, stderr: {err[-3000:]}"
     assert time.time() - t0 < 10
 
 
