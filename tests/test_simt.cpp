@@ -67,6 +67,12 @@ std::vector<float> iota(size_t n) {
   return v;
 }
 
+// rotate(..., with_barrier = true) over `blocks` blocks of 128 threads: each block's x, rotated by one.
+void expect_rotated(const std::vector<float>& r, int blocks) {
+  for (int b = 0; b < blocks; ++b)
+    for (int t = 0; t < 128; ++t) EXPECT_EQ(r[b * 128 + t], float(b * 128 + (t + 1) % 128 + 1)) << b << "," << t;
+}
+
 // The launch failed with `err` and the report names `what` (and the kernel).
 #define EXPECT_REPORTED(call, err, what, kernel)                            \
   do {                                                                      \
@@ -85,9 +91,7 @@ TEST(Simt, CorrectKernelsRunCleanAndRight) {
   // Shared memory through barriers, over several blocks that reuse the same __shared__ tile.
   DeviceFloats rx(iota(3 * 128)), ry(3 * 128);
   ASSERT_EQ(k::rotate(ry.p, rx.p, 3, 128, true), cudaSuccess) << last_violation();
-  const std::vector<float> r = ry.host();
-  for (int b = 0; b < 3; ++b)
-    for (int t = 0; t < 128; ++t) EXPECT_EQ(r[b * 128 + t], float(b * 128 + (t + 1) % 128 + 1));
+  expect_rotated(ry.host(), 3);
 
   // Warp shuffles: a butterfly sum over each warp of a 96-thread block.
   DeviceFloats wx(iota(2 * 96)), wy(2 * 96);
@@ -162,9 +166,7 @@ TEST(Simt, SharedMemoryRacesWithoutBarrier) {
   // over several blocks, runs on recycled fibers and computes the right thing.
   DeviceFloats rx(iota(2 * 128)), ry(2 * 128);
   ASSERT_EQ(k::rotate(ry.p, rx.p, 2, 128, true), cudaSuccess) << last_violation();
-  const std::vector<float> r = ry.host();
-  for (int b = 0; b < 2; ++b)
-    for (int t = 0; t < 128; ++t) EXPECT_EQ(r[b * 128 + t], float(b * 128 + (t + 1) % 128 + 1));
+  expect_rotated(ry.host(), 2);
 }
 
 TEST(Simt, SharedMemoryReadBeforeWritten) {

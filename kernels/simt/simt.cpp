@@ -426,14 +426,12 @@ std::string thread_name(uint32_t linear) {
 }
 
 // The access's region, when it is no plain one of the fast path: the parameters, a region not yet
-// cached, or a violation (outside every region, past its end, misaligned). Null: nothing to check.
-[[gnu::noinline]] Region* find_or_report(uintptr_t a, size_t size, bool write, bool aligned_access) {
+// cached, or a violation (outside every region, past its end, misaligned). `hit`: the cached
+// region the fast path found a holding, if any. Null: nothing to check.
+[[gnu::noinline]] Region* find_or_report(uintptr_t a, size_t size, bool write, bool aligned_access, Region* hit) {
   State& s = g();
   if (s.aborted) return nullptr;
   auto what = [&] { return std::string(write ? "write" : "read") + " of " + std::to_string(size) + " bytes"; };
-  Region* hit = nullptr;
-  for (Region& c : s.cache)
-    if (a - c.lo < c.hi - c.lo) hit = &c;
   if (!hit) {
     hit = &s.cache[s.cache_next++ % 4];
     if (a >= s.params_lo && a < s.params_hi) {
@@ -483,7 +481,7 @@ void check_access(uintptr_t a, size_t size, bool write, bool aligned_access) {
       break;
     }
   if (!r || a + size > r->hi || (aligned_access && (a & (size - 1)) != 0)) {
-    r = find_or_report(a, size, write, aligned_access);
+    r = find_or_report(a, size, write, aligned_access, r);
     if (!r) return;
   }
   if (!r->shadow) {
@@ -762,7 +760,6 @@ void launch(const LaunchConfig& cfg, void (*run_thread)(const void*), const void
   }
   s.threads.clear();
   s.cfg = nullptr;
-  for (Region& c : s.cache) c = Region{};
 }
 
 void syncthreads(const char* site) {
