@@ -13,36 +13,64 @@ namespace handgrad::nn {
 
 // ---- Conv2d --------------------------------------------------------------------------------
 
-Conv2d::Conv2d(const Conv2dShape& s, Device device, bool tf32) : shape(s), device_(device), tf32_(tf32) {
-  const int64_t floats = device == Device::CPU ? cpu::conv2d_nhwc_packed_floats(s)
-                                               : HG_CUDA(int64_t, conv2d_nhwc_packed_floats, s);
-  packed_ = Tensor::zeros({std::max<int64_t>(floats, 1)}, device);
+Conv2d::Conv2d(const Conv2dShape& s, Device device, bool tf32)
+    : shape(s),
+      device_(device),
+      tf32_(tf32),
+      forward_(conv2d_lowering(s, ConvDirection::Forward)),
+      backward_data_(conv2d_lowering(s, ConvDirection::BackwardData)),
+      backward_filter_(conv2d_lowering(s, ConvDirection::BackwardFilter)) {
+  const bool cpu = device == Device::CPU;
+  auto needs = [&](ConvLowering l) { return forward_ == l || backward_data_ == l; };
+  const int64_t library = !needs(ConvLowering::Library) ? 0
+                          : cpu                         ? cpu::conv2d_nhwc_packed_floats(s)
+                                                        : HG_CUDA(int64_t, conv2d_nhwc_packed_floats, s);
+  const int64_t taps = needs(ConvLowering::TapExact) ? conv2d_taps_packed_floats(s) : 0;
+  packed_library_ = Tensor::zeros({std::max<int64_t>(library, 1)}, device);
+  packed_taps_ = Tensor::zeros({std::max<int64_t>(taps, 1)}, device);
 }
 
 int64_t Conv2d::workspace_floats() const {
-  return device_ == Device::CPU ? cpu::conv2d_nhwc_workspace_floats(shape)
-                                : HG_CUDA(int64_t, conv2d_nhwc_workspace_floats, shape);
+  const bool cpu = device_ == Device::CPU;
+  int64_t floats = 0;
+  for (const ConvLowering l : {forward_, backward_data_, backward_filter_}) {
+    const int64_t f = l == ConvLowering::TapExact ? conv2d_taps_workspace_floats(shape)
+                      : cpu ? cpu::conv2d_nhwc_workspace_floats(shape)
+                            : HG_CUDA(int64_t, conv2d_nhwc_workspace_floats, shape);
+    floats = std::max(floats, f);
+  }
+  return floats;
 }
 
-const float* Conv2d::packed(const float* w) {
-  if (stale_) HG_ON_DEVICE(device_, conv2d_nhwc_pack_weights, packed_.data<float>(), w, shape);
+const float* Conv2d::packed(const float* w, ConvLowering lowering) {
+  if (stale_) {  // both copies, so the two directions never read weights of different steps
+    if (forward_ == ConvLowering::Library || backward_data_ == ConvLowering::Library)
+      HG_ON_DEVICE(device_, conv2d_nhwc_pack_weights, packed_library_.data<float>(), w, shape);
+    if (forward_ == ConvLowering::TapExact || backward_data_ == ConvLowering::TapExact)
+      HG_ON_DEVICE(device_, conv2d_taps_pack_weights, packed_taps_.data<float>(), w, shape);
+  }
   stale_ = false;
-  return packed_.data<float>();
+  return (lowering == ConvLowering::TapExact ? packed_taps_ : packed_library_).data<float>();
 }
 
 void Conv2d::forward(float* y, const float* x, const float* w, float* workspace) {
-  const float* p = packed(w);
+  const float* p = packed(w, forward_);
+  if (forward_ == ConvLowering::TapExact) return HG_ON_DEVICE(device_, conv2d_taps_forward, y, x, p, shape, workspace);
   if (device_ == Device::CPU) return cpu::conv2d_forward_nhwc(y, x, w, p, shape, workspace);
   HG_CUDA(void, conv2d_forward_nhwc, y, x, w, p, shape, workspace, tf32_);
 }
 
 void Conv2d::backward_data(float* dx, const float* dy, const float* w, float* workspace) {
-  const float* p = packed(w);
+  const float* p = packed(w, backward_data_);
+  if (backward_data_ == ConvLowering::TapExact)
+    return HG_ON_DEVICE(device_, conv2d_taps_backward_data, dx, dy, p, shape, workspace);
   if (device_ == Device::CPU) return cpu::conv2d_backward_data_nhwc(dx, dy, w, p, shape, workspace);
   HG_CUDA(void, conv2d_backward_data_nhwc, dx, dy, w, p, shape, workspace, tf32_);
 }
 
 void Conv2d::backward_filter(float* dw, const float* dy, const float* x, float* workspace) {
+  if (backward_filter_ == ConvLowering::TapExact)
+    return HG_ON_DEVICE(device_, conv2d_taps_backward_filter, dw, dy, x, shape, workspace);
   if (device_ == Device::CPU) return cpu::conv2d_backward_filter_nhwc(dw, dy, x, shape, workspace);
   HG_CUDA(void, conv2d_backward_filter_nhwc, dw, dy, x, shape, workspace, tf32_);
 }

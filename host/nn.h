@@ -15,6 +15,7 @@
 #include "kernels/mlp/mlp_train.h"
 #include "kernels/nn/batchnorm.h"
 #include "kernels/nn/conv2d.h"
+#include "kernels/nn/conv2d_taps.h"
 #include "kernels/nn/linear_row.h"
 #include "kernels/nn/pooling.h"
 #include "kernels/nn/rows.h"
@@ -22,8 +23,10 @@
 
 namespace handgrad::nn {
 
-// A convolution layer's per-device context. forward / backward read the weights through the
-// packed copy, re-packed on first use after weights_changed().
+// A convolution layer's per-device context. Each direction runs the lowering conv2d_lowering()
+// picks for the shape (the library's convolution or the tap-exact GEMMs); forward / backward
+// data read the weights through the packed copies those lowerings need, re-packed on first use
+// after weights_changed().
 class Conv2d {
  public:
   Conv2d() = default;
@@ -42,10 +45,11 @@ class Conv2d {
   void restore_packed_stale(bool stale) { stale_ = stale; }
 
  private:
-  const float* packed(const float* w);
+  const float* packed(const float* w, ConvLowering lowering);
   Device device_ = Device::CPU;
   bool tf32_ = false;
-  Tensor packed_;
+  ConvLowering forward_, backward_data_, backward_filter_;
+  Tensor packed_library_, packed_taps_;  // the weights as each lowering reads them (one float if unused)
   bool stale_ = true;
 };
 

@@ -49,6 +49,26 @@ constexpr const char* kFamilyNames[kFamilies] = {
 
 }  // namespace
 
+std::vector<std::pair<std::string, Conv2dShape>> resnet18_conv_shapes(int64_t batch, int64_t height, int64_t width,
+                                                                      int64_t in_channels) {
+  std::vector<std::pair<std::string, Conv2dShape>> shapes{{"conv1", {batch, in_channels, height, width, 64, 7, 7, 2, 3}}};
+  const Pool2dShape pool{batch, 64, shapes[0].second.OH(), shapes[0].second.OW(), 3, 2, 1};
+  int64_t h = pool.OH(), w = pool.OW(), C = 64;
+  for (int stage = 0; stage < 4; ++stage) {
+    const int64_t K = 64 << stage;
+    for (int j = 0; j < 2; ++j) {
+      const std::string p = "layer" + std::to_string(stage + 1) + "." + std::to_string(j) + ".";
+      const int64_t stride = (stage > 0 && j == 0) ? 2 : 1;
+      const Conv2dShape c1{batch, C, h, w, K, 3, 3, stride, 1};
+      shapes.push_back({p + "conv1", c1});
+      shapes.push_back({p + "conv2", {batch, K, c1.OH(), c1.OW(), K, 3, 3, 1, 1}});
+      if (stride != 1 || C != K) shapes.push_back({p + "downsample.0", {batch, C, h, w, K, 1, 1, stride, 0}});
+      h = c1.OH(), w = c1.OW(), C = K;
+    }
+  }
+  return shapes;
+}
+
 // The network, written once for both devices: activations are channels-last ([N, H, W, C]) on
 // both, and every layer goes through host/nn.h, which sends it to the device the model lives on.
 struct ResNet18::Impl {
@@ -427,9 +447,13 @@ void ResNet18::init_random(uint64_t seed) {
     const int64_t n = e.numel();
     if (e.name.rfind("fc.", 0) == 0) {  // nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
       const float bound = 1.f / std::sqrt(static_cast<float>(m.features));
+#pragma omp parallel for schedule(static) if (n > 4096)
       for (int64_t i = 0; i < n; ++i) p[i] = (2.f * rng.uniform(i) - 1.f) * bound;
     } else if (e.shape.size() == 4) {  // conv: kaiming_normal_(mode='fan_out', relu)
       const float std = std::sqrt(2.f / static_cast<float>(e.shape[0] * e.shape[2] * e.shape[3]));
+      // Counter-based: element i's value depends on i alone, so threads split the work freely
+      // (a third of a second of start-up on one core otherwise).
+#pragma omp parallel for schedule(static) if (n > 4096)
       for (int64_t i = 0; i < n; ++i) p[i] = rng.normal(i) * std;
     } else {  // BN: weight and running_var 1, bias and running_mean 0
       const std::string last = e.name.substr(e.name.rfind('.') + 1);

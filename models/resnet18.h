@@ -20,6 +20,12 @@
 
 namespace handgrad {
 
+// Every convolution of the network for a batch of [batch, in_channels, height, width] images, by
+// state-dict name ("conv1", "layer2.0.downsample.0", ...), in forward order: what benchmarks and
+// tests sweep.
+std::vector<std::pair<std::string, Conv2dShape>> resnet18_conv_shapes(int64_t batch, int64_t height, int64_t width,
+                                                                      int64_t in_channels = 1);
+
 class ResNet18 {
  public:
   // `tf32`: let cuDNN use TF32 tensor cores for the convolutions (GPU only; FP32 otherwise).

@@ -3,6 +3,7 @@
 
 #include "kernels/nn/batchnorm.h"
 #include "kernels/nn/conv2d.h"
+#include "kernels/nn/conv2d_taps.h"
 #include "kernels/nn/pooling.h"
 #include "kernels/nn/relu.h"
 #include "kernels/nn/rows.h"
@@ -62,7 +63,7 @@ TEST(CnnLayers, Conv2dForwardAndBothBackwards) {
                 }
           }
     const std::string what = cat("N=", s.N, " C=", s.C, " H=", s.H, " W=", s.W, " K=", s.K, " R=", s.R,
-                                 " stride=", s.stride, cpu::conv2d_is_dense_gemm(s) ? " (tap-exact)" : "");
+                                 " stride=", s.stride);
     EXPECT_LT(rel_err(y.to_vector(), ry), 1e-5) << what;
     EXPECT_LT(rel_err(dx.to_vector(), rdx), 1e-5) << what;
     EXPECT_LT(rel_err(dw.to_vector(), rdw), 1e-5) << what;
@@ -282,14 +283,55 @@ TEST(CnnLayers, GatherPixelsConvertsAsTheFloatDatasetDid) {
     }
 }
 
+// Runs one channels-last lowering of s: y = conv(x), dx, dw (NHWC activations, [K, C, R, S] weights).
+struct NhwcConvResult {
+  std::vector<float> y, dx, dw;
+};
+NhwcConvResult run_nhwc(ConvLowering lowering, const Conv2dShape& s, const std::vector<float>& x,
+                        const std::vector<float>& w, const std::vector<float>& dy) {
+  const bool taps = lowering == ConvLowering::TapExact;
+  NhwcConvResult out{nan_vector(s.N * s.OH() * s.OW() * s.K), nan_vector(int64_t(x.size())),
+                     nan_vector(int64_t(w.size()))};
+  const int64_t packed_floats = taps ? conv2d_taps_packed_floats(s) : cpu::conv2d_nhwc_packed_floats(s);
+  const int64_t ws_floats = taps ? conv2d_taps_workspace_floats(s) : cpu::conv2d_nhwc_workspace_floats(s);
+  std::vector<float> packed(std::max<int64_t>(packed_floats, 1));
+  Tensor ws = poisoned({std::max<int64_t>(ws_floats, 1)});
+  // Pack other weights first, then the real ones: what runs must be the last packing.
+  std::vector<float> other(w.size(), 0.375f);
+  for (const std::vector<float>* v : std::initializer_list<const std::vector<float>*>{&other, &w}) {
+    if (taps)
+      cpu::conv2d_taps_pack_weights(packed.data(), v->data(), s);
+    else
+      cpu::conv2d_nhwc_pack_weights(packed.data(), v->data(), s);
+  }
+  float* W = ws.data<float>();
+  if (taps) {
+    cpu::conv2d_taps_forward(out.y.data(), x.data(), packed.data(), s, W);
+    cpu::conv2d_taps_backward_data(out.dx.data(), dy.data(), packed.data(), s, W);
+    cpu::conv2d_taps_backward_filter(out.dw.data(), dy.data(), x.data(), s, W);
+  } else {
+    cpu::conv2d_forward_nhwc(out.y.data(), x.data(), w.data(), packed.data(), s, W);
+    cpu::conv2d_backward_data_nhwc(out.dx.data(), dy.data(), w.data(), packed.data(), s, W);
+    cpu::conv2d_backward_filter_nhwc(out.dw.data(), dy.data(), x.data(), s, W);
+  }
+  return out;
+}
+
+std::string shape_name(const Conv2dShape& s) {
+  return cat("N=", s.N, " C=", s.C, " H=", s.H, " W=", s.W, " K=", s.K, " R=", s.R, " S=", s.S, " stride=", s.stride,
+             " pad=", s.pad, conv2d_is_dense_gemm(s) ? " (dense)" : "");
+}
+
+// The library's convolution (oneDNN) and the tap-exact lowering, channels-last, against the NCHW
+// twin (itself checked against float64 loops above).
 TEST(CnnLayers, Conv2dNhwcMatchesNchwTwin) {
   std::printf("[conv nhwc] %s\n", cpu::conv2d_nhwc_backend().c_str());
   for (Conv2dShape s : {Conv2dShape{2, 3, 9, 7, 4, 3, 3, 1, 1}, Conv2dShape{3, 1, 28, 28, 64, 7, 7, 2, 3},
                         Conv2dShape{16, 64, 7, 7, 64, 3, 3, 1, 1}, Conv2dShape{5, 64, 7, 7, 128, 1, 1, 2, 0},
                         Conv2dShape{4, 20, 5, 6, 24, 3, 3, 2, 1}, Conv2dShape{16, 512, 1, 1, 512, 3, 3, 1, 1},
-                        // Tap-exact (conv2d_is_dense_gemm): ResNet18's layer4 at 28x28 (3x3/2 on 2x2,
-                        // 3x3/1 on 1x1) and layer3 (3x3/1 on 2x2) at batch 1 and 64; rectangular
-                        // images; a 5x5 kernel on 3x3 and 1x1 maps.
+                        // The dense case: ResNet18's layer4 at 28x28 (3x3/2 on 2x2, 3x3/1 on 1x1) and
+                        // layer3 (3x3/1 on 2x2) at batch 1 and 64; rectangular images; a 5x5 kernel on
+                        // 3x3 and 1x1 maps.
                         Conv2dShape{1, 256, 2, 2, 512, 3, 3, 2, 1}, Conv2dShape{64, 256, 2, 2, 512, 3, 3, 2, 1},
                         Conv2dShape{1, 512, 1, 1, 512, 3, 3, 1, 1}, Conv2dShape{64, 512, 1, 1, 512, 3, 3, 1, 1},
                         Conv2dShape{1, 256, 2, 2, 256, 3, 3, 1, 1}, Conv2dShape{64, 256, 2, 2, 256, 3, 3, 1, 1},
@@ -303,24 +345,111 @@ TEST(CnnLayers, Conv2dNhwcMatchesNchwTwin) {
     cpu::conv2d_forward(y.data<float>(), x.data<float>(), w.data<float>(), s, ws.data<float>());
     cpu::conv2d_backward_data(dx.data<float>(), dy.data<float>(), w.data<float>(), s, ws.data<float>());
     cpu::conv2d_backward_filter(dw.data<float>(), dy.data<float>(), x.data<float>(), s, ws.data<float>());
-
-    const std::vector<float> xl = to_nhwc(x, s.N, s.C, HW), dyl = to_nhwc(dy, s.N, s.K, P);
-    std::vector<float> yl = nan_vector(y.numel()), dxl = nan_vector(dx.numel()), dwl = nan_vector(dw.numel());
-    std::vector<float> packed(std::max<int64_t>(cpu::conv2d_nhwc_packed_floats(s), 1));
-    Tensor wsl = Tensor::empty({cpu::conv2d_nhwc_workspace_floats(s)});
-    // Pack other weights first, then the real ones: what runs must be the last packing.
-    Tensor other = random_tensor({s.K, s.C, s.R, s.S}, 4);
-    cpu::conv2d_nhwc_pack_weights(packed.data(), other.data<float>(), s);
-    cpu::conv2d_nhwc_pack_weights(packed.data(), w.data<float>(), s);
-    cpu::conv2d_forward_nhwc(yl.data(), xl.data(), w.data<float>(), packed.data(), s, wsl.data<float>());
-    cpu::conv2d_backward_data_nhwc(dxl.data(), dyl.data(), w.data<float>(), packed.data(), s, wsl.data<float>());
-    cpu::conv2d_backward_filter_nhwc(dwl.data(), dyl.data(), xl.data(), s, wsl.data<float>());
-    const std::string what = cat("N=", s.N, " C=", s.C, " H=", s.H, " W=", s.W, " K=", s.K, " R=", s.R,
-                                 " stride=", s.stride, cpu::conv2d_is_dense_gemm(s) ? " (tap-exact)" : "");
-    EXPECT_LT(rel_err(to_nchw(yl, s.N, s.K, P), y.to_vector()), 1e-5) << what;
-    EXPECT_LT(rel_err(to_nchw(dxl, s.N, s.C, HW), dx.to_vector()), 1e-5) << what;
-    EXPECT_LT(rel_err(dwl, dw.to_vector()), 1e-5) << what;
+    for (const ConvLowering lowering : {ConvLowering::Library, ConvLowering::TapExact}) {
+      const NhwcConvResult r = run_nhwc(lowering, s, to_nhwc(x, s.N, s.C, HW), w.to_vector(), to_nhwc(dy, s.N, s.K, P));
+      const std::string what = cat(shape_name(s), lowering == ConvLowering::TapExact ? " tap-exact" : " library");
+      EXPECT_LT(rel_err(to_nchw(r.y, s.N, s.K, P), y.to_vector()), 1e-5) << what;
+      EXPECT_LT(rel_err(to_nchw(r.dx, s.N, s.C, HW), dx.to_vector()), 1e-5) << what;
+      EXPECT_LT(rel_err(r.dw, dw.to_vector()), 1e-5) << what;
+    }
   }
+}
+
+// The tap groups of a 3x3/1 pad-1 convolution on 4x4 (corners 4 taps, edges 6, middle 9: 100 of
+// 144), of 3x3/2 on 7x7 and of a window that misses the image.
+TEST(CnnLayers, TapGroupsCoverEveryOutputPixelWithItsValidTaps) {
+  for (const Conv2dShape s : {Conv2dShape{1, 1, 4, 4, 1, 3, 3, 1, 1}, Conv2dShape{1, 1, 7, 7, 1, 3, 3, 2, 1},
+                              Conv2dShape{1, 1, 3, 5, 1, 1, 1, 1, 1}, Conv2dShape{1, 1, 9, 6, 1, 7, 5, 3, 3}}) {
+    std::vector<int> seen(s.OH() * s.OW(), 0);
+    for (const ConvTapGroup& g : conv2d_tap_groups(s))
+      for (int64_t oy = g.oy0; oy < g.oy1; ++oy)
+        for (int64_t ox = g.ox0; ox < g.ox1; ++ox) {
+          ++seen[oy * s.OW() + ox];
+          for (int64_t r = 0; r < s.R; ++r)
+            for (int64_t t = 0; t < s.S; ++t) {
+              const int64_t iy = oy * s.stride - s.pad + r, ix = ox * s.stride - s.pad + t;
+              const bool inside = iy >= 0 && iy < s.H && ix >= 0 && ix < s.W;
+              EXPECT_EQ(inside, r >= g.r0 && r < g.r1 && t >= g.t0 && t < g.t1) << shape_name(s) << " " << oy << "," << ox;
+            }
+        }
+    EXPECT_EQ(seen, std::vector<int>(seen.size(), 1)) << shape_name(s);
+  }
+  EXPECT_EQ(conv2d_tap_groups({1, 1, 4, 4, 1, 3, 3, 1, 1}).size(), 9u);
+  EXPECT_EQ(conv2d_tap_exact_macs({1, 1, 4, 4, 1, 3, 3, 1, 1}), 100);
+}
+
+namespace {
+// y, dx, dw of an NHWC convolution in float64.
+struct Reference {
+  std::vector<double> y, dx, dw;
+};
+Reference reference_nhwc(const Conv2dShape& s, const std::vector<float>& x, const std::vector<float>& w,
+                         const std::vector<float>& dy) {
+  Reference r{std::vector<double>(s.N * s.OH() * s.OW() * s.K), std::vector<double>(x.size()),
+              std::vector<double>(w.size())};
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t oy = 0; oy < s.OH(); ++oy)
+      for (int64_t ox = 0; ox < s.OW(); ++ox)
+        for (int64_t k = 0; k < s.K; ++k) {
+          const int64_t yi = ((n * s.OH() + oy) * s.OW() + ox) * s.K + k;
+          for (int64_t rr = 0; rr < s.R; ++rr)
+            for (int64_t t = 0; t < s.S; ++t) {
+              const int64_t iy = oy * s.stride - s.pad + rr, ix = ox * s.stride - s.pad + t;
+              if (iy < 0 || iy >= s.H || ix < 0 || ix >= s.W) continue;
+              for (int64_t c = 0; c < s.C; ++c) {
+                const int64_t xi = ((n * s.H + iy) * s.W + ix) * s.C + c, wi = ((k * s.C + c) * s.R + rr) * s.S + t;
+                r.y[yi] += double(w[wi]) * x[xi];
+                r.dx[xi] += double(w[wi]) * dy[yi];
+                r.dw[wi] += double(x[xi]) * dy[yi];
+              }
+            }
+        }
+  return r;
+}
+std::vector<float> random_vector(int64_t n, uint64_t seed) { return random_tensor({n}, seed).to_vector(); }
+}  // namespace
+
+// Every convolution geometry ResNet18 meets at 28x28, 32x32 and 64x64 inputs (strides 1 and 2,
+// 7x7, 3x3 and 1x1 kernels; the channel counts cut to 5 in and 3 out, which the tap logic never
+// looks at), at batch 1 and 3, plus windows that miss the image and odd strides: the tap-exact
+// lowering against float64 loops. The taps on padding get exactly 0 gradient.
+TEST(CnnLayers, TapExactMatchesFloat64OnEveryResNet18Geometry) {
+  std::vector<Conv2dShape> shapes = {{2, 5, 3, 5, 3, 1, 1, 1, 1}, {2, 5, 9, 6, 3, 7, 5, 3, 3}, {1, 5, 1, 1, 3, 1, 1, 2, 1}};
+  for (const int64_t size : {28, 32, 64})
+    for (const int64_t batch : {1, 3})
+      for (auto [name, s] : resnet18_conv_shapes(batch, size, size)) {
+        s.C = 5, s.K = 3;
+        shapes.push_back(s);
+      }
+  for (const Conv2dShape& s : shapes) {
+    const std::vector<float> x = random_vector(s.N * s.H * s.W * s.C, 7), w = random_vector(s.K * s.C * s.R * s.S, 8);
+    const std::vector<float> dy = random_vector(s.N * s.OH() * s.OW() * s.K, 9);
+    const NhwcConvResult got = run_nhwc(ConvLowering::TapExact, s, x, w, dy);
+    const Reference want = reference_nhwc(s, x, w, dy);
+    EXPECT_LT(rel_err(got.y, want.y), 1e-6) << shape_name(s);
+    EXPECT_LT(rel_err(got.dx, want.dx), 1e-6) << shape_name(s);
+    EXPECT_LT(rel_err(got.dw, want.dw), 1e-6) << shape_name(s);
+    for (size_t i = 0; i < want.dw.size(); ++i)
+      if (want.dw[i] == 0) EXPECT_EQ(got.dw[i], 0.f) << shape_name(s) << " tap " << i;
+  }
+}
+
+// Every convolution of ResNet18 with its real channels, at 28x28 (batch 1, 16, 64) and 32x32 and
+// 64x64 (batch 1, 16): the tap-exact lowering against the library's (oneDNN), up to summation order.
+TEST(CnnLayers, TapExactMatchesTheLibraryOnEveryResNet18Convolution) {
+  for (const auto& [size, batch] : std::vector<std::pair<int64_t, int64_t>>{
+           {28, 1}, {28, 16}, {28, 64}, {32, 1}, {32, 16}, {64, 1}, {64, 16}})
+    for (const auto& [name, s] : resnet18_conv_shapes(batch, size, size)) {
+      const std::vector<float> x = random_vector(s.N * s.H * s.W * s.C, 11);
+      const std::vector<float> w = random_vector(s.K * s.C * s.R * s.S, 12);
+      const std::vector<float> dy = random_vector(s.N * s.OH() * s.OW() * s.K, 13);
+      const NhwcConvResult lib = run_nhwc(ConvLowering::Library, s, x, w, dy);
+      const NhwcConvResult taps = run_nhwc(ConvLowering::TapExact, s, x, w, dy);
+      const std::string what = cat(name, " ", shape_name(s));
+      EXPECT_LT(rel_err(taps.y, lib.y), 1e-5) << what;
+      EXPECT_LT(rel_err(taps.dx, lib.dx), 1e-5) << what;
+      EXPECT_LT(rel_err(taps.dw, lib.dw), 1e-5) << what;
+    }
 }
 
 // The convolution layer's context reads the weights through its packed copy: new weights count
@@ -455,6 +584,48 @@ TEST(CnnCuda, ConvolutionsMatchCpuTwins) {
     cc.forward(y.data<float>(), x.data<float>(), w2.data<float>(), ws.data<float>());
     gc.forward(gy.data<float>(), gx.data<float>(), gw2.data<float>(), gws.data<float>());
     EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-5) << what << " after new weights";
+  }
+}
+
+// The tap-exact lowering's GPU twin (gathers, scatters and fold-backs: our kernels; products:
+// cuBLAS, or handgrad's GEMM on the SIMT emulator) against the CPU's, on every ResNet18 geometry at
+// 28x28 with few channels (the emulator's pace), the dense case with real channels, and windows
+// that miss the image. The packed weights are copies: bit-equal on both devices.
+TEST(CnnCuda, TapExactConvolutionsMatchCpuTwins) {
+  HG_SKIP_UNLESS_KERNELS_RUN();
+  std::vector<Conv2dShape> shapes = {{2, 5, 3, 5, 3, 1, 1, 1, 1}, {2, 5, 9, 6, 3, 7, 5, 3, 3},
+                                     {3, 32, 2, 2, 16, 3, 3, 1, 1}, {3, 16, 2, 2, 32, 3, 3, 2, 1}};
+  for (auto [name, s] : resnet18_conv_shapes(2, 28, 28)) {
+    s.C = std::min<int64_t>(s.C, 6), s.K = std::min<int64_t>(s.K, 5);
+    shapes.push_back(s);
+  }
+  for (const Conv2dShape& s : shapes) {
+    const std::string what = shape_name(s);
+    Tensor x = random_tensor({s.N, s.H, s.W, s.C}, 1), w = random_tensor({s.K, s.C, s.R, s.S}, 2);
+    Tensor dy = random_tensor({s.N, s.OH(), s.OW(), s.K}, 3);
+    const int64_t pf = std::max<int64_t>(1, conv2d_taps_packed_floats(s));
+    const int64_t wf = std::max<int64_t>(1, conv2d_taps_workspace_floats(s));
+    Tensor packed = poisoned({pf}), ws = poisoned({wf});
+    Tensor y = poisoned(dy.shape()), dx = poisoned(x.shape()), dw = poisoned(w.shape());
+    cpu::conv2d_taps_pack_weights(packed.data<float>(), w.data<float>(), s);
+    cpu::conv2d_taps_forward(y.data<float>(), x.data<float>(), packed.data<float>(), s, ws.data<float>());
+    cpu::conv2d_taps_backward_data(dx.data<float>(), dy.data<float>(), packed.data<float>(), s, ws.data<float>());
+    cpu::conv2d_taps_backward_filter(dw.data<float>(), dy.data<float>(), x.data<float>(), s, ws.data<float>());
+    Tensor gx = x.to(Device::CUDA), gw = w.to(Device::CUDA), gdy = dy.to(Device::CUDA);
+    Tensor gpacked = poisoned({pf}, Device::CUDA), gws = poisoned({wf}, Device::CUDA);
+    Tensor gy = poisoned(dy.shape(), Device::CUDA), gdx = poisoned(x.shape(), Device::CUDA),
+           gdw = poisoned(w.shape(), Device::CUDA);
+    cuda::conv2d_taps_pack_weights(gpacked.data<float>(), gw.data<float>(), s);
+    cuda::conv2d_taps_forward(gy.data<float>(), gx.data<float>(), gpacked.data<float>(), s, gws.data<float>());
+    cuda::conv2d_taps_backward_data(gdx.data<float>(), gdy.data<float>(), gpacked.data<float>(), s, gws.data<float>());
+    cuda::conv2d_taps_backward_filter(gdw.data<float>(), gdy.data<float>(), gx.data<float>(), s, gws.data<float>());
+    const std::vector<float> p_cpu = packed.to_vector(), p_gpu = gpacked.to_vector();
+    if (conv2d_taps_packed_floats(s) > 0)  // the padding between groups stays poisoned on both
+      for (size_t i = 0; i < p_cpu.size(); ++i)
+        if (!std::isnan(p_cpu[i]) || !std::isnan(p_gpu[i])) ASSERT_EQ(p_gpu[i], p_cpu[i]) << what << " packed " << i;
+    EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-5) << what;
+    EXPECT_LT(rel_err(gdx.to_vector(), dx.to_vector()), 1e-5) << what;
+    EXPECT_LT(rel_err(gdw.to_vector(), dw.to_vector()), 1e-5) << what;
   }
 }
 

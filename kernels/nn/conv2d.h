@@ -46,20 +46,6 @@ void conv2d_forward_nhwc(float* y, const float* x, const float* w, const float* 
 void conv2d_backward_data_nhwc(float* dx, const float* dy, const float* w, const float* packed,
                                const Conv2dShape& s, float* workspace);
 void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace);
-// Tap-exact lowering. When every output pixel's window covers the whole image (ResNet18's layer4
-// at 28x28: 3x3/2 on a 2x2 map and 3x3/1 on a 1x1 map, one output pixel; layer3's 3x3/1 on 2x2
-// maps, four), the taps outside the image multiply padding (5 to 8 of 9) and the convolution is
-// one dense GEMM between the image's pixels and the output's: with X the images as [N, H*W*C]
-// (NHWC rows, as they lie), Y as [N, OH*OW*K] and
-//   M[(p*K + k)][(q*C + c)] = w[k][c][qh - ph*stride + pad][qw - pw*stride + pad]
-// (p an output pixel, q an input pixel; what conv2d_nhwc_pack_weights packs for it):
-//   forward Y = X M^T,  backward data dX = dY M,  backward filter dM = dY^T X, each tap's
-// gradient the sum of its (p, q) pairs (the taps on padding: exactly 0). conv2d_*_nhwc take it
-// for such shapes; it does (OH*OW*H*W) / (OH*OW*R*S) of the work of the generic convolution.
-inline bool conv2d_is_dense_gemm(const Conv2dShape& s) {
-  return (s.OH() - 1) * s.stride <= s.pad && (s.OW() - 1) * s.stride <= s.pad && s.pad + s.H <= s.R &&
-         s.pad + s.W <= s.S;
-}
 // [N, C, HW] <-> [N, HW, C]
 void nchw_to_nhwc(float* dst, const float* src, int64_t N, int64_t C, int64_t HW);
 void nhwc_to_nchw(float* dst, const float* src, int64_t N, int64_t C, int64_t HW);

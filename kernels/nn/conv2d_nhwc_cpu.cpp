@@ -22,62 +22,6 @@ int64_t round_up16(int64_t n) { return (n + 15) / 16 * 16; }  // keeps what foll
 
 }  // namespace
 
-// ---- Tap-exact: every output pixel's window covers the image: one dense GEMM (conv2d.h) --------
-namespace {
-
-int64_t in_row(const Conv2dShape& s) { return s.H * s.W * s.C; }      // floats of one image
-int64_t out_row(const Conv2dShape& s) { return s.OH() * s.OW() * s.K; }  // floats of one output
-
-// Calls f(p, q, r, t) for every (output pixel p, input pixel q) pair and the tap (r, t) joining them.
-template <class F>
-void for_each_pair(const Conv2dShape& s, F f) {
-  for (int64_t ph = 0; ph < s.OH(); ++ph)
-    for (int64_t pw = 0; pw < s.OW(); ++pw)
-      for (int64_t qh = 0; qh < s.H; ++qh)
-        for (int64_t qw = 0; qw < s.W; ++qw)
-          f(ph * s.OW() + pw, qh * s.W + qw, qh - ph * s.stride + s.pad, qw - pw * s.stride + s.pad);
-}
-
-void dense_pack(float* m, const float* w, const Conv2dShape& s) {
-  const int64_t row = in_row(s);
-  for_each_pair(s, [&](int64_t p, int64_t q, int64_t r, int64_t t) {
-    for (int64_t k = 0; k < s.K; ++k) {
-      float* dst = m + (p * s.K + k) * row + q * s.C;
-      const float* src = w + (k * s.C * s.R + r) * s.S + t;  // w[k][c][r][t], c = 0
-      for (int64_t c = 0; c < s.C; ++c) dst[c] = src[c * s.R * s.S];
-    }
-  });
-}
-
-void dense_forward(float* y, const float* x, const float* m, const Conv2dShape& s) {
-  GemmShape g;  // Y [N, OP*K] = X [N, P*C] . M^T
-  g.M = s.N, g.N = out_row(s), g.K = in_row(s), g.trans_b = true, g.lda = in_row(s), g.ldb = in_row(s);
-  gemm_batched(y, x, m, g);
-}
-
-void dense_backward_data(float* dx, const float* dy, const float* m, const Conv2dShape& s) {
-  GemmShape g;  // dX [N, P*C] = dY [N, OP*K] . M [OP*K, P*C]
-  g.M = s.N, g.N = in_row(s), g.K = out_row(s), g.lda = out_row(s), g.ldb = in_row(s);
-  gemm_batched(dx, dy, m, g);
-}
-
-void dense_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* dm) {
-  GemmShape g;  // dM [OP*K, P*C] = dY^T . X
-  g.M = out_row(s), g.N = in_row(s), g.K = s.N, g.trans_a = true, g.lda = out_row(s), g.ldb = in_row(s);
-  gemm_batched(dm, dy, x, g);
-  std::fill(dw, dw + s.K * s.C * s.R * s.S, 0.f);  // the taps on padding stay 0
-  const int64_t row = in_row(s);
-  for_each_pair(s, [&](int64_t p, int64_t q, int64_t r, int64_t t) {
-    for (int64_t k = 0; k < s.K; ++k) {
-      const float* src = dm + (p * s.K + k) * row + q * s.C;
-      float* dst = dw + (k * s.C * s.R + r) * s.S + t;
-      for (int64_t c = 0; c < s.C; ++c) dst[c * s.R * s.S] += src[c];
-    }
-  });
-}
-
-}  // namespace
-
 // Both are permutes: the einsum family's strided copy, over the output's [N, HW, C] or [N, C, HW].
 void nchw_to_nhwc(float* dst, const float* src, int64_t N, int64_t C, int64_t HW) {
   strided_copy(dst, src, make_strided_view<1>({N, HW, C}, {Shape{C * HW, 1, HW}}));
@@ -187,17 +131,17 @@ std::string conv2d_nhwc_backend() {
   return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
 }
 
-static int64_t conv2d_nhwc_workspace_floats_generic(const Conv2dShape& s) {
+int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s) {
   const Plan& p = plan_for(s);
   return p.scratch_floats + (p.dw == p.w_plain ? 0 : floats_of(p.dw));
 }
 
-static int64_t conv2d_nhwc_packed_floats_generic(const Conv2dShape& s) {
+int64_t conv2d_nhwc_packed_floats(const Conv2dShape& s) {
   const Plan& p = plan_for(s);
   return bwd_data_offset(p) + floats_of(p.w_bwd_data);
 }
 
-static void conv2d_nhwc_pack_weights_generic(float* packed, const float* w, const Conv2dShape& s) {
+void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& s) {
   const Plan& p = plan_for(s);
   memory plain = wrap(p.w_plain, w);
   memory fwd = wrap(p.w_fwd, packed);
@@ -209,7 +153,7 @@ static void conv2d_nhwc_pack_weights_generic(float* packed, const float* w, cons
   stream().wait();
 }
 
-static void conv2d_forward_nhwc_generic(float* y, const float* x, const float*, const float* packed, const Conv2dShape& s,
+void conv2d_forward_nhwc(float* y, const float* x, const float*, const float* packed, const Conv2dShape& s,
                          float* ws) {
   const Plan& p = plan_for(s);
   p.fwd.execute(stream(), {{DNNL_ARG_SRC, wrap(p.src, x)},
@@ -219,7 +163,7 @@ static void conv2d_forward_nhwc_generic(float* y, const float* x, const float*, 
   stream().wait();
 }
 
-static void conv2d_backward_data_nhwc_generic(float* dx, const float* dy, const float*, const float* packed, const Conv2dShape& s,
+void conv2d_backward_data_nhwc(float* dx, const float* dy, const float*, const float* packed, const Conv2dShape& s,
                                float* ws) {
   const Plan& p = plan_for(s);
   p.bwd_data.execute(stream(),
@@ -230,7 +174,7 @@ static void conv2d_backward_data_nhwc_generic(float* dx, const float* dy, const 
   stream().wait();
 }
 
-static void conv2d_backward_filter_nhwc_generic(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
+void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
   const Plan& p = plan_for(s);
   const bool direct = p.dw == p.w_plain;
   memory blocked = wrap(p.dw, direct ? dw : ws + p.scratch_floats);
@@ -254,13 +198,13 @@ int64_t out_floats(const Conv2dShape& s) { return round_up16(s.N * s.K * s.OH() 
 }  // namespace
 
 std::string conv2d_nhwc_backend() { return "im2col + GEMM (built without oneDNN)"; }
-static int64_t conv2d_nhwc_workspace_floats_generic(const Conv2dShape& s) {
+int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s) {
   return in_floats(s) + out_floats(s) + conv2d_workspace_floats(s);
 }
-static int64_t conv2d_nhwc_packed_floats_generic(const Conv2dShape&) { return 0; }
-static void conv2d_nhwc_pack_weights_generic(float*, const float*, const Conv2dShape&) {}
+int64_t conv2d_nhwc_packed_floats(const Conv2dShape&) { return 0; }
+void conv2d_nhwc_pack_weights(float*, const float*, const Conv2dShape&) {}
 
-static void conv2d_forward_nhwc_generic(float* y, const float* x, const float* w, const float*, const Conv2dShape& s, float* ws) {
+void conv2d_forward_nhwc(float* y, const float* x, const float* w, const float*, const Conv2dShape& s, float* ws) {
   float* xt = ws;
   float* yt = ws + in_floats(s);
   nhwc_to_nchw(xt, x, s.N, s.C, s.H * s.W);
@@ -268,7 +212,7 @@ static void conv2d_forward_nhwc_generic(float* y, const float* x, const float* w
   nchw_to_nhwc(y, yt, s.N, s.K, s.OH() * s.OW());
 }
 
-static void conv2d_backward_data_nhwc_generic(float* dx, const float* dy, const float* w, const float*, const Conv2dShape& s,
+void conv2d_backward_data_nhwc(float* dx, const float* dy, const float* w, const float*, const Conv2dShape& s,
                                float* ws) {
   float* dxt = ws;
   float* dyt = ws + in_floats(s);
@@ -277,7 +221,7 @@ static void conv2d_backward_data_nhwc_generic(float* dx, const float* dy, const 
   nchw_to_nhwc(dx, dxt, s.N, s.C, s.H * s.W);
 }
 
-static void conv2d_backward_filter_nhwc_generic(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
+void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
   float* xt = ws;
   float* dyt = ws + in_floats(s);
   nhwc_to_nchw(xt, x, s.N, s.C, s.H * s.W);
@@ -286,31 +230,5 @@ static void conv2d_backward_filter_nhwc_generic(float* dw, const float* dy, cons
 }
 
 #endif
-
-// The entries: the tap-exact GEMM where the shape allows it, else the generic convolution.
-int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s) {
-  return conv2d_is_dense_gemm(s) ? out_row(s) * in_row(s) : conv2d_nhwc_workspace_floats_generic(s);
-}
-int64_t conv2d_nhwc_packed_floats(const Conv2dShape& s) {
-  return conv2d_is_dense_gemm(s) ? out_row(s) * in_row(s) : conv2d_nhwc_packed_floats_generic(s);
-}
-void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& s) {
-  if (conv2d_is_dense_gemm(s)) return dense_pack(packed, w, s);
-  conv2d_nhwc_pack_weights_generic(packed, w, s);
-}
-void conv2d_forward_nhwc(float* y, const float* x, const float* w, const float* packed, const Conv2dShape& s,
-                         float* ws) {
-  if (conv2d_is_dense_gemm(s)) return dense_forward(y, x, packed, s);
-  conv2d_forward_nhwc_generic(y, x, w, packed, s, ws);
-}
-void conv2d_backward_data_nhwc(float* dx, const float* dy, const float* w, const float* packed, const Conv2dShape& s,
-                               float* ws) {
-  if (conv2d_is_dense_gemm(s)) return dense_backward_data(dx, dy, packed, s);
-  conv2d_backward_data_nhwc_generic(dx, dy, w, packed, s, ws);
-}
-void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
-  if (conv2d_is_dense_gemm(s)) return dense_backward_filter(dw, dy, x, s, ws);
-  conv2d_backward_filter_nhwc_generic(dw, dy, x, s, ws);
-}
 
 }  // namespace handgrad::cpu

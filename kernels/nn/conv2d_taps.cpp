@@ -1,0 +1,31 @@
+// The choice between the tap-exact lowering and the library's convolution (conv2d_taps.h): host
+// code, the same on both devices. Measured with bench/bench_conv on a 2-core AVX2 EPYC against
+// oneDNN 2.6, every ResNet18 convolution at 28x28 (batch 16, 64), 32x32 and 64x64 (batch 16);
+// bench/RESULTS.md has the table:
+// - the dense case (2x2 and 1x1 maps) wins every direction by 1.1x to 30x (oneDNN's generic
+//   path computes 9 taps for 1 to 4 useful ones);
+// - a 1x1 kernel without padding has nothing to skip: the library's (a GEMM of its own);
+// - forward wins up to 8x8 output maps (0.3x-0.9x of oneDNN's time at 7x7 and 4x4; even at 16x16);
+//   its GEMMs' inner dimension is taps*C, long enough everywhere;
+// - backward data's inner dimension is only K and its col2im adds cost: it wins on 2x2 maps
+//   (0.55x-0.9x) and loses on 4x4 and 7x7 (1.0x-1.5x);
+// - backward filter's inner dimension is N*pixels of a group: on 2x2 maps (a pixel per group)
+//   it wins at batch 64 (0.7x) and loses at batch 16 (1.0x-1.8x); on 4x4 and 7x7 it loses.
+#include "kernels/nn/conv2d_taps.h"
+
+namespace handgrad {
+
+ConvLowering conv2d_lowering(const Conv2dShape& s, ConvDirection d) {
+  if (conv2d_is_dense_gemm(s)) return ConvLowering::TapExact;
+  if (conv2d_tap_exact_macs(s) >= s.OH() * s.OW() * s.R * s.S) return ConvLowering::Library;
+  const int64_t pixels = s.OH() * s.OW();
+  bool taps = false;
+  switch (d) {
+    case ConvDirection::Forward: taps = pixels <= 64; break;
+    case ConvDirection::BackwardData: taps = pixels <= 4; break;
+    case ConvDirection::BackwardFilter: taps = pixels <= 4 && s.N >= 32; break;
+  }
+  return taps ? ConvLowering::TapExact : ConvLowering::Library;
+}
+
+}  // namespace handgrad
