@@ -7,7 +7,8 @@
 #     momentum update one step late, a frozen layer that trains);
 #   - tests/simt_mutants/: the CUDA gtests, run on the SIMT emulator, must fail (a __syncthreads
 #     removed from the GEMM tile, the reduction tree and the fused MLP, a tile bound off by one, a
-#     wrong shuffle lane, a shared array one row short). Each patch names its gtests ("gtest: ...").
+#     wrong shuffle lane, a shared array one row short, a tap-exact col2im one tap row too wide).
+#     Each patch names its gtests ("gtest: ...").
 # Each set first runs unmutated (the control). Exit 0 when every mutant is caught.
 #   scripts/check-mutants.sh [ORACLE]     (default: tests/oracle_transfer.py; it takes --fail-fast)
 set -euo pipefail

@@ -358,7 +358,7 @@ TEST(CnnLayers, Conv2dNhwcMatchesNchwTwin) {
 // The tap groups of a 3x3/1 pad-1 convolution on 4x4 (corners 4 taps, edges 6, middle 9: 100 of
 // 144), of 3x3/2 on 7x7 and of a window that misses the image.
 TEST(CnnLayers, TapGroupsCoverEveryOutputPixelWithItsValidTaps) {
-  for (const Conv2dShape s : {Conv2dShape{1, 1, 4, 4, 1, 3, 3, 1, 1}, Conv2dShape{1, 1, 7, 7, 1, 3, 3, 2, 1},
+  for (const Conv2dShape& s : {Conv2dShape{1, 1, 4, 4, 1, 3, 3, 1, 1}, Conv2dShape{1, 1, 7, 7, 1, 3, 3, 2, 1},
                               Conv2dShape{1, 1, 3, 5, 1, 1, 1, 1, 1}, Conv2dShape{1, 1, 9, 6, 1, 7, 5, 3, 3}}) {
     std::vector<int> seen(s.OH() * s.OW(), 0);
     for (const ConvTapGroup& g : conv2d_tap_groups(s))
@@ -430,7 +430,9 @@ TEST(CnnLayers, TapExactMatchesFloat64OnEveryResNet18Geometry) {
     EXPECT_LT(rel_err(got.dx, want.dx), 1e-6) << shape_name(s);
     EXPECT_LT(rel_err(got.dw, want.dw), 1e-6) << shape_name(s);
     for (size_t i = 0; i < want.dw.size(); ++i)
-      if (want.dw[i] == 0) EXPECT_EQ(got.dw[i], 0.f) << shape_name(s) << " tap " << i;
+      if (want.dw[i] == 0) {
+        EXPECT_EQ(got.dw[i], 0.f) << shape_name(s) << " tap " << i;
+      }
   }
 }
 
@@ -622,7 +624,9 @@ TEST(CnnCuda, TapExactConvolutionsMatchCpuTwins) {
     const std::vector<float> p_cpu = packed.to_vector(), p_gpu = gpacked.to_vector();
     if (conv2d_taps_packed_floats(s) > 0)  // the padding between groups stays poisoned on both
       for (size_t i = 0; i < p_cpu.size(); ++i)
-        if (!std::isnan(p_cpu[i]) || !std::isnan(p_gpu[i])) ASSERT_EQ(p_gpu[i], p_cpu[i]) << what << " packed " << i;
+        if (!std::isnan(p_cpu[i]) || !std::isnan(p_gpu[i])) {
+          ASSERT_EQ(p_gpu[i], p_cpu[i]) << what << " packed " << i;
+        }
     EXPECT_LT(rel_err(gy.to_vector(), y.to_vector()), 1e-5) << what;
     EXPECT_LT(rel_err(gdx.to_vector(), dx.to_vector()), 1e-5) << what;
     EXPECT_LT(rel_err(gdw.to_vector(), dw.to_vector()), 1e-5) << what;

@@ -13,14 +13,18 @@ namespace {
 #define HG_GRID_STRIDE(i, n) \
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
 
-// Output pixel p of group g (row-major over its rectangle), and where its tap `tap` reads.
+// Output pixel p of group g (row-major over its rectangle), and where its tap `tap` reads (only
+// for a group with taps).
 struct PixelTap {
   int64_t oy, ox, iy, ix;
 };
+__device__ PixelTap pixel_of(const ConvTapGroup& g, int64_t p) {
+  const int64_t width = g.ox1 - g.ox0;
+  return {g.oy0 + p / width, g.ox0 + p % width, 0, 0};
+}
 __device__ PixelTap pixel_tap(const Conv2dShape& s, const ConvTapGroup& g, int64_t p, int64_t tap) {
-  const int64_t width = g.ox1 - g.ox0, tw = g.t1 - g.t0;
-  PixelTap at;
-  at.oy = g.oy0 + p / width, at.ox = g.ox0 + p % width;
+  const int64_t tw = g.t1 - g.t0;
+  PixelTap at = pixel_of(g, p);
   at.iy = at.oy * s.stride - s.pad + g.r0 + tap / tw;
   at.ix = at.ox * s.stride - s.pad + g.t0 + tap % tw;
   return at;
@@ -43,7 +47,7 @@ __global__ void move_rows_kernel(float* __restrict__ rows, float* __restrict__ y
   const int64_t pixels = g.pixels();
   HG_GRID_STRIDE(i, s.N * pixels * s.K) {
     const int64_t k = i % s.K, row = i / s.K, n = row / pixels;
-    const PixelTap at = pixel_tap(s, g, row % pixels, 0);
+    const PixelTap at = pixel_of(g, row % pixels);
     float* p = y + ((n * s.OH() + at.oy) * s.OW() + at.ox) * s.K + k;
     if (kToRows)
       rows[i] = *p;
