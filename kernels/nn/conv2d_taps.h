@@ -19,7 +19,7 @@
 // Which lowering a layer runs (this, or the library's convolution: oneDNN / cuDNN) is decided per
 // shape and direction by conv2d_lowering(), the same on both devices; the choice is host code so a
 // test pins it on any machine. The GPU twin gathers and scatters with our kernels and multiplies
-// with cuBLAS (strided-batched where the groups share a shape).
+// with cuBLAS, one call per group, always in FP32 (--tf32 concerns cuDNN's convolutions only).
 #pragma once
 #include <cstdint>
 #include <vector>
