@@ -30,8 +30,8 @@
 # --only STEPS     run only these steps (after the probes), by id: a second, short call reruns
 #                  just what failed. Ids: gtest-cuda q3-train q3-bench oracle-einsum oracle-mlp
 #                  python-module oracle-q3 oracle-checkpoint gradcheck cli-bad-input report-quick gtest-cpu
-#                  bench-q3-graph bench-q3-tf32 sanitizer-memcheck sanitizer-racecheck
-#                  bench-einsum bench-q2
+#                  bench-q3-graph bench-q3-tf32 bench-q3-lowering sanitizer-memcheck
+#                  sanitizer-racecheck bench-einsum bench-q2
 # --inject-hang S  replace step S's command (id or name) by one that hangs (ignoring SIGTERM,
 #                  with a child): checks that a hung step is killed with its children and recorded
 # Logs and JSON go under $OUT (or gpu-check-out/). Exit status: 0 when every step that ran
@@ -43,7 +43,8 @@ DEADLINE=400
 INJECT_HANG=""
 ONLY=""
 STEP_IDS="gtest-cuda q3-train q3-bench python-module oracle-einsum oracle-mlp oracle-q3 oracle-checkpoint gradcheck cli-bad-input
-report-quick gtest-cpu bench-q3-graph bench-q3-tf32 sanitizer-memcheck sanitizer-racecheck bench-einsum bench-q2"
+report-quick gtest-cpu bench-q3-graph bench-q3-tf32 bench-q3-lowering sanitizer-memcheck sanitizer-racecheck bench-einsum
+bench-q2"
 usage() { sed -n '/^#   scripts\/stage-gpu.sh/,/none was cut short/p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -389,6 +390,12 @@ step bench-q3-graph "bench: Q3 step FP32, CUDA graph" 40 120 "gpu hg torch numpy
 step bench-q3-tf32 "bench: Q3 step TF32 vs torch" 40 120 "gpu hg torch numpy data" compare_transfer_tf32.log \
     "$PY" bench/compare_transfer.py --handgrad "$HG" --device cuda --tf32 --rounds 1 \
     --json "$OUTDIR/compare_transfer_cuda_tf32.json"
+# The tap-exact convolutions (cuBLAS) where the rule sends them, against cuDNN for every
+# convolution: the rule's crossover was measured on a CPU. Two profiles of the batch-64 step.
+step bench-q3-lowering "bench: Q3 step, tap-exact vs cuDNN convolutions" 30 90 "gpu hg data" q3_lowering.log \
+    bash -c 'for l in auto library; do echo "== HANDGRAD_CONV_LOWERING=$l"; HANDGRAD_CONV_LOWERING=$l "$1" transfer train \
+             --weights none --device cuda --freeze none --batch-size 64 --max-steps 40 --no-eval --no-plot --profile \
+             --quiet --out-dir "$2/lowering_$l" || exit 1; done' _ "$HG" "$OUTDIR"
 
 # ----- 6. compute-sanitizer on a few small CUDA tests: it works on some of these machines and
 # refuses the device on others (then "did not run", not a failure) -----------------------------

@@ -436,6 +436,39 @@ TEST(CnnLayers, TapExactMatchesFloat64OnEveryResNet18Geometry) {
   }
 }
 
+// The measured rule, pinned (conv2d_taps.cpp gives the measurements): at 28x28, batch 64, which
+// convolutions run tap-exact per direction; batch 16 keeps layer3.0.conv1's backward filter on
+// the library; the environment override forces either lowering and refuses anything else.
+TEST(CnnLayers, ConvLoweringRuleAndOverride) {
+  auto chosen = [](int64_t batch) {
+    std::string out;
+    for (const auto& [name, s] : resnet18_conv_shapes(batch, 28, 28)) {
+      out += name + ":";
+      for (const ConvDirection d : {ConvDirection::Forward, ConvDirection::BackwardData, ConvDirection::BackwardFilter})
+        out += conv2d_lowering(s, d) == ConvLowering::TapExact ? "T" : "L";
+      out += " ";
+    }
+    return out;
+  };
+  const std::string b64 = chosen(64);
+  EXPECT_EQ(b64,
+            "conv1:LLL layer1.0.conv1:TLL layer1.0.conv2:TLL layer1.1.conv1:TLL layer1.1.conv2:TLL "
+            "layer2.0.conv1:TLL layer2.0.conv2:TLL layer2.0.downsample.0:LLL layer2.1.conv1:TLL layer2.1.conv2:TLL "
+            "layer3.0.conv1:TTT layer3.0.conv2:TTT layer3.0.downsample.0:LLL layer3.1.conv1:TTT layer3.1.conv2:TTT "
+            "layer4.0.conv1:TTT layer4.0.conv2:TTT layer4.0.downsample.0:LLL layer4.1.conv1:TTT layer4.1.conv2:TTT ");
+  EXPECT_NE(chosen(16).find("layer3.0.conv1:TTL "), std::string::npos) << chosen(16);
+  const Conv2dShape stem = resnet18_conv_shapes(64, 28, 28)[0].second;
+  ASSERT_EQ(setenv("HANDGRAD_CONV_LOWERING", "tap-exact", 1), 0);
+  EXPECT_EQ(conv2d_lowering(stem, ConvDirection::Forward), ConvLowering::TapExact);
+  ASSERT_EQ(setenv("HANDGRAD_CONV_LOWERING", "library", 1), 0);
+  EXPECT_EQ(conv2d_lowering(resnet18_conv_shapes(64, 28, 28).back().second, ConvDirection::Forward),
+            ConvLowering::Library);
+  ASSERT_EQ(setenv("HANDGRAD_CONV_LOWERING", "fastest", 1), 0);
+  EXPECT_THROW(conv2d_lowering(stem, ConvDirection::Forward), UserError);
+  ASSERT_EQ(unsetenv("HANDGRAD_CONV_LOWERING"), 0);
+  EXPECT_EQ(chosen(64), b64);
+}
+
 // Every convolution of ResNet18 with its real channels, at 28x28 (batch 1, 16, 64) and 32x32 and
 // 64x64 (batch 1, 16): the tap-exact lowering against the library's (oneDNN), up to summation order.
 TEST(CnnLayers, TapExactMatchesTheLibraryOnEveryResNet18Convolution) {

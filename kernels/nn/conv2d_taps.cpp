@@ -11,11 +11,24 @@
 //   (0.55x-0.9x) and loses on 4x4 and 7x7 (1.0x-1.5x);
 // - backward filter's inner dimension is N*pixels of a group: on 2x2 maps (a pixel per group)
 //   it wins at batch 64 (0.7x) and loses at batch 16 (1.0x-1.8x); on 4x4 and 7x7 it loses.
+//
+// HANDGRAD_CONV_LOWERING=library|tap-exact forces one lowering for every shape and direction (the
+// crossover measured on another machine: scripts/gpu-check.sh's bench-q3-lowering); unset or
+// "auto", the rule below.
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/error.h"
 #include "kernels/nn/conv2d_taps.h"
 
 namespace handgrad {
 
 ConvLowering conv2d_lowering(const Conv2dShape& s, ConvDirection d) {
+  if (const char* forced = std::getenv("HANDGRAD_CONV_LOWERING"); forced && *forced && std::strcmp(forced, "auto")) {
+    if (!std::strcmp(forced, "library")) return ConvLowering::Library;
+    if (!std::strcmp(forced, "tap-exact")) return ConvLowering::TapExact;
+    HG_REQUIRE(false, "HANDGRAD_CONV_LOWERING must be auto, library or tap-exact, got '", forced, "'");
+  }
   if (conv2d_is_dense_gemm(s)) return ConvLowering::TapExact;
   if (conv2d_tap_exact_macs(s) >= s.OH() * s.OW() * s.R * s.S) return ConvLowering::Library;
   const int64_t pixels = s.OH() * s.OW();
