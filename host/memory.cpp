@@ -7,6 +7,7 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <sys/stat.h>
 
 #include "kernels/error.h"
 
@@ -33,6 +34,67 @@ uint64_t mem_available() {
   while (f >> key >> kb >> unit)
     if (key == "MemAvailable:") return kb * 1024;
   return std::numeric_limits<uint64_t>::max();
+}
+
+constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
+
+bool is_dir(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// The least that `limit_file` less `used_file` leaves at any level from `mount` + `path` (the
+// process's cgroup) up to the hierarchy's root: a parent's limit binds its children too. A level
+// whose folder is missing is skipped (inside a cgroup namespace the path is relative to a root the
+// mount may not show). `huge` and above count as no limit (cgroup v1 writes 2^63 rounded down to
+// a page for none).
+uint64_t walk_up(const std::string& mount, std::string path, const char* limit_file, const char* used_file,
+                 uint64_t huge) {
+  uint64_t left = kNoLimit;
+  if (path.empty() || path[0] != '/') path = "/" + path;
+  while (true) {
+    const std::string dir = mount + (path == "/" ? "" : path);
+    if (is_dir(dir)) {
+      const uint64_t limit = read_number((dir + "/" + limit_file).c_str());
+      if (limit < huge) {
+        const uint64_t used = read_number((dir + "/" + used_file).c_str());
+        const uint64_t here = used == kNoLimit ? limit : (limit > used ? limit - used : 0);
+        if (here < left) left = here;
+      }
+    }
+    if (path == "/") break;
+    path = path.substr(0, path.rfind('/'));
+    if (path.empty()) path = "/";
+  }
+  return left;
+}
+
+// What the memory cgroups this process is in leave it, from /proc/self/cgroup: the v2 hierarchy
+// ("0::/path"; memory.max, memory.current) and the v1 memory controller ("N:memory:/path" or a
+// list holding "memory"; memory.limit_in_bytes, memory.usage_in_bytes), whichever binds.
+// HANDGRAD_CGROUP_FS and HANDGRAD_PROC_CGROUP move the two roots (tests fake both layouts).
+uint64_t cgroup_memory_left() {
+  const char* fs_env = std::getenv("HANDGRAD_CGROUP_FS");
+  const char* proc_env = std::getenv("HANDGRAD_PROC_CGROUP");
+  const std::string fs = fs_env && *fs_env ? fs_env : "/sys/fs/cgroup";
+  std::ifstream f(proc_env && *proc_env ? proc_env : "/proc/self/cgroup");
+  uint64_t left = kNoLimit;
+  std::string line;
+  while (std::getline(f, line)) {
+    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string id = line.substr(0, a), controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    uint64_t here = kNoLimit;
+    if (id == "0" && controllers.empty()) {  // v2: mounted at the root (unified) or at unified/ (hybrid)
+      const std::string mount = is_dir(fs + "/unified") && !std::ifstream(fs + "/cgroup.controllers") ? fs + "/unified" : fs;
+      here = walk_up(mount, path, "memory.max", "memory.current", kNoLimit);
+    } else if (("," + controllers + ",").find(",memory,") != std::string::npos) {  // v1
+      const std::string mount = is_dir(fs + "/memory") ? fs + "/memory" : fs + "/" + controllers;
+      here = walk_up(mount, path, "memory.limit_in_bytes", "memory.usage_in_bytes", uint64_t(1) << 60);
+    }
+    if (here < left) left = here;
+  }
+  return left;
 }
 
 }  // namespace
@@ -66,17 +128,8 @@ MemoryBudget memory_budget() {
   if (const char* env = std::getenv("HANDGRAD_MAX_MEMORY"); env && *env)
     return {parse_memory_size(env, "HANDGRAD_MAX_MEMORY"), "set by HANDGRAD_MAX_MEMORY"};
   MemoryBudget b{mem_available(), "the memory available now; --max-memory or HANDGRAD_MAX_MEMORY sets it"};
-  uint64_t limit = read_number("/sys/fs/cgroup/memory.max"), used = read_number("/sys/fs/cgroup/memory.current");
-  if (limit == std::numeric_limits<uint64_t>::max()) {
-    limit = read_number("/sys/fs/cgroup/memory/memory.limit_in_bytes");
-    used = read_number("/sys/fs/cgroup/memory/memory.usage_in_bytes");
-    if (limit >= (uint64_t(1) << 60)) limit = std::numeric_limits<uint64_t>::max();  // v1's "no limit"
-  }
-  if (limit != std::numeric_limits<uint64_t>::max()) {
-    const uint64_t left = used == std::numeric_limits<uint64_t>::max() ? limit : (limit > used ? limit - used : 0);
-    if (left < b.bytes)
-      b = {left, "what the cgroup's memory limit leaves; --max-memory or HANDGRAD_MAX_MEMORY sets it"};
-  }
+  if (const uint64_t left = cgroup_memory_left(); left < b.bytes)
+    b = {left, "what the cgroup's memory limit leaves; --max-memory or HANDGRAD_MAX_MEMORY sets it"};
   return b;
 }
 

@@ -3,9 +3,11 @@
 // saved) once overcommitted pages are touched.
 //
 // The budget is --max-memory (set_memory_budget) or $HANDGRAD_MAX_MEMORY when given; otherwise
-// what this process may still use: the smaller of the cgroup's limit less its current use (v2
-// memory.max / memory.current, or v1 memory.limit_in_bytes / usage_in_bytes) and the system's
-// MemAvailable. It is read afresh at each check: checks happen only for large allocations.
+// what this process may still use: the smaller of what its memory cgroups leave and the system's
+// MemAvailable. The cgroups are the process's own (/proc/self/cgroup: the v2 hierarchy and the v1
+// memory controller), each level up to the root: the least of limit less usage (v2 memory.max /
+// memory.current, v1 memory.limit_in_bytes / usage_in_bytes). It is read afresh at each check:
+// checks happen only for large allocations.
 #pragma once
 #include <cstdint>
 #include <string>
