@@ -50,22 +50,28 @@ InteropStats g_stats;
 // torch's objects the interop needs, looked up once (leaked on purpose: they must outlive every
 // call, and Python tears modules down in its own order at exit).
 struct TorchHandles {
-  py::handle float32, from_dlpack;
+  py::handle tensor, float32, bfloat16, strided, from_dlpack;
 };
 const TorchHandles& torch_handles() {
   static const TorchHandles h = [] {
     TorchHandles t;
-    t.float32 = py::object(py::module_::import("torch").attr("float32")).release();
+    const py::module_ torch = py::module_::import("torch");
+    t.tensor = py::object(torch.attr("Tensor")).release();
+    t.float32 = py::object(torch.attr("float32")).release();
+    t.bfloat16 = py::object(torch.attr("bfloat16")).release();
+    t.strided = py::object(torch.attr("strided")).release();
     t.from_dlpack = py::object(py::module_::import("torch.utils.dlpack").attr("from_dlpack")).release();
     return t;
   }();
   return h;
 }
 
+// isinstance(o, torch.Tensor), so subclasses count too; torch is looked at only when the caller has
+// already imported it (a numpy user never pays for importing torch).
 bool is_torch_tensor(py::handle o) {
-  const py::handle type = reinterpret_cast<PyObject*>(Py_TYPE(o.ptr()));
-  const std::string module = py::str(type.attr("__module__"));
-  return module.rfind("torch", 0) == 0 && py::hasattr(o, "__dlpack__");
+  static const py::handle modules = py::object(py::module_::import("sys").attr("modules")).release();
+  if (!py::reinterpret_borrow<py::dict>(modules).contains("torch")) return false;
+  return PyObject_IsInstance(o.ptr(), torch_handles().tensor.ptr()) == 1;
 }
 
 bool contiguous(const DLTensor& t) {
@@ -103,20 +109,30 @@ struct Borrowed {
   }
 };
 
+// Only real numbers are read: numpy's complex arrays and object arrays (a list holding None would
+// read as NaN) are refused.
+void require_real(const py::array& a, const std::string& what) {
+  const py::dtype dt = a.dtype();
+  const char kind = dt.kind();
+  HG_REQUIRE(kind == 'f' || kind == 'i' || kind == 'u' || kind == 'b', what, " has numpy dtype ",
+             std::string(py::str(py::object(dt))), ": handgrad takes real numbers",
+             kind == 'c' ? " (a complex value would lose its imaginary part)" : "");
+}
+
 Borrowed borrow_numpy(py::handle obj, const std::string& what) {
   Borrowed b;
-  const bool ready = py::isinstance<py::array>(obj) &&
-                     py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<float>()) &&
+  const bool is_array = py::isinstance<py::array>(obj);
+  const bool ready = is_array && py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<float>()) &&
                      (py::reinterpret_borrow<py::array>(obj).flags() & py::array::c_style);
-  if (py::isinstance<py::array>(obj)) {
-    const py::dtype dt = py::reinterpret_borrow<py::array>(obj).dtype();
-    const char kind = dt.kind();
-    HG_REQUIRE(kind == 'f' || kind == 'i' || kind == 'u' || kind == 'b', what, " has numpy dtype ",
-               std::string(py::str(py::object(dt))), ": handgrad takes real numbers",
-               kind == 'c' ? " (a complex value would lose its imaginary part)" : "");
-  }
   using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
-  F32 arr = ready ? py::reinterpret_borrow<F32>(obj) : F32::ensure(obj);
+  F32 arr;
+  if (ready) {
+    arr = py::reinterpret_borrow<F32>(obj);
+  } else {
+    const py::array any = is_array ? py::reinterpret_borrow<py::array>(obj) : py::array::ensure(obj);
+    if (any) require_real(any, what);
+    arr = F32::ensure(any ? py::handle(any) : obj);
+  }
   if (!arr) {
     PyErr_Clear();
     throw UserError(cat(what, " cannot be read as an array of numbers (", std::string(py::str(py::type::of(obj))), ")"));
@@ -129,13 +145,31 @@ Borrowed borrow_numpy(py::handle obj, const std::string& what) {
   return b;
 }
 
+// A torch tensor as handgrad may read it: detached; refused as numpy's are when complex (the
+// imaginary part would be lost) or not strided (sparse: no dense memory to read); with the negative
+// bit resolved (torch._neg_view, .conj().imag: the shared memory holds the values without their
+// sign, and DLPack would hand it out as it is). *copied is set when a new tensor was made.
+py::object readable_torch(py::object src, const std::string& what, bool* copied) {
+  HG_REQUIRE(!py::bool_(src.attr("is_complex")()), what, " is a complex tensor (",
+             std::string(py::str(src.attr("dtype"))), "): handgrad takes real numbers (a complex value would lose its ",
+             "imaginary part)");
+  HG_REQUIRE(py::object(src.attr("layout")).is(torch_handles().strided), what, " is a ",
+             std::string(py::str(src.attr("layout"))), " tensor: pass a dense one (.to_dense())");
+  src = src.attr("detach")();
+  if (py::hasattr(src, "is_neg") && py::bool_(src.attr("is_neg")())) {
+    src = src.attr("resolve_neg")();
+    *copied = true;
+  }
+  return src;
+}
+
 Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
   Borrowed b;
   b.kind = is_torch_tensor(obj) ? ArrayKind::Torch : ArrayKind::Numpy;
   py::object src = py::reinterpret_borrow<py::object>(obj);
   if (b.kind == ArrayKind::Torch) {
     // DLPack refuses tensors that require grad; a float32 contiguous tensor stays as it is.
-    src = src.attr("detach")();
+    src = readable_torch(src, what, &b.converted);
     const py::handle f32 = torch_handles().float32;
     if (!py::object(src.attr("dtype")).is(f32) || !py::bool_(src.attr("is_contiguous")())) {
       src = src.attr("to")(f32).attr("contiguous")();
@@ -412,7 +446,12 @@ py::dict state_to_dict(const StateDict& sd) {
 // An array-like as a numpy array on the host (a torch tensor through .cpu().numpy()).
 py::array host_array(const py::object& obj, const std::string& what) {
   py::object src = obj;
-  if (is_torch_tensor(src)) src = src.attr("detach")().attr("cpu")().attr("numpy")();
+  if (is_torch_tensor(src)) {
+    bool copied = false;
+    src = readable_torch(src, what, &copied).attr("cpu")();
+    if (py::object(src.attr("dtype")).is(torch_handles().bfloat16)) src = src.attr("float")();  // numpy has no bf16
+    src = src.attr("numpy")();
+  }
   py::array a = py::array::ensure(src);
   if (!a) {
     PyErr_Clear();
@@ -424,6 +463,7 @@ py::array host_array(const py::object& obj, const std::string& what) {
 // A host tensor of `dtype` holding a copy of `a` (converted; int64 only from integers: sample
 // indices and counters are never truncated floats).
 Tensor host_tensor(const py::array& a, DType dtype, const std::string& what) {
+  require_real(a, what);
   const char kind = a.dtype().kind();
   HG_REQUIRE(dtype != DType::I64 || kind == 'i' || kind == 'u', what, " must be an array of integers");
   py::array c = dtype == DType::F32

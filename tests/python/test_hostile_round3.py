@@ -1,0 +1,70 @@
+"""Issue 30's findings on the module's edges, one test each (pytest; run by ctest python.module).
+
+1. a torch view with the negative bit set is read with its sign; 2. complex torch tensors are
+refused like numpy's; 7. torch.Tensor subclasses are torch tensors (converted, torch back);
+9. bf16 and sparse inputs, a list holding None: ValueError, never TypeError/RuntimeError or NaN.
+"""
+import numpy as np
+import pytest
+
+handgrad = pytest.importorskip("handgrad", reason="the handgrad module was not built (see CMake's output)")
+torch = pytest.importorskip("torch", reason="torch (the oracle) is not installed")
+
+
+def test_negative_bit_views_keep_their_sign():
+    y = torch.tensor([1 + 2j, 3 - 4j]).conj().imag  # contiguous, negative bit set: [-2, 4]
+    assert y.is_neg()
+    torch.testing.assert_close(handgrad.einsum("i->i", y), torch.tensor([-2.0, 4.0]))
+    neg = torch._neg_view(torch.arange(1.0, 5.0))
+    assert float(handgrad.einsum("i->", neg)) == -10.0
+    torch.testing.assert_close(handgrad.einsum("i,i->i", neg, torch.ones(4)), -torch.arange(1.0, 5.0))
+    # Host copies (train_mlp's inputs, state dicts) read the sign too: the same training as the
+    # resolved tensor's.
+    w2 = torch._neg_view(torch.linspace(0.1, 0.5, 4))
+    a = handgrad.train_mlp(w2=w2, iters=50, n=16, d=3, h=4, device="cpu")
+    b = handgrad.train_mlp(w2=w2.resolve_neg(), iters=50, n=16, d=3, h=4, device="cpu")
+    np.testing.assert_array_equal(a["models"][0]["losses"], b["models"][0]["losses"])
+
+
+def test_complex_torch_tensors_are_refused_like_numpys():
+    z = torch.tensor([1 + 2j, 3 + 4j])
+    with pytest.raises(ValueError, match="complex"):
+        handgrad.einsum("i->i", z)
+    with pytest.raises(ValueError, match="complex"):
+        handgrad.einsum("i->i", z.numpy())
+    with pytest.raises(ValueError, match="complex"):
+        handgrad.train_mlp(x=torch.zeros(4, 3, dtype=torch.complex64), iters=1, n=4, d=3, h=2)
+
+
+class Tagged(torch.Tensor):
+    pass
+
+
+def test_tensor_subclasses_are_torch_tensors():
+    a = torch.arange(6.0).reshape(2, 3).as_subclass(Tagged)
+    got = handgrad.einsum("ij->ji", a)
+    assert isinstance(got, torch.Tensor)
+    torch.testing.assert_close(got.as_subclass(torch.Tensor), torch.arange(6.0).reshape(2, 3).t())
+    d = torch.arange(6.0, dtype=torch.float64).reshape(2, 3).as_subclass(Tagged)  # converted, not refused
+    torch.testing.assert_close(handgrad.einsum("ij->i", d).as_subclass(torch.Tensor), torch.tensor([3.0, 12.0]))
+    t = torch.arange(6.0).reshape(3, 2).t().as_subclass(Tagged)  # a transposed view: copied
+    torch.testing.assert_close(handgrad.einsum("ij->ij", t).as_subclass(torch.Tensor), torch.arange(6.0).reshape(3, 2).t())
+
+
+def test_bf16_sparse_and_none_are_value_errors():
+    x = torch.randn(8, 3)
+    with pytest.raises(ValueError, match="sparse"):
+        handgrad.einsum("ij->i", x.to_sparse_csr())
+    with pytest.raises(ValueError, match="sparse"):
+        handgrad.einsum("ij->i", x.to_sparse())
+    with pytest.raises(ValueError, match="sparse"):
+        handgrad.train_mlp(x=x.to_sparse(), iters=1, n=8, d=3, h=2)
+    with pytest.raises(ValueError, match="real numbers"):
+        handgrad.einsum("i->i", [None, 1.0])
+    with pytest.raises(ValueError, match="real numbers"):
+        handgrad.train_mlp(y=[None] * 8, iters=1, n=8, d=3, h=2)
+    # bf16 is read (converted), as einsum reads it.
+    r = handgrad.train_mlp(x=x.bfloat16(), iters=2, n=8, d=3, h=2, log_every=1)
+    assert np.isfinite(r["models"][0]["final_loss"])
+    torch.testing.assert_close(handgrad.einsum("ij->i", x.bfloat16()), x.bfloat16().float().sum(1), rtol=1e-5, atol=1e-5)
+
