@@ -275,8 +275,17 @@ struct ResNet18::Impl {
     }
   }
 
+  // The values each channel of layer4's BatchNorm sees for `n` images (the fewest of any BN).
+  int64_t last_bn_values(int64_t images) const {
+    return images * blocks[7].c2.shape().OH() * blocks[7].c2.shape().OW();
+  }
+
   void forward(const float* images, const int32_t* labels, int64_t count, bool train) {
     HG_REQUIRE(count > 0 && count <= batch, "ResNet18: ", count, " images for a network sized for ", batch);
+    // PyTorch's rule and words: batch statistics of one value have no variance to normalise by.
+    HG_REQUIRE(!train || last_bn_values(count) > 1, "Expected more than 1 value per channel when training, got ",
+               "input size [", count, ", 512, ", blocks[7].c2.shape().OH(), ", ", blocks[7].c2.shape().OW(),
+               "] at layer4's BatchNorm: train on batches of at least 2 images (PyTorch refuses the same)");
     resize_batch(count);  // (one input channel: NCHW and NHWC images are the same bytes)
     convbn_forward(stem, images, train);
     bn_relu(stem_relu.get(), stem, nullptr, nullptr);

@@ -48,7 +48,8 @@ class ResNet18 {
   void set_freeze(const std::string& mode);
 
   // Forward over n <= batch images [n, C, H, W] with int32 labels, both on the model's device.
-  // Train mode uses batch statistics and updates the running ones. The batch's summed
+  // Train mode uses batch statistics and updates the running ones; it needs more than one value
+  // per channel at every BatchNorm (at 28x28, n >= 2), a UserError otherwise, as in PyTorch. The batch's summed
   // cross-entropy loss and right answers are added to running sums that stay on the device
   // (no copy, no synchronisation) until take_sums() reads and clears them.
   void enqueue_forward(const float* images, const int32_t* labels, int64_t n, bool train);

@@ -150,6 +150,20 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
   constexpr int64_t kMaxEpochs = 1000000;  // beyond, a run would not end in this machine's lifetime
   HG_REQUIRE(cfg.epochs > 0 && cfg.epochs <= kMaxEpochs, "--epochs must be in [1, ", kMaxEpochs, "], got ", cfg.epochs);
   HG_REQUIRE(cfg.max_steps >= 0, "--max-steps must not be negative");
+  // Refused before the first step (and before the network is sized), not at the end of an epoch: a
+  // batch of one image (the batch size, or what an epoch leaves for its last step) gives layer4's
+  // BatchNorm one value per channel on small images, which PyTorch refuses to train on.
+  {
+    const Conv2dShape layer4 = resnet18_conv_shapes(1, train.rows, train.cols).back().second;
+    const int64_t steps_per_epoch = (train.count + cfg.batch_size - 1) / cfg.batch_size;
+    const int64_t first = std::min(cfg.batch_size, train.count), last = train.count % cfg.batch_size;
+    for (const int64_t n : {first, training_steps(cfg, train.count) >= steps_per_epoch ? last : int64_t(0)})
+      HG_REQUIRE(n == 0 || n * layer4.OH() * layer4.OW() > 1, "--batch-size ", cfg.batch_size, ": a training batch of ",
+                 n, " image", n == 1 ? "" : "s", " of ", train.rows, "x", train.cols,
+                 " gives layer4's BatchNorm 1 value per channel (PyTorch: \"Expected more than 1 value per channel ",
+                 "when training\")", n == cfg.batch_size ? "" : cat(": the last of the ", train.count,
+                 " training images; choose another batch size"));
+  }
   ResNet18 model(cfg.batch_size, train.rows, train.cols, cfg.device, cfg.tf32);
   init_model(model, cfg);
   model.set_freeze(cfg.freeze);

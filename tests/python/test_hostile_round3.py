@@ -68,3 +68,30 @@ def test_bf16_sparse_and_none_are_value_errors():
     assert np.isfinite(r["models"][0]["final_loss"])
     torch.testing.assert_close(handgrad.einsum("ij->i", x.bfloat16()), x.bfloat16().float().sum(1), rtol=1e-5, atol=1e-5)
 
+
+def _fashion():
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from pyhelpers import fashion_dir
+    d = fashion_dir()
+    if not d:
+        pytest.skip("FashionMNIST is not installed (dataset-fashion-mnist)")
+    return d
+
+
+def test_batches_of_one_image_are_refused_as_pytorch_does(tmp_path):
+    """6. layer4's BatchNorm sees one value per channel: PyTorch raises, so does handgrad, before
+    the first step (also when only an epoch's last batch would hold one image)."""
+    import os
+    import subprocess
+    d = _fashion()
+    for bs in (1, 59999):  # 60,000 = 59,999 + 1: the epoch's last batch holds one image
+        with pytest.raises(ValueError, match="more than 1 value per channel"):
+            handgrad.train_transfer(data_dir=d, weights="none", batch_size=bs, epochs=1, eval=False, progress=False)
+    cli = os.environ.get("HANDGRAD_CLI")
+    if cli:
+        r = subprocess.run([cli, "transfer", "train", "--weights", "none", "--batch-size", "1", "--max-steps", "1",
+                            "--no-eval", "--no-plot", "--data-dir", d, "--out-dir", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "more than 1 value per channel" in r.stderr, r.stderr
