@@ -112,13 +112,15 @@ int64_t training_steps(const TransferConfig& cfg, int64_t train_count) {
 // Evaluation over a split: {mean loss, accuracy}. With `progress`, a progress line labelled `label`
 // while it runs (taken away at the end: the caller prints the result).
 std::pair<double, double> evaluate(ResNet18& model, const Split& s, int64_t batch, std::vector<float>* logits,
-                                   const std::string& label = "", bool progress = false) {
+                                   const std::string& label = "", bool progress = false,
+                                   const std::function<void()>& between_batches = {}) {
   Progress shown(label, s.count, progress);
   double loss = 0;
   int64_t right = 0;
   if (logits) logits->assign(s.count * 10, 0.f);
   Tensor images = Tensor::empty({std::min(batch, s.count) * s.hw}, s.pixels.device());
   for (int64_t b = 0; b < s.count; b += batch) {
+    if (between_batches && b > 0) between_batches();
     const int64_t n = std::min(batch, s.count - b);
     int64_t c = 0;
     nn::gather_pixels(s.pixels.device(), images.data<float>(), s.pixel_rows() + b * s.hw, nullptr, n, s.hw, s.scale);
@@ -268,7 +270,8 @@ RunOutput train_one(const TransferConfig& cfg, const Split& train, const Split& 
     if (cfg.eval) {
       progress.clear();
       const double e0 = elapsed();
-      const auto [l, a] = evaluate(model, test, cfg.batch_size, nullptr, label, cfg.progress);  // sized for one batch
+      const auto [l, a] = evaluate(model, test, cfg.batch_size, nullptr, label, cfg.progress,
+                                     cfg.between_eval_batches);  // sized for one batch
       eval_seconds += elapsed() - e0;
       out.result.eval_images += test.count;
       out.epoch_eval.push_back({int(epoch + 1), {l, a}});
@@ -508,7 +511,8 @@ std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg) {
   else model.load(read_state_dict(cfg.checkpoint), /*strict=*/true);
   std::vector<float> logits;
   const auto [loss, acc] =
-      evaluate(model, test, cfg.batch_size, cfg.dump_logits.empty() ? nullptr : &logits, "eval", !cfg.quiet);
+      evaluate(model, test, cfg.batch_size, cfg.dump_logits.empty() ? nullptr : &logits, "eval", !cfg.quiet,
+               cfg.between_batches);
   if (!cfg.dump_logits.empty())
     write_npy(cfg.dump_logits, Tensor::from_vector({test.count, 10}, logits));
   report_conv_algorithms(cfg.device, cfg.cudnn_find);

@@ -55,6 +55,7 @@ struct TransferConfig {
   // result, and no files or summary lines.
   const StateDict* initial_state = nullptr;
   std::function<void(const TransferProgress&)> on_step;
+  std::function<void()> between_eval_batches;  // called between evaluation batches (it may throw: Ctrl-C)
   bool keep_state = false;
   bool write_files = true;
 };
@@ -94,6 +95,7 @@ struct TransferEvalConfig {
   Device device = Device::CPU;
   const StateDict* state = nullptr;  // in place of the checkpoint file (the Python module)
   bool quiet = false;                // no progress and no summary line
+  std::function<void()> between_batches;  // called between batches (it may throw: Ctrl-C)
 };
 // `handgrad transfer eval`: returns {test loss, accuracy}.
 std::pair<double, double> run_transfer_eval(const TransferEvalConfig& cfg);

@@ -651,6 +651,7 @@ py::dict train_transfer_py(const std::string& data_dir, const std::optional<std:
       progress(d);
     }
   };
+  cfg.between_eval_batches = check_signals;
   TransferResult r;
   {
     py::gil_scoped_release nogil;
@@ -680,6 +681,7 @@ py::tuple evaluate_transfer_py(const py::dict& state_dict, const std::string& da
   cfg.data_dir = data_dir, cfg.limit = limit, cfg.batch_size = batch_size, cfg.normalize = normalize;
   cfg.device = parse_device(device);
   cfg.quiet = true;
+  cfg.between_batches = check_signals;
   HG_REQUIRE(batch_size > 0, "batch_size must be positive, got ", batch_size);
   std::pair<double, double> r;
   {

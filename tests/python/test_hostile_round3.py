@@ -95,3 +95,56 @@ def test_batches_of_one_image_are_refused_as_pytorch_does(tmp_path):
                             "--no-eval", "--no-plot", "--data-dir", d, "--out-dir", str(tmp_path)],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "more than 1 value per channel" in r.stderr, r.stderr
+
+
+def _interrupt(code, data_dir, wait):
+    """Runs `code` in a child, sends SIGINT `wait` s after it prints "started"; (exit, seconds from
+    the signal to the exit, stderr)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    p = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", code, data_dir], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    assert "started" in line, line + p.stderr.read()[-2000:]
+    time.sleep(wait)
+    t0 = time.time()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    return p.returncode, time.time() - t0, out, err
+
+
+CHILD_EVAL = """
+import sys, handgrad
+sd = handgrad.ResNet18(device="cpu").state_dict()
+print("started", flush=True)
+try:
+    handgrad.evaluate_transfer(sd, data_dir=sys.argv[1], batch_size=4, device="cpu")
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(42)
+print("finished", flush=True)
+"""
+
+CHILD_TRAIN_EVAL = """
+import sys, handgrad
+def progress(p):
+    if p["step"] == p["steps"]:
+        print("started", flush=True)  # the last step: the final evaluation of 10,000 images comes next
+try:
+    handgrad.train_transfer(data_dir=sys.argv[1], weights="none", max_steps=2, batch_size=4, device="cpu",
+                            progress=progress)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(42)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("code", [CHILD_EVAL, CHILD_TRAIN_EVAL], ids=["evaluate_transfer", "train_transfer_eval"])
+def test_ctrl_c_stops_evaluation_between_batches(code):
+    """5. SIGINT during an evaluation of the 10,000 test images ends it within a batch or two."""
+    rc, seconds, out, err = _interrupt(code, _fashion(), 2.5)  # past the data, into the evaluation
+    assert rc == 42 and "interrupted" in out, f"exit {rc}: {out} {err[-2000:]}"
+    assert seconds < 2, f"KeyboardInterrupt {seconds:.1f} s after the signal"  # the evaluation takes ~10 s
