@@ -365,17 +365,25 @@ Shape shape_of(py::handle arg, size_t i) {
   const py::object obj = py::hasattr(arg, "shape") ? py::object(arg.attr("shape")) : py::reinterpret_borrow<py::object>(arg);
   if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj))
     throw UserError(cat("contract_path(): operand ", i, " is neither an array nor a shape"));
+  // Read one dimension at a time and stop at the first beyond the limit: a shape-like object may
+  // iterate forever.
   for (py::handle d : obj) {
+    HG_REQUIRE(s.size() < static_cast<size_t>(kMaxDims), "contract_path(): operand ", i,
+               " has more than ", kMaxDims, " dims; handgrad takes at most ", kMaxDims);
     if (!py::isinstance<py::int_>(d) && !py::hasattr(d, "__index__"))
       throw UserError(cat("contract_path(): operand ", i, "'s shape holds a non-integer"));
-    try {
-      s.push_back(d.cast<int64_t>());
-    } catch (const py::cast_error&) {
-      throw UserError(cat("contract_path(): operand ", i, "'s shape holds a size beyond int64"));
+    const py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(d.ptr()));
+    if (!index) {  // its __index__ raised: say so, with what it raised
+      py::error_already_set e;
+      throw UserError(cat("contract_path(): operand ", i, "'s shape holds a value whose __index__ failed: ", e.what()));
     }
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+    if (overflow != 0)
+      throw UserError(cat("contract_path(): operand ", i, "'s shape holds ", std::string(py::str(index)),
+                          ", beyond int64"));
+    s.push_back(v);
   }
-  HG_REQUIRE(s.size() <= static_cast<size_t>(kMaxDims), "contract_path(): operand ", i, " has ", s.size(),
-             " dims; handgrad takes at most ", kMaxDims);
   return s;
 }
 

@@ -148,3 +148,36 @@ def test_ctrl_c_stops_evaluation_between_batches(code):
     rc, seconds, out, err = _interrupt(code, _fashion(), 2.5)  # past the data, into the evaluation
     assert rc == 42 and "interrupted" in out, f"exit {rc}: {out} {err[-2000:]}"
     assert seconds < 2, f"KeyboardInterrupt {seconds:.1f} s after the signal"  # the evaluation takes ~10 s
+
+
+
+class EndlessShape:
+    """A sequence whose iteration never ends (its __getitem__ never raises IndexError)."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return 1
+
+
+class BadIndex:
+    def __index__(self):
+        raise ArithmeticError("no index here")
+
+
+def test_endless_shapes_and_failing_index_are_value_errors():
+    """8. the 65th dimension ends the reading; 10. an __index__ that raises says so, a uint64 that
+    int64 cannot hold is printed as it is."""
+    with pytest.raises(ValueError, match="more than 64 dims"):
+        handgrad.contract_path("ij->ji", EndlessShape())
+
+    class HasShape:
+        shape = EndlessShape()
+
+    with pytest.raises(ValueError, match="more than 64 dims"):
+        handgrad.contract_path("ij->ji", HasShape())
+    with pytest.raises(ValueError, match="__index__ failed.*no index here"):
+        handgrad.contract_path("ij->ji", (2, BadIndex()))
+    with pytest.raises(ValueError, match="18446744073709551615, beyond int64"):
+        handgrad.contract_path("ij->ji", (2, np.uint64(2**64 - 1)))
