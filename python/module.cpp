@@ -289,21 +289,41 @@ std::mutex g_core;
 
 // The core lock, refusing a call from inside a running call on the same thread (a progress
 // callback that calls handgrad): waiting for a lock this thread holds would never end.
-thread_local bool t_in_core = false;
+class CoreLock;
+thread_local CoreLock* t_core = nullptr;  // the lock this thread's running call holds
 class CoreLock {
  public:
   CoreLock() {
-    if (t_in_core) throw UserError("handgrad cannot be called from inside a progress callback of a running handgrad call");
+    if (t_core) throw UserError("handgrad cannot be called from inside a progress callback of a running handgrad call");
     lock_ = std::unique_lock<std::mutex>(g_core);
-    t_in_core = true;
+    t_core = this;
   }
-  ~CoreLock() { t_in_core = false; }
+  ~CoreLock() { t_core = nullptr; }
   CoreLock(const CoreLock&) = delete;
   CoreLock& operator=(const CoreLock&) = delete;
+  void unlock() { lock_.unlock(); }
+  void lock() { lock_.lock(); }
 
  private:
   std::unique_lock<std::mutex> lock_;
 };
+
+// Runs f (Python code: a progress callback) with the GIL and without the core lock, so that the
+// threads a callback starts may call handgrad (between two steps of the running call) instead of
+// waiting for it forever; the lock is taken back after the GIL is let go (never the GIL while
+// waiting for the lock).
+template <class F>
+void with_python(F f) {
+  struct Relock {
+    CoreLock* core;
+    ~Relock() {
+      if (core) core->lock();
+    }
+  } relock{t_core};
+  if (relock.core) relock.core->unlock();
+  py::gil_scoped_acquire gil;
+  f();
+}
 
 // ---------------------------------------------------------------------------------------------
 // Ctrl-C and progress
@@ -650,14 +670,14 @@ py::dict train_transfer_py(const std::string& data_dir, const std::optional<std:
   const bool callback = !progress.is_none() && PyCallable_Check(progress.ptr());
   cfg.progress = !callback && !progress.is_none() && py::bool_(progress);
   cfg.on_step = [&](const TransferProgress& p) {
-    py::gil_scoped_acquire gil;
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-    if (callback) {
+    if (!callback) return check_signals();
+    with_python([&] {
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
       py::dict d;
       d["epoch"] = p.epoch, d["epochs"] = p.epochs, d["step"] = p.step, d["steps"] = p.steps;
       d["loss"] = p.loss, d["images_per_second"] = p.images_per_second, d["eta_seconds"] = p.eta_seconds;
       progress(d);
-    }
+    });
   };
   cfg.between_eval_batches = check_signals;
   TransferResult r;

@@ -11,7 +11,9 @@ caller's kind (a torch tensor if any operand was one, else a numpy array) on the
 in handgrad's own buffer (no copy).
 
 GPU: CUDA tensors must be on cuda:0 and be used while cuda:0 is the current device (handgrad
-drives one GPU). Calls from several Python threads are serialised.
+drives one GPU). Calls from several Python threads are serialised. A progress callback runs between
+two steps with handgrad free: threads it starts may call handgrad (the running call waits for the
+callback to return); the callback's own thread may not (ValueError).
 
 Errors: bad input raises ValueError with handgrad's one-line message; anything else RuntimeError.
 Long calls (training) run without the GIL and stop with KeyboardInterrupt on Ctrl-C between steps.

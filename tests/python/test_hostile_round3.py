@@ -181,3 +181,26 @@ def test_endless_shapes_and_failing_index_are_value_errors():
         handgrad.contract_path("ij->ji", (2, BadIndex()))
     with pytest.raises(ValueError, match="18446744073709551615, beyond int64"):
         handgrad.contract_path("ij->ji", (2, np.uint64(2**64 - 1)))
+
+
+CHILD_CALLBACK_THREAD = """
+import sys, threading, numpy as np, handgrad
+seen = []
+def progress(p):
+    if p["step"] == 1:  # a thread of the callback's calls handgrad, and the callback waits for it
+        t = threading.Thread(target=lambda: seen.append(float(handgrad.einsum("i->", np.ones(5, np.float32)))))
+        t.start()
+        t.join()
+handgrad.train_transfer(data_dir=sys.argv[1], weights="none", max_steps=2, batch_size=8, eval=False, device="cpu",
+                        progress=progress)
+print("done", seen, flush=True)
+"""
+
+
+def test_a_callbacks_thread_may_call_handgrad():
+    """4. a progress callback that starts a thread calling handgrad and joins it: no deadlock."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", CHILD_CALLBACK_THREAD, _fashion()], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "done [5.0]" in r.stdout, f"exit {r.returncode}: {r.stdout} {r.stderr[-2000:]}"
