@@ -11,6 +11,21 @@ namespace handgrad {
 
 namespace {
 
+// The character at byte i as a message shows it: a whole UTF-8 sequence as itself ('é', not its
+// first byte), a control byte (NUL included) or a byte that starts no valid sequence as \xNN.
+std::string character_at(const std::string& text, size_t i) {
+  const unsigned char c = static_cast<unsigned char>(text[i]);
+  const size_t len = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 1;
+  bool whole = len > 1 && i + len <= text.size();
+  for (size_t k = 1; whole && k < len; ++k) whole = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
+  if (whole) return text.substr(i, len);
+  if (c >= 0x20 && c < 0x7F) return std::string(1, char(c));
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "\\x%02x", c);
+  return buf;
+}
+
+
 constexpr int kLetters = 52;  // label ids >= 52 are the dims covered by an ellipsis
 
 std::string label_name(int id) {
@@ -105,7 +120,7 @@ EinsumEquation parse_einsum(const std::string& equation) {
     } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
       term.labels.push_back(c <= 'Z' ? c - 'A' : 26 + (c - 'a'));
     } else {
-      throw UserError(cat("einsum(): invalid subscript '", c, "' at index ", i,
+      throw UserError(cat("einsum(): invalid subscript '", character_at(equation, i), "' at index ", i,
                           " in the equation; subscripts must be in [a-zA-Z]"));
     }
   }

@@ -204,3 +204,17 @@ def test_a_callbacks_thread_may_call_handgrad():
     r = subprocess.run([sys.executable, "-c", CHILD_CALLBACK_THREAD, _fashion()], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "done [5.0]" in r.stdout, f"exit {r.returncode}: {r.stdout} {r.stderr[-2000:]}"
+
+
+def test_messages_show_the_character_itself():
+    """10. a NUL no longer cuts the message; a non-ASCII subscript shows whole (its UTF-8 bytes,
+    escaped: messages are one line of ASCII), not its first byte."""
+    with pytest.raises(ValueError) as e:
+        handgrad.einsum("i\0j->", np.ones((2, 2), np.float32))
+    assert "'\\x00' at index 1" in str(e.value) and "subscripts must be in [a-zA-Z]" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        handgrad.einsum("i\u00e9->", np.ones((2, 2), np.float32))
+    assert "'\\xc3\\xa9' at index 1" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        handgrad.einsum("\U0001F600->", np.ones(2, np.float32))
+    assert "'\\xf0\\x9f\\x98\\x80' at index 0" in str(e.value)
