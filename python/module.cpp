@@ -21,6 +21,8 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <stdexcept>
+#include <thread>
 
 #include "host/checkpoint.h"
 #include "host/device.h"
@@ -285,17 +287,47 @@ std::optional<Device> device_arg(const std::optional<std::string>& device) {
 // The core drives one GPU stream and shared library handles from one host thread at a time:
 // every call into it holds this lock, taken after the GIL is released (so a thread waiting for
 // it never holds the GIL that a running call's Ctrl-C check or progress callback needs).
-std::mutex g_core;
+std::timed_mutex g_core;
+
+// Set by the interpreter's atexit (before it finalizes, while daemon threads may still take the
+// GIL): a running call stops at its next check (between steps, batches, blocks) and unwinds while
+// it still can; a new call waits forever (a daemon thread that must not touch a finalizing Python).
+std::atomic<bool> g_exiting{false};
+struct InterpreterExiting : std::runtime_error {
+  InterpreterExiting() : std::runtime_error("handgrad: the interpreter is exiting; the call was stopped") {}
+};
 
 // The core lock, refusing a call from inside a running call on the same thread (a progress
 // callback that calls handgrad): waiting for a lock this thread holds would never end.
+// Set when the atexit handler below has finished: Python finalizes next.
+std::atomic<bool> g_finalizing{false};
+
+// The GIL let go for the length of a scope, as py::gil_scoped_release, except that a thread coming
+// back after Python began to finalize (a daemon thread) is never handed to it: CPython would end it
+// with pthread_exit inside this noexcept destructor (std::terminate, the process aborts); it sleeps
+// instead, and the process exits around it.
+class ReleaseGil {
+ public:
+  ReleaseGil() : state_(PyEval_SaveThread()) {}
+  ~ReleaseGil() {
+    while (g_finalizing) std::this_thread::sleep_for(std::chrono::hours(1));
+    PyEval_RestoreThread(state_);
+  }
+  ReleaseGil(const ReleaseGil&) = delete;
+  ReleaseGil& operator=(const ReleaseGil&) = delete;
+
+ private:
+  PyThreadState* state_;
+};
+
 class CoreLock;
 thread_local CoreLock* t_core = nullptr;  // the lock this thread's running call holds
 class CoreLock {
  public:
   CoreLock() {
     if (t_core) throw UserError("handgrad cannot be called from inside a progress callback of a running handgrad call");
-    lock_ = std::unique_lock<std::mutex>(g_core);
+    while (g_exiting) std::this_thread::sleep_for(std::chrono::hours(1));
+    lock_ = std::unique_lock<std::timed_mutex>(g_core);
     t_core = this;
   }
   ~CoreLock() { t_core = nullptr; }
@@ -305,7 +337,7 @@ class CoreLock {
   void lock() { lock_.lock(); }
 
  private:
-  std::unique_lock<std::mutex> lock_;
+  std::unique_lock<std::timed_mutex> lock_;
 };
 
 // Runs f (Python code: a progress callback) with the GIL and without the core lock, so that the
@@ -314,6 +346,7 @@ class CoreLock {
 // waiting for the lock).
 template <class F>
 void with_python(F f) {
+  if (g_exiting) throw InterpreterExiting();
   struct Relock {
     CoreLock* core;
     ~Relock() {
@@ -331,6 +364,7 @@ void with_python(F f) {
 // Between steps of a long call that runs without the GIL: take it, let Python run its signal
 // handlers (a KeyboardInterrupt becomes a C++ exception that unwinds the run).
 void check_signals() {
+  if (g_exiting) throw InterpreterExiting();
   py::gil_scoped_acquire gil;
   if (PyErr_CheckSignals() != 0) throw py::error_already_set();
 }
@@ -357,7 +391,7 @@ py::object einsum_py(const std::string& equation, py::args operands, const std::
   const std::optional<Device> want = device_arg(device);
   Tensor out;
   {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     CoreLock core;
     std::vector<Tensor> moved;  // operands copied to the requested device
     moved.reserve(in.size());   // so the pointers into it stay valid
@@ -546,7 +580,7 @@ py::dict train_mlp_py(py::object x, py::object y, py::object w1, py::object w2, 
   cfg.between_blocks = check_signals;
   MlpResult r;
   {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     CoreLock core;
     r = run_mlp(cfg);
   }
@@ -585,7 +619,7 @@ class PyResNet18 {
       : device_(parse_device(device)) {
     std::optional<StateDict> sd;
     if (state) sd = dict_to_state(*state);
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     CoreLock core;
     model_ = std::make_unique<ResNet18>(1, 28, 28, device_);
     model_->init_random(seed);
@@ -594,7 +628,7 @@ class PyResNet18 {
   py::dict state_dict() const {
     StateDict sd;
     {
-      py::gil_scoped_release nogil;
+      ReleaseGil nogil;
       CoreLock core;
       sd = model_->state_dict();
     }
@@ -602,7 +636,7 @@ class PyResNet18 {
   }
   void load(const py::dict& d, bool strict) {
     const StateDict sd = dict_to_state(d);
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     CoreLock core;
     model_->load(sd, strict);
   }
@@ -617,7 +651,7 @@ class PyResNet18 {
     std::vector<float> logits(n * 10);
     Tensor out;
     {
-      py::gil_scoped_release nogil;
+      ReleaseGil nogil;
       CoreLock core;
       Tensor images_dev = in.tensor.device() == device_ ? Tensor() : in.tensor.to(device_);
       const float* px = (images_dev.defined() ? images_dev : in.tensor).data<float>();
@@ -682,7 +716,7 @@ py::dict train_transfer_py(const std::string& data_dir, const std::optional<std:
   cfg.between_eval_batches = check_signals;
   TransferResult r;
   {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     CoreLock core;
     r = run_transfer_train(cfg);
   }
@@ -713,7 +747,7 @@ py::tuple evaluate_transfer_py(const py::dict& state_dict, const std::string& da
   HG_REQUIRE(batch_size > 0, "batch_size must be positive, got ", batch_size);
   std::pair<double, double> r;
   {
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     CoreLock core;
     r = run_transfer_eval(cfg);
   }
@@ -754,6 +788,18 @@ PYBIND11_MODULE(_core, m) {
   m.attr("built_with_cuda") = built_with_cuda();
   m.attr("FASHION_MNIST_MEAN") = kFashionMnistMean;
   m.attr("FASHION_MNIST_STD") = kFashionMnistStd;
+  // At exit, before Python finalizes: stop a call running in a daemon thread at its next check and
+  // wait (at most 10 s) until it has left the core, then keep the core, so that no thread is inside
+  // handgrad (or takes the GIL from it) while the interpreter and the libraries are torn down.
+  py::module_::import("atexit").attr("register")(py::cpp_function([] {
+    g_exiting = true;
+    {
+      ReleaseGil nogil;
+      auto* held = new std::unique_lock<std::timed_mutex>(g_core, std::defer_lock);  // never released
+      (void)held->try_lock_for(std::chrono::seconds(10));
+    }
+    g_finalizing = true;
+  }));
   m.def("cuda_available", &cuda_available);
   m.def("cuda_unavailable_reason", &cuda_unavailable_reason);
 
@@ -824,7 +870,7 @@ logits [n, 10] of images [n, 1, H, W] in evaluation mode (running BatchNorm stat
     std::vector<const Tensor*> ptrs;
     for (size_t i = 0; i < operands.size(); ++i) in.push_back(borrow_array(operands[i], "operand"));
     for (Borrowed& b : in) ptrs.push_back(&b.tensor);
-    py::gil_scoped_release nogil;
+    ReleaseGil nogil;
     CoreLock core;
     einsum(equation, ptrs);  // warm-up
     const auto t0 = std::chrono::steady_clock::now();

@@ -13,7 +13,9 @@ in handgrad's own buffer (no copy).
 GPU: CUDA tensors must be on cuda:0 and be used while cuda:0 is the current device (handgrad
 drives one GPU). Calls from several Python threads are serialised. A progress callback runs between
 two steps with handgrad free: threads it starts may call handgrad (the running call waits for the
-callback to return); the callback's own thread may not (ValueError).
+callback to return); the callback's own thread may not (ValueError). When the interpreter exits
+while a daemon thread is inside handgrad, that call stops at its next step (RuntimeError in that
+thread) and Python finalizes without it.
 
 Errors: bad input raises ValueError with handgrad's one-line message; anything else RuntimeError.
 Long calls (training) run without the GIL and stop with KeyboardInterrupt on Ctrl-C between steps.

@@ -218,3 +218,35 @@ def test_messages_show_the_character_itself():
     with pytest.raises(ValueError) as e:
         handgrad.einsum("\U0001F600->", np.ones(2, np.float32))
     assert "'\\xf0\\x9f\\x98\\x80' at index 0" in str(e.value)
+
+
+CHILD_DAEMON = """
+import sys, threading, time, numpy as np, handgrad
+data = sys.argv[2]
+def evaluation():
+    handgrad.evaluate_transfer(handgrad.ResNet18(device="cpu").state_dict(), data_dir=data, batch_size=16, device="cpu")
+def training():
+    handgrad.train_transfer(data_dir=data, weights="none", epochs=1, eval=False, device="cpu", progress=False)
+def einsums():
+    a = np.ones((256, 256), np.float32)
+    while True:
+        handgrad.einsum("ij,jk->ik", a, a)
+kinds = {"evaluation": [evaluation], "training": [training], "einsum": [einsums], "waiting": [training, einsums]}
+for f in kinds[sys.argv[1]]:  # "waiting": the einsum thread waits for the training's core lock
+    threading.Thread(target=f, daemon=True).start()
+    time.sleep(0.3)
+time.sleep(2.5)
+print("main exits", flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind", ["evaluation", "training", "einsum", "waiting"])
+def test_interpreter_exit_with_a_daemon_thread_inside_handgrad(kind):
+    """3. Python exits while a daemon thread is inside handgrad (or waits for it): exit 0, no
+    SIGSEGV, no std::terminate."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-X", "faulthandler", "-c", CHILD_DAEMON, kind, _fashion()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "main exits" in r.stdout, f"exit {r.returncode}: {r.stderr[-2000:]}"
+    assert "terminate called" not in r.stderr and "Fatal Python error" not in r.stderr, r.stderr[-2000:]
