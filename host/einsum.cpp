@@ -428,13 +428,21 @@ ResolvedEinsum resolve_einsum(const std::string& equation, const std::vector<Sha
 
 // Operand i's labels that the rest of the equation needs: what take_diagonals and sum_unneeded
 // leave of it before the pairwise contractions.
-Labels needed_labels(const std::vector<Labels>& inputs, const Labels& output, size_t i) {
-  Labels keep = output;
-  for (size_t j = 0; j < inputs.size(); ++j)
-    if (j != i) keep.insert(keep.end(), inputs[j].begin(), inputs[j].end());
-  Labels out;
-  for (int l : inputs[i])
-    if (!contains(out, l) && contains(keep, l)) out.push_back(l);
+// For every operand, its labels (once each, in order) that the output or another operand holds:
+// the others sum away first. Counted per label (how many operands hold it), so that thousands of
+// operands cost O(labels), not O(n^2).
+std::vector<Labels> needed_labels(const std::vector<Labels>& inputs, const Labels& output) {
+  std::map<int, int64_t> holders;
+  std::vector<Labels> distinct(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    for (int l : inputs[i])
+      if (!contains(distinct[i], l)) distinct[i].push_back(l);
+    for (int l : distinct[i]) ++holders[l];
+  }
+  std::vector<Labels> out(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i)
+    for (int l : distinct[i])
+      if (contains(output, l) || holders[l] > 1) out[i].push_back(l);
   return out;
 }
 
@@ -455,7 +463,7 @@ std::vector<std::string> step_equations(const std::vector<Labels>& inputs, const
 EinsumPath einsum_path(const std::string& equation, const std::vector<Shape>& shapes, EinsumOrder order) {
   const ResolvedEinsum r = resolve_einsum(equation, shapes);
   EinsumPath path;
-  for (size_t i = 0; i < r.inputs.size(); ++i) path.inputs.push_back(needed_labels(r.inputs, r.output, i));
+  path.inputs = needed_labels(r.inputs, r.output);
   path.output = r.output;
   path.sizes = r.size;
   const auto t0 = std::chrono::steady_clock::now();
@@ -491,12 +499,10 @@ Tensor einsum(const std::string& equation, const std::vector<const Tensor*>& ope
   }
 
   // Diagonals first, then labels that no other operand and not the output needs.
+  const std::vector<Labels> needed = needed_labels(resolved.inputs, out_labels);
   for (size_t i = 0; i < n_ops; ++i) {
     plan.take_diagonals(ops[i]);
-    Labels keep = out_labels;
-    for (size_t j = 0; j < n_ops; ++j)
-      if (j != i) keep.insert(keep.end(), ops[j].labels.begin(), ops[j].labels.end());
-    plan.sum_unneeded(ops[i], keep);
+    plan.sum_unneeded(ops[i], needed[i]);
   }
 
   // Pairwise contractions in the planned order; each result joins the operands.

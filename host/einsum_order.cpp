@@ -65,6 +65,25 @@ struct Problem {
   int n() const { return static_cast<int>(inputs.size()); }
 };
 
+// How many live operands hold each label, and which labels two or three of them hold.
+struct LabelCounts {
+  std::array<int, LabelSet::kBits> holders{};
+  LabelSet two, three;  // held by >= 2, >= 3 live operands
+  void add(const LabelSet& s, int delta) {
+    for (int l : to_labels(s)) {
+      holders[l] += delta;
+      LabelSet bit;
+      bit.add(l);
+      two = holders[l] >= 2 ? two | bit : two.minus(bit);
+      three = holders[l] >= 3 ? three | bit : three.minus(bit);
+    }
+  }
+  LabelSet keep(const LabelSet& a, const LabelSet& b, const LabelSet& output) const {
+    const LabelSet either = a | b, both = a & b, one = either.minus(both);
+    return (either & output) | (both & three) | (one & two);
+  }
+};
+
 // Replays a sequence of pairs (ids: inputs, then results in creation order), filling in each
 // step's result, FLOPs and size, and the totals.
 EinsumOrderPlan replay(const Problem& p, const std::vector<std::pair<int, int>>& pairs, const std::string& method) {
@@ -72,13 +91,11 @@ EinsumOrderPlan replay(const Problem& p, const std::vector<std::pair<int, int>>&
   plan.method = method;
   Cost flops = 0, largest = 0;
   std::vector<LabelSet> live = p.inputs;  // by id
-  std::vector<bool> used(p.n(), false);
+  LabelCounts counts;  // O(labels) a step to know what the others hold, not O(n)
+  for (const LabelSet& in : p.inputs) counts.add(in, 1);
   for (const auto& [a, b] : pairs) {
-    used[a] = used[b] = true;
-    LabelSet others;
-    for (size_t id = 0; id < live.size(); ++id)
-      if (!used[id]) others = others | live[id];
-    const LabelSet keep = needed(live[a] | live[b], p.output, others);
+    const LabelSet keep = counts.keep(live[a], live[b], p.output);
+    counts.add(live[a], -1), counts.add(live[b], -1), counts.add(keep, 1);
     EinsumStep s;
     s.a = a, s.b = b;
     s.result = to_labels(keep);
@@ -89,7 +106,6 @@ EinsumOrderPlan replay(const Problem& p, const std::vector<std::pair<int, int>>&
     largest = std::max(largest, size);
     plan.steps.push_back(s);
     live.push_back(keep);
-    used.push_back(false);
   }
   plan.exact_flops = flops;
   plan.flops = static_cast<double>(flops);
@@ -143,23 +159,6 @@ EinsumOrderPlan optimal(const Problem& p) {
 // Which labels a pair's result keeps, from label counts: a label both hold stays when a third
 // live operand (or the output) holds it, a label one holds when a second does. The counts are
 // updated per contraction, so a candidate costs a few bit operations, not a union over the rest.
-struct LabelCounts {
-  std::array<int, LabelSet::kBits> holders{};
-  LabelSet two, three;  // held by >= 2, >= 3 live operands
-  void add(const LabelSet& s, int delta) {
-    for (int l : to_labels(s)) {
-      holders[l] += delta;
-      LabelSet bit;
-      bit.add(l);
-      two = holders[l] >= 2 ? two | bit : two.minus(bit);
-      three = holders[l] >= 3 ? three | bit : three.minus(bit);
-    }
-  }
-  LabelSet keep(const LabelSet& a, const LabelSet& b, const LabelSet& output) const {
-    const LabelSet either = a | b, both = a & b, one = either.minus(both);
-    return (either & output) | (both & three) | (one & two);
-  }
-};
 
 // Many operands, by FLOPs: repeatedly the cheapest pair (fewest FLOPs) among those whose result
 // is no larger than the largest input or the output (when no pair fits, the pair with the
@@ -325,11 +324,14 @@ EinsumOrderPlan plan_einsum_order(const std::vector<std::vector<int>>& inputs, c
   p.output = set_of(output);
   // A label that one operand alone holds, and the output lacks, is summed before any pair
   // (einsum does that first, at no cost counted here).
+  // (The labels of the others: the union of those before i and of those after, O(n) in all.)
+  std::vector<LabelSet> after(p.n() + 1, p.output);
+  for (int i = p.n() - 1; i >= 0; --i) after[i] = after[i + 1] | p.inputs[i];
+  LabelSet before = p.output;
   for (int i = 0; i < p.n(); ++i) {
-    LabelSet others = p.output;
-    for (int j = 0; j < p.n(); ++j)
-      if (j != i) others = others | p.inputs[j];
-    p.inputs[i] = p.inputs[i] & others;
+    const LabelSet mine = p.inputs[i];
+    p.inputs[i] = mine & (before | after[i + 1]);
+    before = before | mine;
   }
   if (p.n() < 2) return replay(p, {}, "nothing to contract");
   if (order == EinsumOrder::LeftToRight || p.n() == 2) {

@@ -476,17 +476,26 @@ py::tuple contract_path_py(const std::string& equation, py::args operands, const
   info.naive_flops = p.left_to_right.flops, info.naive_largest = p.left_to_right.largest;
   info.plan_ms = p.plan_ms;
   info.step_equations = p.step_equations;
-  std::vector<int> alive;
-  for (size_t i = 0; i < shapes.size(); ++i) alive.push_back(static_cast<int>(i));
+  // The current operand list is always the live ids in increasing order (results are appended
+  // with the next id), so an id's position is the count of live ids below it: a Fenwick tree over
+  // the ids answers it in O(log n) (a list with find and erase took O(n^2) for many operands).
+  const size_t ids = shapes.size() + p.plan.steps.size();
+  std::vector<int> tree(ids + 1, 0);
+  const auto add = [&](size_t id, int v) {
+    for (size_t i = id + 1; i <= ids; i += i & (~i + 1)) tree[i] += v;
+  };
+  const auto below = [&](size_t id) {
+    int n = 0;
+    for (size_t i = id; i > 0; i -= i & (~i + 1)) n += tree[i];
+    return n;
+  };
+  for (size_t i = 0; i < shapes.size(); ++i) add(i, 1);
   py::list path;
   for (size_t k = 0; k < p.plan.steps.size(); ++k) {
     const EinsumStep& st = p.plan.steps[k];
-    int pa = static_cast<int>(std::find(alive.begin(), alive.end(), st.a) - alive.begin());
-    int pb = static_cast<int>(std::find(alive.begin(), alive.end(), st.b) - alive.begin());
+    int pa = below(st.a), pb = below(st.b);
     if (pa > pb) std::swap(pa, pb);
-    alive.erase(alive.begin() + pb);
-    alive.erase(alive.begin() + pa);
-    alive.push_back(static_cast<int>(shapes.size() + k));
+    add(st.a, -1), add(st.b, -1), add(shapes.size() + k, 1);
     path.append(py::make_tuple(pa, pb));
     info.contractions.emplace_back(pa, pb);
     info.step_flops.push_back(st.flops);
