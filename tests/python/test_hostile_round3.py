@@ -63,7 +63,10 @@ def test_bf16_sparse_and_none_are_value_errors():
         handgrad.einsum("i->i", [None, 1.0])
     with pytest.raises(ValueError, match="real numbers"):
         handgrad.train_mlp(y=[None] * 8, iters=1, n=8, d=3, h=2)
-    # bf16 is read (converted), as einsum reads it.
+    # bf16 is read (converted), as einsum reads it: in train_mlp, einsum and state dicts.
+    sd = {k: torch.from_numpy(v).bfloat16() if v.dtype.kind == "f" else torch.from_numpy(v)
+          for k, v in handgrad.ResNet18(device="cpu").state_dict().items()}
+    handgrad.ResNet18(sd, device="cpu")
     r = handgrad.train_mlp(x=x.bfloat16(), iters=2, n=8, d=3, h=2, log_every=1)
     assert np.isfinite(r["models"][0]["final_loss"])
     torch.testing.assert_close(handgrad.einsum("ij->i", x.bfloat16()), x.bfloat16().float().sum(1), rtol=1e-5, atol=1e-5)
