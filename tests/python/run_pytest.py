@@ -10,5 +10,8 @@ try:
 except ImportError:
     print("SKIP: pytest is not installed (apt-get install python3-pytest)")
     sys.exit(77)
-rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", here] + sys.argv[1:])
+# run_pytest.py [FILE.py ...] [pytest arguments]: the named test files of this folder, else all of them.
+files = [os.path.join(here, a) for a in sys.argv[1:] if a.endswith(".py")]
+rest = [a for a in sys.argv[1:] if not a.endswith(".py")]
+rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"] + (files or [here]) + rest)
 sys.exit(77 if rc == 5 else rc)  # 5: nothing ran
