@@ -27,6 +27,7 @@
 #include "host/checkpoint.h"
 #include "host/device.h"
 #include "host/einsum.h"
+#include "host/memory.h"
 #include "host/tensor.h"
 #include "models/autodiff.h"
 #include "models/mlp.h"
@@ -157,6 +158,8 @@ py::object readable_torch(py::object src, const std::string& what, bool* copied)
              "imaginary part)");
   HG_REQUIRE(py::object(src.attr("layout")).is(torch_handles().strided), what, " is a ",
              std::string(py::str(src.attr("layout"))), " tensor: pass a dense one (.to_dense())");
+  HG_REQUIRE(!py::bool_(src.attr("is_quantized")), what, " is a quantized tensor: dequantize it first (.dequantize())");
+  HG_REQUIRE(!py::bool_(src.attr("is_meta")), what, " is a meta tensor: it holds no data");
   src = src.attr("detach")();
   if (py::hasattr(src, "is_neg") && py::bool_(src.attr("is_neg")())) {
     src = src.attr("resolve_neg")();
@@ -174,6 +177,10 @@ Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
     src = readable_torch(src, what, &b.converted);
     const py::handle f32 = torch_handles().float32;
     if (!py::object(src.attr("dtype")).is(f32) || !py::bool_(src.attr("is_contiguous")())) {
+      // The copy may be far larger than the tensor's memory (an .expand() view): within the budget.
+      if (!py::bool_(src.attr("is_cuda")))
+        require_memory(py::int_(src.attr("numel")()).cast<uint64_t>() * sizeof(float),
+                       what + " as a contiguous float32 copy");
       src = src.attr("to")(f32).attr("contiguous")();
       b.converted = true;
     }
@@ -297,10 +304,13 @@ struct InterpreterExiting : std::runtime_error {
   InterpreterExiting() : std::runtime_error("handgrad: the interpreter is exiting; the call was stopped") {}
 };
 
-// The core lock, refusing a call from inside a running call on the same thread (a progress
-// callback that calls handgrad): waiting for a lock this thread holds would never end.
-// Set when the atexit handler below has finished: Python finalizes next.
+// Set by the atexit handler below once no call runs in the core: Python finalizes soon.
 std::atomic<bool> g_finalizing{false};
+// Threads of a call taking or holding the GIL (ReleaseGil's return, AcquireGil): the atexit handler
+// below waits until none is left. Each counts itself first, then looks at the flags: either it
+// sees them set, or the handler sees it counted (one taking the GIL once Python finalizes would be
+// ended by pthread_exit inside C++ frames: std::terminate, or a crash).
+std::atomic<int> g_with_gil{0};
 
 // The GIL let go for the length of a scope, as py::gil_scoped_release, except that a thread coming
 // back after Python began to finalize (a daemon thread) is never handed to it: CPython would end it
@@ -310,8 +320,13 @@ class ReleaseGil {
  public:
   ReleaseGil() : state_(PyEval_SaveThread()) {}
   ~ReleaseGil() {
-    while (g_finalizing) std::this_thread::sleep_for(std::chrono::hours(1));
+    ++g_with_gil;
+    if (g_finalizing) {
+      --g_with_gil;
+      while (true) std::this_thread::sleep_for(std::chrono::hours(1));
+    }
     PyEval_RestoreThread(state_);
+    --g_with_gil;  // it holds the GIL: from here on Python's own rules for its threads apply
   }
   ReleaseGil(const ReleaseGil&) = delete;
   ReleaseGil& operator=(const ReleaseGil&) = delete;
@@ -320,6 +335,8 @@ class ReleaseGil {
   PyThreadState* state_;
 };
 
+// The core lock, refusing a call from inside a running call on the same thread (a progress
+// callback that calls handgrad): waiting for a lock this thread holds would never end.
 class CoreLock;
 thread_local CoreLock* t_core = nullptr;  // the lock this thread's running call holds
 class CoreLock {
@@ -340,6 +357,28 @@ class CoreLock {
   std::unique_lock<std::timed_mutex> lock_;
 };
 
+// The GIL from inside a running call, or InterpreterExiting once the interpreter is exiting.
+class AcquireGil {
+ public:
+  AcquireGil() {
+    ++g_with_gil;
+    if (g_exiting) {
+      --g_with_gil;
+      throw InterpreterExiting();
+    }
+    gil_.emplace();
+  }
+  ~AcquireGil() {
+    gil_.reset();
+    --g_with_gil;
+  }
+  AcquireGil(const AcquireGil&) = delete;
+  AcquireGil& operator=(const AcquireGil&) = delete;
+
+ private:
+  std::optional<py::gil_scoped_acquire> gil_;
+};
+
 // Runs f (Python code: a progress callback) with the GIL and without the core lock, so that the
 // threads a callback starts may call handgrad (between two steps of the running call) instead of
 // waiting for it forever; the lock is taken back after the GIL is let go (never the GIL while
@@ -354,7 +393,7 @@ void with_python(F f) {
     }
   } relock{t_core};
   if (relock.core) relock.core->unlock();
-  py::gil_scoped_acquire gil;
+  AcquireGil gil;
   f();
 }
 
@@ -364,8 +403,7 @@ void with_python(F f) {
 // Between steps of a long call that runs without the GIL: take it, let Python run its signal
 // handlers (a KeyboardInterrupt becomes a C++ exception that unwinds the run).
 void check_signals() {
-  if (g_exiting) throw InterpreterExiting();
-  py::gil_scoped_acquire gil;
+  AcquireGil gil;
   if (PyErr_CheckSignals() != 0) throw py::error_already_set();
 }
 
@@ -535,6 +573,7 @@ py::array host_array(const py::object& obj, const std::string& what) {
 // indices and counters are never truncated floats).
 Tensor host_tensor(const py::array& a, DType dtype, const std::string& what) {
   require_real(a, what);
+  require_memory(static_cast<uint64_t>(a.size()) * (dtype == DType::I64 ? 8 : 4), what + " as a copy");
   const char kind = a.dtype().kind();
   HG_REQUIRE(dtype != DType::I64 || kind == 'i' || kind == 'u', what, " must be an array of integers");
   py::array c = dtype == DType::F32
@@ -803,11 +842,14 @@ PYBIND11_MODULE(_core, m) {
   py::module_::import("atexit").attr("register")(py::cpp_function([] {
     g_exiting = true;
     {
-      ReleaseGil nogil;
+      const py::gil_scoped_release nogil;  // (not ReleaseGil: this thread is the one that finalizes)
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
       auto* held = new std::unique_lock<std::timed_mutex>(g_core, std::defer_lock);  // never released
-      (void)held->try_lock_for(std::chrono::seconds(10));
+      (void)held->try_lock_until(until);
+      g_finalizing = true;
+      while (g_with_gil > 0 && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    g_finalizing = true;
   }));
   m.def("cuda_available", &cuda_available);
   m.def("cuda_unavailable_reason", &cuda_unavailable_reason);

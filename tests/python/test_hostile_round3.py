@@ -277,3 +277,21 @@ print("ok", flush=True)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_second_pass_findings():
+    """The second hostile pass: quantized and meta tensors refused with ValueError; an .expand()
+    view whose contiguous copy exceeds the memory budget refused, not OOM-killed."""
+    import os
+    import subprocess
+    import sys
+    q = torch.quantize_per_tensor(torch.ones(2, 3), 0.1, 0, torch.qint8)
+    for bad, match in ((q, "quantized"), (torch.ones(2, 3, device="meta"), "meta")):
+        with pytest.raises(ValueError, match=match):
+            handgrad.einsum("ij->i", bad)
+        with pytest.raises(ValueError, match=match):
+            handgrad.train_mlp(x=bad, iters=1, n=2, d=3, h=2)
+    code = "import torch, handgrad\nx = torch.ones(1).expand(2**32)\nhandgrad.einsum('a->', x)\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, HANDGRAD_MAX_MEMORY="1G"))
+    assert r.returncode == 1 and "ValueError" in r.stderr and "memory budget" in r.stderr, r.stderr[-1000:]
