@@ -21,11 +21,10 @@ Conv2d::Conv2d(const Conv2dShape& s, Device device, bool tf32)
       backward_data_(conv2d_lowering(s, ConvDirection::BackwardData)),
       backward_filter_(conv2d_lowering(s, ConvDirection::BackwardFilter)) {
   const bool cpu = device == Device::CPU;
-  auto needs = [&](ConvLowering l) { return forward_ == l || backward_data_ == l; };
-  const int64_t library = !needs(ConvLowering::Library) ? 0
-                          : cpu                         ? cpu::conv2d_nhwc_packed_floats(s)
-                                                        : HG_CUDA(int64_t, conv2d_nhwc_packed_floats, s);
-  const int64_t taps = needs(ConvLowering::TapExact) ? conv2d_taps_packed_floats(s) : 0;
+  const int64_t library = !reads_packed(ConvLowering::Library) ? 0
+                          : cpu ? cpu::conv2d_nhwc_packed_floats(s)
+                                : HG_CUDA(int64_t, conv2d_nhwc_packed_floats, s);
+  const int64_t taps = reads_packed(ConvLowering::TapExact) ? conv2d_taps_packed_floats(s) : 0;
   packed_library_ = Tensor::zeros({std::max<int64_t>(library, 1)}, device);
   packed_taps_ = Tensor::zeros({std::max<int64_t>(taps, 1)}, device);
 }
@@ -44,9 +43,9 @@ int64_t Conv2d::workspace_floats() const {
 
 const float* Conv2d::packed(const float* w, ConvLowering lowering) {
   if (stale_) {  // both copies, so the two directions never read weights of different steps
-    if (forward_ == ConvLowering::Library || backward_data_ == ConvLowering::Library)
+    if (reads_packed(ConvLowering::Library))
       HG_ON_DEVICE(device_, conv2d_nhwc_pack_weights, packed_library_.data<float>(), w, shape);
-    if (forward_ == ConvLowering::TapExact || backward_data_ == ConvLowering::TapExact)
+    if (reads_packed(ConvLowering::TapExact))
       HG_ON_DEVICE(device_, conv2d_taps_pack_weights, packed_taps_.data<float>(), w, shape);
   }
   stale_ = false;

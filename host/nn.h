@@ -46,6 +46,8 @@ class Conv2d {
 
  private:
   const float* packed(const float* w, ConvLowering lowering);
+  // Whether a direction that reads packed weights (forward, backward data) runs this lowering.
+  bool reads_packed(ConvLowering l) const { return forward_ == l || backward_data_ == l; }
   Device device_ = Device::CPU;
   bool tf32_ = false;
   ConvLowering forward_, backward_data_, backward_filter_;

@@ -70,7 +70,6 @@ void dense_backward_filter(float* dw, const float* dy, const float* x, const Con
 
 using Layout = ConvTapLayout;
 using GroupAt = ConvTapLayout::At;
-Layout layout_of(const Conv2dShape& s) { return conv2d_tap_layout(s); }
 
 // Visits every (group, image, output pixel) row: f(group, row of the group, n, oy, ox). Images
 // are spread over threads; each image's rows stay on one thread (so scatter-adds into dx are safe).
@@ -115,7 +114,7 @@ void move_rows(float* rows, float* y, const Conv2dShape& s, const Layout& l, boo
 }
 
 void group_pack(float* packed, const float* w, const Conv2dShape& s) {
-  const Layout l = layout_of(s);
+  const Layout l = conv2d_tap_layout(s);
 #pragma omp parallel for schedule(static)
   for (int64_t k = 0; k < s.K; ++k)
     for (const GroupAt& at : l.groups) {
@@ -128,7 +127,7 @@ void group_pack(float* packed, const float* w, const Conv2dShape& s) {
 }
 
 void group_forward(float* y, const float* x, const float* packed, const Conv2dShape& s, float* ws) {
-  const Layout l = layout_of(s);
+  const Layout l = conv2d_tap_layout(s);
   float* a = ws;
   float* rows = ws + l.a_floats;
   gather_im2col(a, x, s, l);
@@ -143,7 +142,7 @@ void group_forward(float* y, const float* x, const float* packed, const Conv2dSh
 }
 
 void group_backward_data(float* dx, const float* dy, const float* packed, const Conv2dShape& s, float* ws) {
-  const Layout l = layout_of(s);
+  const Layout l = conv2d_tap_layout(s);
   float* da = ws;
   float* rows = ws + l.a_floats;
   move_rows(rows, const_cast<float*>(dy), s, l, true);  // reads dy only
@@ -167,7 +166,7 @@ void group_backward_data(float* dx, const float* dy, const float* packed, const 
 }
 
 void group_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
-  const Layout l = layout_of(s);
+  const Layout l = conv2d_tap_layout(s);
   float* a = ws;
   float* rows = ws + l.a_floats;
   float* dwg = rows + l.y_floats;
