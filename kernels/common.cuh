@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "kernels/common.h"
 #include "kernels/cuda_check.h"
 
 // Every kernel launch: HG_LAUNCH(grid, block, dynamic_smem, stream, kernel)(args...). Under nvcc it is

@@ -24,6 +24,15 @@ namespace handgrad {
 constexpr int kMaxDims = 64;
 using Shape = std::vector<int64_t>;
 
+// The most blocks a launch may have in gridDim.y and in gridDim.z: 65535 on every GPU; launchers
+// clamp to it and their kernels stride past it. The SIMT emulator refuses more than 512, so that
+// its tests reach those strides with a few hundred emulated blocks, not 65536 (40 s under ASan).
+#ifdef HANDGRAD_SIMT
+constexpr int64_t kMaxGridYZ = 512;
+#else
+constexpr int64_t kMaxGridYZ = 65535;
+#endif
+
 // Row-major strides of a contiguous tensor of this shape, in elements. Saturating: a tensor with
 // a zero dim may have others whose product leaves int64 (it holds no element, so no stride is
 // ever used to reach one), and that must not overflow (undefined behaviour).

@@ -3,7 +3,7 @@
 CPU twin, and none is left out.
 
 Runs the CUDA gtests of handgrad_tests (Cuda*, CnnCuda*, MlpCuda*: those needing cuBLAS, cuDNN or
-CUDA graphs skip, saying so) on the SIMT emulator in two processes (the z-grid test, the longest,
+CUDA graphs skip, saying so) on the SIMT emulator in two processes (the MLP trainers' test, the longest,
 beside all the others), with HANDGRAD_SIMT_LAUNCHES logging every launch. Then lists each
 `__global__` kernel of kernels/**/*.cu with the launch shapes it ran, and fails if a gtest failed or
 a kernel never ran.
@@ -19,7 +19,7 @@ import tempfile
 import time
 
 SUITES = "Cuda*:CnnCuda*:MlpCuda*"
-LONGEST = "CudaKernels.GridStridesPast65535InYAndZ"
+LONGEST = "MlpCuda.EveryImplementationMatchesTheCpu"
 
 
 def kernels_in(source_dir):

@@ -204,21 +204,23 @@ TEST(CudaKernels, EinsumBeyondEightDims) {
   expect_gpu_einsum_matches_cpu(test::many_dims_einsum_cases(), 900);
 }
 
-// Grid dimensions past 65535 in y and z: the launchers cap the grid and the kernels stride.
-TEST(CudaKernels, GridStridesPast65535InYAndZ) {
-  // A transpose of the last two axes (8 and 9 long: the tiled path) under a 70000-long rest axis,
+// Grid dimensions past the y and z limit (kMaxGridYZ: 65535 on a GPU, 512 on the emulator): the
+// launchers cap the grid and the kernels stride.
+TEST(CudaKernels, GridStridesPastTheYAndZLimit) {
+  const int64_t n = kMaxGridYZ + kMaxGridYZ / 14 + 1;  // 70217 on a GPU
+  // A transpose of the last two axes (8 and 9 long: the tiled path) under an n-long rest axis,
   // which the tiled kernel walks in gridDim.z. Pinned to that path before it runs.
-  const Shape t_shape = {70000, 9, 8}, t_strides = {72, 1, 9};
+  const Shape t_shape = {n, 9, 8}, t_strides = {72, 1, 9};
   ASSERT_EQ(strided_copy_path(make_strided_view<1>(t_shape, {t_strides})).kernel, StridedCopyKernel::TiledTranspose);
   HG_SKIP_UNLESS_KERNELS_RUN();
-  GemmShape s;  // 70000 tiny products: the batch walks gridDim.z
-  s.batch = 70000, s.M = 3, s.N = 2, s.K = 5, s.lda = 5, s.ldb = 2, s.stride_a = 15, s.stride_b = 10;
+  GemmShape s;  // n tiny products: the batch walks gridDim.z
+  s.batch = n, s.M = 3, s.N = 2, s.K = 5, s.lda = 5, s.ldb = 2, s.stride_a = 15, s.stride_b = 10;
   Tensor A = random_tensor({s.batch * 15}, 3), B = random_tensor({s.batch * 10}, 4);
   Tensor want = poisoned({s.batch, 3, 2}), got = poisoned({s.batch, 3, 2}, Device::CUDA);
   ops::gemm_batched_into(want, A, B, s);
   ops::gemm_batched_into(got, A.to(Device::CUDA), B.to(Device::CUDA), s);
   EXPECT_LT(rel_err(got.to_vector(), want.to_vector()), 1e-5);
-  Tensor in = random_tensor({70000, 8, 9}, 5);
+  Tensor in = random_tensor({n, 8, 9}, 5);
   Tensor t_want = ops::strided_copy(in, t_shape, t_strides);
   Tensor t_got = ops::strided_copy(in.to(Device::CUDA), t_shape, t_strides);
   EXPECT_EQ(t_got.to_vector(), t_want.to_vector());

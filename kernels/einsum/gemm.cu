@@ -218,8 +218,8 @@ void launch_tile(float* C, const float* A, const float* B, const GemmShape& s) {
   const bool vec_c = aligned16(C) && s.N % 4 == 0;
   const int64_t tiles_n = (s.N + BN - 1) / BN, tiles_m = (s.M + BM - 1) / BM;
   HG_ASSERT(tiles_n <= INT32_MAX, "N too large for one GEMM launch");
-  dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(std::min<int64_t>(tiles_m, 65535)),
-            static_cast<unsigned>(std::min<int64_t>(s.batch, 65535)));
+  dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(std::min<int64_t>(tiles_m, kMaxGridYZ)),
+            static_cast<unsigned>(std::min<int64_t>(s.batch, kMaxGridYZ)));
   HG_LAUNCH(grid, T::kThreads, 0, stream(), sgemm_kernel<BM, BN, BK, TM, TN, TA, TB>)(C, A, B, s, vec_a, vec_b, vec_c);
   CUDA_CHECK_LAUNCH();
 }

@@ -44,7 +44,7 @@ ReducePlan plan_reduce(int64_t outer, int64_t R, int64_t inner) {
   const int64_t base = p.inner_tiles * p.outer_blocks;
   if (base < target) {
     const int64_t max_splits = std::max<int64_t>(1, R / (int64_t(p.groups) * 8));
-    p.splits = std::min<int64_t>({(target + base - 1) / base, max_splits, 65535});
+    p.splits = std::min<int64_t>({(target + base - 1) / base, max_splits, kMaxGridYZ});
   }
   p.rows_per_split = (R + p.splits - 1) / p.splits;
   return p;
@@ -94,7 +94,7 @@ sum_middle_kernel(float* __restrict__ out, const float* __restrict__ in, int64_t
 void launch(float* out, const float* in, int64_t outer, int64_t R, int64_t inner,
             const ReducePlan& p) {
   dim3 grid(static_cast<unsigned>(p.inner_tiles),
-            static_cast<unsigned>(std::min<int64_t>(p.outer_blocks, 65535)),
+            static_cast<unsigned>(std::min<int64_t>(p.outer_blocks, kMaxGridYZ)),
             static_cast<unsigned>(p.splits));
   HG_LAUNCH(grid, p.threads(), 0, stream(), sum_middle_kernel)(out, in, outer, R, inner, p.width, p.groups, p.slots,
                                                         p.rows_per_split);

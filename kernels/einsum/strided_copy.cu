@@ -81,8 +81,8 @@ void strided_copy(float* out, const float* in, const StridedView<1>& view) {
     plan.rest = make_strided_view<2>(rest_shape, {rest_in, rest_out});
     plan.rest_count = plan.rest.numel();
     dim3 grid(static_cast<unsigned>((plan.L + kTile - 1) / kTile),
-              static_cast<unsigned>(std::min<int64_t>((plan.P + kTile - 1) / kTile, 65535)),
-              static_cast<unsigned>(std::min<int64_t>(plan.rest_count, 65535)));
+              static_cast<unsigned>(std::min<int64_t>((plan.P + kTile - 1) / kTile, kMaxGridYZ)),
+              static_cast<unsigned>(std::min<int64_t>(plan.rest_count, kMaxGridYZ)));
     HG_ASSERT((plan.L + kTile - 1) / kTile <= INT32_MAX, "permute extent too large");
     HG_LAUNCH(grid, dim3(kTile, kTileRows), 0, stream(), transpose_tile_kernel)(out, in, plan);
   } else if (path.kernel == StridedCopyKernel::Gather32) {

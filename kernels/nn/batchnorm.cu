@@ -22,7 +22,7 @@ namespace {
 constexpr int kTileC = 32;         // channels per block (threadIdx.x)
 constexpr int kLanes = 8;          // rows summed side by side (threadIdx.y)
 constexpr int64_t kMinRows = 64;   // rows per chunk at least: fewer cost more than they spread
-constexpr int64_t kMaxChunks = 1024;
+constexpr int64_t kMaxChunks = std::min<int64_t>(1024, kMaxGridYZ);  // gridDim.y
 
 int64_t chunks_for(int64_t rows, int64_t C) {
   const int64_t tiles = (C + kTileC - 1) / kTileC;

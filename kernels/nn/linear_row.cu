@@ -42,7 +42,7 @@ __global__ void linear_row_backward_input_kernel(float* __restrict__ dx, const f
 }
 
 dim3 grid2(int64_t n, int64_t models) {
-  HG_ASSERT(models <= 65535, "at most 65535 models per launch");
+  HG_ASSERT(models <= kMaxGridYZ, "too many models for one launch (gridDim.y)");
   return dim3(grid_for(n), static_cast<unsigned>(models));
 }
 

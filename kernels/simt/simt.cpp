@@ -22,6 +22,8 @@
 // faults), is printed, and is what cudaGetLastError returns.
 #include "kernels/simt/simt_runtime.h"
 
+#include "kernels/common.h"
+
 #include <cxxabi.h>
 #include <elf.h>
 #include <fcntl.h>
@@ -703,8 +705,8 @@ std::string refused_launch(const LaunchConfig& c, cudaError_t* err) {
   if (threads == 0 || uint64_t(c.grid.x) * c.grid.y * c.grid.z == 0) return "an empty grid or block";
   if (threads > kMaxThreadsPerBlock || c.block.x > 1024 || c.block.y > 1024 || c.block.z > 64)
     return "a block of " + dim_str(c.block) + " threads (at most 1024, and z <= 64)";
-  if (c.grid.x > 2147483647u || c.grid.y > 65535 || c.grid.z > 65535)
-    return "a grid of " + dim_str(c.grid) + " blocks (y and z at most 65535)";
+  if (c.grid.x > 2147483647u || c.grid.y > kMaxGridYZ || c.grid.z > kMaxGridYZ)
+    return "a grid of " + dim_str(c.grid) + " blocks (y and z at most " + std::to_string(kMaxGridYZ) + " here)";
   *err = cudaErrorInvalidValue;
   auto it = s.max_dynamic_smem.find(c.kernel);
   const size_t allowed = it == s.max_dynamic_smem.end() ? kSharedPerBlock : size_t(it->second);
