@@ -130,6 +130,16 @@ double local_partial(const AdNode& n, int which, const std::vector<double>& val)
   }
 }
 
+// d node / d argument `which` times `flow` (a tangent or an adjoint), as PyTorch's autograd has it
+// where the plain product would be 0 * inf: ReLU passes nothing where it is off (threshold_backward:
+// where(x > 0, flow, 0), also for an infinite flow) and x^0's derivative is 0, also at x = 0
+// (pow_backward masks exponent 0; 0 * 0^-1 would be NaN).
+double chain(const AdNode& n, int which, const std::vector<double>& val, double flow) {
+  if (n.op == AdNode::Relu) return val[n.a] > 0 ? flow : 0;
+  if (n.op == AdNode::Pow && n.c == 0) return 0;
+  return local_partial(n, which, val) * flow;
+}
+
 int arity(const AdNode& n) {
   switch (n.op) {
     case AdNode::Input: case AdNode::Const: return 0;
@@ -379,7 +389,10 @@ AdResult autodiff(const AdGraph& g, const std::vector<double>& point) {
     t.name = cat("Table ", s + 1, ": forward mode, seed x", s + 1, " (", nm.dot(s), " = 1)");
     t.forward = true;
     t.seed = s;
+    // Only arguments that depend on the seed carry a tangent (PyTorch's forward AD: a constant's
+    // tangent is undefined, not 0): 1/x at 0 is -inf, as in reverse mode, not 0 * (1/0) + ... = NaN.
     std::vector<double> dot(N, 0.0);
+    std::vector<char> depends(N, 0);
     for (int k = 0; k < N; ++k) {
       const AdNode& n = g.nodes[k];
       AdRow row;
@@ -387,6 +400,7 @@ AdResult autodiff(const AdGraph& g, const std::vector<double>& point) {
       row.value = val[k];
       if (n.op == AdNode::Input) {
         dot[k] = k == s ? 1 : 0;
+        depends[k] = k == s;
         row.derivative = nm.dot(k) + " = " + (k == s ? "1" : "0");
       } else if (n.op == AdNode::Const) {
         row.derivative = nm.dot(k) + " = 0";
@@ -394,7 +408,8 @@ AdResult autodiff(const AdGraph& g, const std::vector<double>& point) {
         std::string expr;
         for (int w = 0; w < arity(n); ++w) {
           const int arg = w == 0 ? n.a : n.b;
-          dot[k] += local_partial(n, w, val) * dot[arg];
+          if (depends[arg]) dot[k] += chain(n, w, val, dot[arg]);
+          depends[k] = depends[k] || depends[arg];
           expr += nm.scaled(k, w, nm.dot(arg), w == 0);
         }
         row.derivative = nm.dot(k) + " = " + expr;
@@ -423,13 +438,20 @@ AdResult autodiff(const AdGraph& g, const std::vector<double>& point) {
     std::vector<Edge> edges;
     for (int k = g.n_inputs; k < N; ++k)
       for (int w = 0; w < arity(g.nodes[k]); ++w) edges.push_back({k, w});
+    // Likewise only nodes the seeded output depends on pass an adjoint down (the others' adjoint is
+    // undefined in PyTorch, not 0): their zero times an infinite partial would be NaN.
     std::vector<double> adj(N, 0.0);
+    std::vector<char> reaches(N, 0);
     for (int o = 0; o < g.n_outputs; ++o) adj[first_out + o] = o == s ? 1 : 0;
+    reaches[first_out + s] = 1;
     std::vector<AdRow> edge_rows(edges.size());
     for (size_t e = edges.size(); e-- > 0;) {  // bottom-up
       const AdNode& n = g.nodes[edges[e].node];
       const int arg = edges[e].which == 0 ? n.a : n.b;
-      const double term = adj[edges[e].node] * local_partial(n, edges[e].which, val);
+      // Edges run from the last node down: every consumer of a node has been seen before its own.
+      const bool live = reaches[edges[e].node];
+      reaches[arg] = reaches[arg] || live;
+      const double term = live ? chain(n, edges[e].which, val, adj[edges[e].node]) : 0.0;
       const bool accumulates = uses[arg] > 1;
       adj[arg] += term;
       AdRow& row = edge_rows[e];

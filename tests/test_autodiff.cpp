@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "kernels/error.h"
 #include "models/autodiff.h"
@@ -121,4 +122,26 @@ TEST(Autodiff, EveryCellAgainstFiniteDifferences) {
           EXPECT_NEAR(r.tables[g.n_inputs + o].rows[i].dvalue, num[o][i], 1e-5 * std::max(1.0, std::fabs(num[o][i])));
     }
   }
+}
+
+// At poles each mode gives what PyTorch's gives (tests/python checks the same against torch):
+// the constant numerator of 1/x has no tangent (forward mode gave 0 * inf = NaN), x^0's derivative
+// is 0 at 0 (not 0 * 0^-1), ReLU passes nothing where it is off even under an infinite adjoint, and
+// an output that does not use an input has a derivative of 0 for it, not 0 * inf.
+TEST(Autodiff, PolesGiveWhatPyTorchGivesInEachMode) {
+  const double inf = std::numeric_limits<double>::infinity();
+  AdResult r = autodiff(parse_functions("y1 = 1 / x1"), {0.0});
+  EXPECT_EQ(r.jacobian_forward[0][0], -inf);
+  EXPECT_EQ(r.jacobian_reverse[0][0], -inf);
+  r = autodiff(parse_functions("y1 = x1^0"), {0.0});
+  EXPECT_EQ(r.jacobian_forward[0][0], 0.0);
+  EXPECT_EQ(r.jacobian_reverse[0][0], 0.0);
+  r = autodiff(parse_functions("y1 = log(relu(x1))"), {-1.0});
+  EXPECT_EQ(r.jacobian_reverse[0][0], 0.0);           // threshold_backward: where(x > 0, inf, 0)
+  EXPECT_TRUE(std::isnan(r.jacobian_forward[0][0]));  // log's tangent 0 / 0, as torch's forward AD
+  r = autodiff(parse_functions("y1 = x1 * x2; y2 = 1 / x2"), {3.0, 0.0});
+  EXPECT_EQ(r.jacobian_forward[1][0], 0.0);
+  EXPECT_EQ(r.jacobian_reverse[1][0], 0.0);
+  EXPECT_EQ(r.jacobian_forward[0][1], 3.0);
+  EXPECT_EQ(r.jacobian_reverse[1][1], -inf);
 }
