@@ -141,12 +141,23 @@ std::string human_bytes(uint64_t bytes) {
   return buf;
 }
 
-void require_memory(uint64_t bytes, const std::string& what) {
-  if (bytes < kMemoryCheckFrom) return;
-  const MemoryBudget b = memory_budget();
+namespace {
+void refuse_over_budget(uint64_t bytes, const MemoryBudget& b, const std::string& what) {
   if (bytes > b.bytes)
     throw UserError(cat(what, " needs ", human_bytes(bytes), ", more than the memory budget of ", human_bytes(b.bytes),
                         " (", b.source, ")"));
+}
+}  // namespace
+
+void require_memory(uint64_t bytes, const std::string& what) {
+  if (bytes >= kMemoryCheckFrom) refuse_over_budget(bytes, memory_budget(), what);
+}
+
+void MemoryTally::add(uint64_t bytes) {
+  total_ = bytes > UINT64_MAX - total_ ? UINT64_MAX : total_ + bytes;
+  if (total_ < kMemoryCheckFrom) return;
+  if (!have_budget_) budget_ = memory_budget(), have_budget_ = true;  // the first large total: before its allocation
+  refuse_over_budget(total_, budget_, what_);
 }
 
 }  // namespace handgrad

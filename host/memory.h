@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace handgrad {
 
@@ -30,6 +31,23 @@ MemoryBudget memory_budget();
 // Throws UserError ("<what> needs 16.0 GiB, more than the memory budget of 3.2 GiB (the memory
 // available now; --max-memory or HANDGRAD_MAX_MEMORY sets it)") when `bytes` exceed the budget.
 void require_memory(uint64_t bytes, const std::string& what);
+
+// Allocations made one after another for one purpose (a model's buffers for a batch size), checked
+// as a whole: each one alone may be far under the budget while all of them are not. Against the
+// budget as it was when their total first mattered (64 MiB), since the memory they take lowers "the
+// memory available now" as they are made.
+class MemoryTally {
+ public:
+  explicit MemoryTally(std::string what) : what_(std::move(what)) {}
+  // Counts `bytes` more; throws UserError as require_memory does when the total exceeds the budget.
+  void add(uint64_t bytes);
+
+ private:
+  std::string what_;
+  uint64_t total_ = 0;
+  bool have_budget_ = false;
+  MemoryBudget budget_;
+};
 
 // "16.0 GiB", "512.0 MiB", "100 bytes".
 std::string human_bytes(uint64_t bytes);

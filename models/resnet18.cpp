@@ -6,6 +6,7 @@
 
 #include "host/einsum_ops.h"
 #include "host/layer_profile.h"
+#include "host/memory.h"
 #include "host/nn.h"
 #include "host/param_store.h"
 #include "host/step_graph.h"
@@ -76,6 +77,9 @@ struct ResNet18::Impl {
   Device dev;
   bool tf32;
   ParamStore store;  // parameters, gradients, momentum, running statistics, counters
+  // The buffers sized from the batch, checked as a whole against the host memory budget before each
+  // is allocated: a batch of 65536 images needs tens of GB in pieces each under the budget.
+  MemoryTally host_buffers;
 
   ConvBN stem;
   Array stem_relu, pool_out;
@@ -98,6 +102,16 @@ struct ResNet18::Impl {
   LayerProfile profile;
   using Span = LayerProfile::Scope;
 
+  // An array (or a buffer) of the model's, counted in host_buffers first when it lives on the host.
+  void alloc(Array& a, int64_t floats) {
+    if (dev == Device::CPU) host_buffers.add(sizeof(float) * static_cast<uint64_t>(std::max<int64_t>(floats, 1)));
+    a.alloc(floats, dev);
+  }
+  Buffer buffer(size_t bytes) {
+    if (dev == Device::CPU) host_buffers.add(bytes);
+    return Buffer(bytes, dev);
+  }
+
   ConvBN make_convbn(const std::string& conv_name, const std::string& bn_name, int64_t C, int64_t K, int64_t R,
                      int64_t stride, int64_t pad, int64_t h, int64_t w) {
     ConvBN u;
@@ -109,21 +123,23 @@ struct ResNet18::Impl {
     u.running_mean = store.add(Kind::Buffer, bn_name + ".running_mean", {K});
     u.running_var = store.add(Kind::Buffer, bn_name + ".running_var", {K});
     u.counter = store.add(Kind::Counter, bn_name + ".num_batches_tracked", {});
-    u.conv_out.alloc(batch * K * u.shape().OH() * u.shape().OW(), dev);
-    for (Array* a : {&u.save_mean, &u.save_invstd, &u.scale, &u.shift}) a->alloc(K, dev);
+    alloc(u.conv_out, batch * K * u.shape().OH() * u.shape().OW());
+    for (Array* a : {&u.save_mean, &u.save_invstd, &u.scale, &u.shift}) alloc(*a, K);
     return u;
   }
 
   Impl(int64_t b, int64_t h, int64_t w, Device d, bool tf, int64_t cin, int64_t k)
-      : batch(b), H(h), W(w), Cin(cin), classes(k), dev(d), tf32(tf), sums(d), profile(d, kFamilyNames) {
+      : batch(b), H(h), W(w), Cin(cin), classes(k), dev(d), tf32(tf),
+        host_buffers(cat("ResNet18's buffers for a batch of ", b, " images of ", h, "x", w)), sums(d),
+        profile(d, kFamilyNames) {
     HG_REQUIRE(b > 0 && h > 0 && w > 0 && cin > 0 && k > 0, "ResNet18: sizes must be positive");
     stem = make_convbn("conv1", "bn1", cin, 64, 7, 2, 3, h, w);
     int64_t sh = stem.shape().OH(), sw = stem.shape().OW();
-    stem_relu.alloc(batch * 64 * sh * sw, dev);
+    alloc(stem_relu, batch * 64 * sh * sw);
     pool = {batch, 64, sh, sw, 3, 2, 1};
     const int64_t pooled = batch * 64 * pool.OH() * pool.OW();
-    pool_out.alloc(pooled, dev);
-    pool_argmax = Buffer(sizeof(int32_t) * pooled, dev);
+    alloc(pool_out, pooled);
+    pool_argmax = buffer(sizeof(int32_t) * pooled);
     sh = pool.OH(), sw = pool.OW();
     int64_t C = 64, idx = 0;
     for (int stage = 0; stage < 4; ++stage) {
@@ -137,19 +153,19 @@ struct ResNet18::Impl {
         bl.c2 = make_convbn(p + "conv2", p + "bn2", K, K, 3, 1, 1, oh, ow);
         bl.has_down = stride != 1 || C != K;
         if (bl.has_down) bl.down = make_convbn(p + "downsample.0", p + "downsample.1", C, K, 1, stride, 0, sh, sw);
-        bl.mid.alloc(batch * K * oh * ow, dev);
-        bl.out.alloc(batch * K * oh * ow, dev);
+        alloc(bl.mid, batch * K * oh * ow);
+        alloc(bl.out, batch * K * oh * ow);
         C = K, sh = oh, sw = ow;
       }
     }
     fc_w = store.add(ParamStore::Kind::Param, "fc.weight", {classes, features});
     fc_b = store.add(ParamStore::Kind::Param, "fc.bias", {classes});
     store.allocate(dev);
-    feat.alloc(batch * features, dev);
-    logits.alloc(batch * classes, dev);
-    dlogits.alloc(batch * classes, dev);
-    row_loss.alloc(batch, dev);
-    row_correct = Buffer(sizeof(int32_t) * batch, dev);
+    alloc(feat, batch * features);
+    alloc(logits, batch * classes);
+    alloc(dlogits, batch * classes);
+    alloc(row_loss, batch);
+    row_correct = buffer(sizeof(int32_t) * batch);
     // Scratch, each sized once for the largest layer at the full batch.
     int64_t bn_ws = 1, act = stem.conv_out.t.numel();
     for_each_convbn([&](const ConvBN& u) {
@@ -157,11 +173,11 @@ struct ResNet18::Impl {
       act = std::max(act, u.conv_out.t.numel());
     });
     act = std::max(act, pool_out.t.numel());
-    conv_workspace.alloc(conv_workspace_floats(), dev);
+    alloc(conv_workspace, conv_workspace_floats());
     workspace_batch = batch;
-    bn_workspace.alloc(bn_ws, dev);
-    sum_workspace.alloc(nn::column_sums_workspace_floats(dev, batch, classes), dev);
-    for (Array& a : g) a.alloc(act, dev);
+    alloc(bn_workspace, bn_ws);
+    alloc(sum_workspace, nn::column_sums_workspace_floats(dev, batch, classes));
+    for (Array& a : g) alloc(a, act);
     set_freeze("none");
   }
 

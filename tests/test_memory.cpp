@@ -107,3 +107,27 @@ TEST(MemoryBudget, CgroupPathTheMountDoesNotShow) {
   cg.proc("garbage without colons\n4:memory\n");
   EXPECT_FALSE(from_cgroup());  // nothing readable: MemAvailable alone
 }
+
+// Buffers made one after another for one purpose are checked as a whole, against the budget as it
+// was when their total first mattered (the memory they take lowers what is available as they are
+// made: counting it again would refuse half as much).
+TEST(MemoryBudget, TallyChecksTheWholeAgainstTheBudgetItStartedWith) {
+  setenv("HANDGRAD_MAX_MEMORY", "1G", 1);
+  MemoryTally tally("the test's buffers");
+  tally.add(uint64_t(600) << 20);
+  setenv("HANDGRAD_MAX_MEMORY", "500M", 1);  // as if those 600 MiB had been taken from what is left
+  EXPECT_NO_THROW(tally.add(uint64_t(300) << 20));  // 900 MiB of the first 1 GiB
+  try {
+    tally.add(uint64_t(200) << 20);
+    ADD_FAILURE() << "1.1 GiB in all passed a 1 GiB budget";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("the test's buffers needs 1.1 GiB, more than the memory budget of 1.0 GiB"),
+              std::string::npos) << e.what();
+  }
+  // Under 64 MiB in all the budget is not even read (an unreadable one would throw).
+  setenv("HANDGRAD_MAX_MEMORY", "junk", 1);
+  MemoryTally small("small buffers");
+  for (int i = 0; i < 63; ++i) EXPECT_NO_THROW(small.add(uint64_t(1) << 20));
+  EXPECT_THROW(small.add(uint64_t(1) << 20), UserError);  // 64 MiB: read, and refused as unreadable
+  unsetenv("HANDGRAD_MAX_MEMORY");
+}
