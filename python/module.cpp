@@ -15,6 +15,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <chrono>
@@ -168,6 +169,30 @@ py::object readable_torch(py::object src, const std::string& what, bool* copied)
   return src;
 }
 
+// A Python exception as one line of a message, "TypeError: why" (its first line, at most 200
+// characters): error_already_set::what() carries the whole traceback.
+std::string one_line(const py::error_already_set& e) {
+  std::string type = "an exception", text;
+  try {
+    type = py::str(e.type().attr("__name__"));
+    text = py::str(e.value());
+  } catch (...) {  // a __str__ that raises too
+  }
+  text = text.substr(0, std::min(text.find('\n'), size_t(200)));
+  return text.empty() ? type : type + ": " + text;
+}
+
+// DLPack's device type of a non-torch producer, from its __dlpack_device__() = (type, id).
+int dlpack_device_type(const py::object& src, const std::string& what) {
+  try {
+    return py::tuple(src.attr("__dlpack_device__")())[0].cast<int>();
+  } catch (const py::error_already_set& e) {
+    throw UserError(cat(what, ": its __dlpack_device__() failed: ", one_line(e)));
+  } catch (const py::cast_error&) {
+    throw UserError(cat(what, ": its __dlpack_device__() must return (device type, device id), two ints"));
+  }
+}
+
 Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
   Borrowed b;
   b.kind = is_torch_tensor(obj) ? ArrayKind::Torch : ArrayKind::Numpy;
@@ -187,14 +212,14 @@ Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
   }
   // torch's __dlpack_device__ is Python code (2 us here); its is_cuda tells the same.
   const int dev_type = b.kind == ArrayKind::Torch ? (py::bool_(src.attr("is_cuda")) ? kDLCUDA : kDLCPU)
-                                                  : py::tuple(src.attr("__dlpack_device__")())[0].cast<int>();
+                                                  : dlpack_device_type(src, what);
   // On a GPU, ask the producer to order its pending work before handgrad's stream (the legacy
   // default stream, DLPack's stream 1).
   py::object cap;
   try {
     cap = dev_type == kDLCUDA ? src.attr("__dlpack__")(py::arg("stream") = 1) : src.attr("__dlpack__")();
-  } catch (py::error_already_set& e) {  // sparse, meta, quantized tensors ...: the producer says why
-    throw UserError(cat(what, " cannot be shared through DLPack: ", e.what()));
+  } catch (const py::error_already_set& e) {  // sparse, meta, quantized tensors ...: the producer says why
+    throw UserError(cat(what, " cannot be shared through DLPack: ", one_line(e)));
   }
   auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), "dltensor"));
   if (!managed) {

@@ -22,12 +22,14 @@ Long calls (training) run without the GIL and stop with KeyboardInterrupt on Ctr
 """
 from __future__ import annotations
 
+import itertools as _itertools
+import operator as _operator
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as _np
 
 from . import _core
-from ._core import PathInfo, ResNet18
+from ._core import PathInfo
 
 __version__: str = _core.__version__
 # FashionMNIST's pixel mean and std (of ToTensor()'s [0, 1] values): `normalize=True` in
@@ -39,6 +41,76 @@ __all__ = [
     "einsum", "contract_path", "PathInfo", "train_mlp", "ResNet18", "train_transfer", "evaluate_transfer",
     "autodiff", "cuda_available", "imagenet_weights_path", "info", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
 ]
+
+# Arguments are checked here, before _core sees them: pybind11's own conversions raise TypeError
+# (an int out of int64's range, a seed of -1, a list where a dict goes), and a NUL in a string
+# would cut it short in C++. Bad input is ValueError, with the argument's name.
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+def _int(value: Any, name: str, lo: int = _INT64_MIN, hi: int = _INT64_MAX) -> int:
+    """An int (or numpy/torch integer, or a float with an integral value) in [lo, hi]."""
+    try:
+        if isinstance(value, (float, _np.floating)) and float(value).is_integer():
+            value = int(value)
+        v = _operator.index(value)
+    except Exception:
+        raise ValueError(f"{name} must be an integer, got {_kind(value)}") from None
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def _float(value: Any, name: str) -> float:
+    try:
+        return float(value)
+    except Exception:
+        raise ValueError(f"{name} must be a number, got {_kind(value)}") from None
+
+
+def _bool(value: Any, name: str) -> bool:
+    try:
+        return bool(value)
+    except Exception:
+        raise ValueError(f"{name} must be true or false, got {_kind(value)}") from None
+
+
+def _str(value: Any, name: str, optional: bool = False, nul: bool = False) -> Optional[str]:
+    """A str (None too when optional); without NUL unless `nul` (einsum reports it in context)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string{' or None' if optional else ''}, got {_kind(value)}")
+    if not nul and "\0" in value:
+        raise ValueError(f"{name} contains a NUL character at position {value.index(chr(0))}")
+    return value
+
+
+def _dict(value: Any, name: str, optional: bool = False) -> Optional[dict]:
+    if value is None and optional:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict (a state dict){' or None' if optional else ''}, got {_kind(value)}")
+    return value
+
+
+def _seed(value: Any) -> int:
+    return _int(value, "seed", 0, _UINT64_MAX)
+
+
+class ResNet18(_core.ResNet18):
+    __doc__ = _core.ResNet18.__doc__
+
+    def __init__(self, state_dict: Optional[dict] = None, *, seed: int = 2024, device: str = "auto") -> None:
+        super().__init__(_dict(state_dict, "state_dict", optional=True), seed=_seed(seed), device=_str(device, "device"))
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True) -> None:
+        return super().load_state_dict(_dict(state_dict, "state_dict"), _bool(strict, "strict"))
+
 
 def cuda_available() -> bool:
     """True when this handgrad was built with CUDA and a GPU is usable."""
@@ -69,7 +141,8 @@ def einsum(equation: str, *operands: Any, order: str = "auto", device: Optional[
     the operands are; "cpu" / "cuda" / "auto" moves them there first (a numpy caller still gets
     a numpy array back). Results are float32.
     """
-    return _core.einsum(equation, *operands, order=order, device=device)
+    return _core.einsum(_str(equation, "equation", nul=True), *operands, order=_str(order, "order"),
+                        device=_str(device, "device", optional=True))
 
 
 def contract_path(equation: str, *operands: Any, order: str = "auto") -> Tuple[list, PathInfo]:
@@ -80,7 +153,7 @@ def contract_path(equation: str, *operands: Any, order: str = "auto") -> Tuple[l
     appended), as opt_einsum's; `info` has each step's equation, FLOPs and result size, the totals
     (`opt_cost`, `naive_cost`: left to right), `largest_intermediate` and `method`; print it.
     """
-    return _core.contract_path(equation, *operands, order=order)
+    return _core.contract_path(_str(equation, "equation", nul=True), *operands, order=_str(order, "order"))
 
 
 def train_mlp(x: Any = None, y: Any = None, w1: Any = None, w2: Any = None, indices: Any = None, *,
@@ -96,9 +169,23 @@ def train_mlp(x: Any = None, y: Any = None, w1: Any = None, w2: Any = None, indi
     iteration), "final_loss", "last1000_mean", "dataset_mse"}]}; `best` is None when every model
     diverged. Inputs are copied (they are small).
     """
-    lr_list = [float(lrs)] if _np.ndim(lrs) == 0 else [float(v) for v in lrs]
-    r = _core.train_mlp(x, y, w1, w2, indices, lr_list, int(iters), int(log_every), int(n), int(d), int(h),
-                        int(seed), device, impl)
+    try:
+        many = hasattr(lrs, "__iter__") and not isinstance(lrs, (str, bytes)) and getattr(lrs, "ndim", 1) != 0
+    except Exception:  # an ndim that raises
+        many = True
+    if many:
+        try:
+            listed = list(_itertools.islice(lrs, 1025))  # an endless iterable stops here
+        except Exception:
+            raise ValueError(f"lrs must be a number or a sequence of numbers, got {_kind(lrs)}") from None
+        if len(listed) > 1024:
+            raise ValueError("lrs: at most 1024 learning rates")
+        lr_list = [_float(v, "lrs") for v in listed]
+    else:
+        lr_list = [_float(lrs, "lrs")]
+    r = _core.train_mlp(x, y, w1, w2, indices, lr_list, _int(iters, "iters"), _int(log_every, "log_every"),
+                        _int(n, "n"), _int(d, "d"), _int(h, "h"), _seed(seed), _str(device, "device"),
+                        _str(impl, "impl"))
     for m, lr in zip(r["models"], lr_list):
         m["lr"] = lr  # the caller's value, not its float32 rounding
     return r
@@ -120,15 +207,20 @@ def train_transfer(*, data_dir: str = "", weights: Optional[str] = None, state_d
     step. Returns {"history": {"samples_seen", "train_loss"}, "final_train_loss", "test_loss",
     "test_accuracy", "steps", "seconds", "images_per_second", "weights", "state_dict"}.
     """
-    return _core.train_transfer(data_dir, weights, state_dict, freeze, int(batch_size), float(lr), float(momentum),
-                                int(epochs), int(max_steps), bool(eval), int(eval_limit), int(seed), device,
-                                bool(normalize), conv1_init, progress, int(log_every), bool(shuffle))
+    return _core.train_transfer(
+        _str(data_dir, "data_dir"), _str(weights, "weights", optional=True),
+        _dict(state_dict, "state_dict", optional=True), _str(freeze, "freeze"), _int(batch_size, "batch_size"),
+        _float(lr, "lr"), _float(momentum, "momentum"), _int(epochs, "epochs"), _int(max_steps, "max_steps"),
+        _bool(eval, "eval"), _int(eval_limit, "eval_limit"), _seed(seed), _str(device, "device"),
+        _bool(normalize, "normalize"), _str(conv1_init, "conv1_init"), progress, _int(log_every, "log_every"),
+        _bool(shuffle, "shuffle"))
 
 
 def evaluate_transfer(state_dict: dict, *, data_dir: str = "", limit: int = 0, batch_size: int = 256,
                       device: str = "auto", normalize: bool = False) -> Tuple[float, float]:
     """Q3: (test loss, test accuracy) of an adapted ResNet18 state dict on FashionMNIST's test set."""
-    return _core.evaluate_transfer(state_dict, data_dir, int(limit), int(batch_size), device, bool(normalize))
+    return _core.evaluate_transfer(_dict(state_dict, "state_dict"), _str(data_dir, "data_dir"), _int(limit, "limit"),
+                                   _int(batch_size, "batch_size"), _str(device, "device"), _bool(normalize, "normalize"))
 
 
 def autodiff(function: str = "squared", point: Sequence[float] = (2.0, 4.0)) -> Dict[str, Any]:
@@ -140,5 +232,9 @@ def autodiff(function: str = "squared", point: Sequence[float] = (2.0, 4.0)) -> 
     "jacobian_reverse", "outputs", "text" (the tables as the homework lays them out)}.
     """
     if isinstance(point, (str, bytes)):
-        raise TypeError("point must be a sequence of numbers, not a string")
-    return _core.autodiff(function, [float(v) for v in point])
+        raise ValueError("point must be a sequence of numbers, not a string")
+    try:
+        coords = list(_itertools.islice(point, 17))  # at most 16 inputs; an endless iterable stops here
+    except Exception:
+        raise ValueError(f"point must be a sequence of numbers, got {_kind(point)}") from None
+    return _core.autodiff(_str(function, "function"), [_float(v, "point") for v in coords])

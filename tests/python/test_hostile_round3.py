@@ -3,6 +3,7 @@
 1. a torch view with the negative bit set is read with its sign; 2. complex torch tensors are
 refused like numpy's; 7. torch.Tensor subclasses are torch tensors (converted, torch back);
 9. bf16 and sparse inputs, a list holding None: ValueError, never TypeError/RuntimeError or NaN.
+The second and third hostile passes' findings come last.
 """
 import numpy as np
 import pytest
@@ -295,3 +296,114 @@ def test_second_pass_findings():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env=dict(os.environ, HANDGRAD_MAX_MEMORY="1G"))
     assert r.returncode == 1 and "ValueError" in r.stderr and "memory budget" in r.stderr, r.stderr[-1000:]
+
+
+class RaisingDlpack:
+    """A DLPack producer whose __dlpack__ raises with a message of two lines."""
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+    def __dlpack__(self, stream=None):
+        raise RuntimeError("boom\nsecond line")
+
+
+class JunkDevice:
+    def __init__(self, device):
+        self.device = device
+
+    def __dlpack_device__(self):
+        return self.device
+
+    def __dlpack__(self, stream=None):
+        return np.ones(2, np.float32).__dlpack__()
+
+
+def test_third_pass_arguments_are_value_errors():
+    """Out-of-range and wrongly typed arguments, NUL in strings, hostile DLPack producers: one line
+    of ValueError each (pybind11's conversions raised TypeError; a NUL cut the string short)."""
+    x = np.ones((2, 3), np.float32)
+    cases = [
+        (lambda: handgrad.train_mlp(iters=1, n=2, d=3, h=2, seed=-1), "seed must be in"),
+        (lambda: handgrad.train_mlp(iters=2**63, n=2, d=3, h=2), "iters must be in"),
+        (lambda: handgrad.train_mlp(iters=2.5, n=2, d=3, h=2), "iters must be an integer"),
+        (lambda: handgrad.train_mlp(iters=None, n=2, d=3, h=2), "iters must be an integer"),
+        (lambda: handgrad.train_mlp(lrs=[1e-3, None], iters=1, n=2, d=3, h=2), "lrs must be a number"),
+        (lambda: handgrad.train_mlp(lrs=iter(lambda: 1.0, None), iters=1, n=2, d=3, h=2), "at most 1024"),
+        (lambda: handgrad.ResNet18(seed=2**64, device="cpu"), "seed must be in"),
+        (lambda: handgrad.ResNet18([1, 2], device="cpu"), "state_dict must be a dict"),
+        (lambda: handgrad.ResNet18(device=0), "device must be a string"),
+        (lambda: handgrad.ResNet18(device="cpu").load_state_dict({}, strict=np.ones(2)), "strict must be true"),
+        (lambda: handgrad.einsum(5, x), "equation must be a string"),
+        (lambda: handgrad.einsum("ij->i", x, order="auto\0greedy"), "order contains a NUL"),
+        (lambda: handgrad.einsum("ij->i", x, device=b"cpu"), "device must be a string or None"),
+        (lambda: handgrad.contract_path("ij->i", x, order=None), "order must be a string"),
+        (lambda: handgrad.train_transfer(data_dir="/tmp\0/x", weights="none"), "data_dir contains a NUL"),
+        (lambda: handgrad.train_transfer(weights="none", lr="fast"), "lr must be a number"),
+        (lambda: handgrad.evaluate_transfer({}, batch_size=2**70), "batch_size must be in"),
+        (lambda: handgrad.evaluate_transfer(None), "state_dict must be a dict"),
+        (lambda: handgrad.autodiff("squared", [2.0, object()]), "point must be a number"),
+        (lambda: handgrad.autodiff(b"squared"), "function must be a string"),
+        (lambda: handgrad.einsum("i->i", RaisingDlpack()), "RuntimeError: boom$"),
+        (lambda: handgrad.einsum("i->i", JunkDevice("abc")), "__dlpack_device__"),
+        (lambda: handgrad.einsum("i->i", JunkDevice(("cpu", 0))), "two ints"),
+    ]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match) as e:
+            call()
+        assert "\n" not in str(e.value), str(e.value)
+
+
+def _torch_jacobians(expr, point):
+    """(forward, reverse) Jacobians of `expr` by torch's forward AD (dual numbers, the seed input
+    alone carrying a tangent) and its autograd (inputs an output does not use: 0)."""
+    import torch.autograd.forward_ad as fwad
+
+    def outputs(xs):
+        env = {"x1": xs[0], "x2": xs[-1], "log": torch.log, "relu": torch.relu}
+        return [eval(part.split("=", 1)[1].replace("^", "**"), env) for part in expr.split(";")]
+
+    n = len(point)
+    forward = [[0.0] * n for _ in expr.split(";")]
+    with fwad.dual_level():
+        for i in range(n):
+            xs = [torch.tensor(v, dtype=torch.float64) for v in point]
+            xs[i] = fwad.make_dual(xs[i], torch.tensor(1.0, dtype=torch.float64))
+            for o, out in enumerate(outputs(xs)):
+                t = fwad.unpack_dual(out).tangent
+                forward[o][i] = 0.0 if t is None else float(t)
+    xs = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in point]
+    reverse = [[0.0 if g is None else float(g) for g in torch.autograd.grad(out, xs, allow_unused=True)]
+               for out in outputs(xs)]
+    return forward, reverse
+
+
+def test_autodiff_at_poles_matches_torch_in_each_mode():
+    """At poles each mode gives what torch's gives: d(1/x)/dx at 0 is -inf in both (forward mode gave
+    0 * inf = NaN for the constant numerator); d(x^0)/dx at 0 is 0 (pow_backward's mask, not
+    0 * 0^-1); ReLU passes nothing where it is off, even an infinite adjoint; an input an output does
+    not depend on gets 0, whatever the partials along the way."""
+    for expr, point in (("y1 = 1 / x1", [0.0]), ("y1 = x1^0", [0.0]), ("y1 = log(relu(x1))", [-1.0]),
+                        ("y1 = x1 * x2; y2 = 1 / x2", [3.0, 0.0])):
+        r = handgrad.autodiff(expr, point)
+        forward, reverse = _torch_jacobians(expr, point)
+        np.testing.assert_array_equal(r["jacobian_forward"], forward, err_msg=expr)
+        np.testing.assert_array_equal(r["jacobian_reverse"], reverse, err_msg=expr)
+    assert handgrad.autodiff("y1 = 1 / x1", [0.0])["jacobian_forward"] == [[-np.inf]]
+
+
+def test_a_batch_too_large_for_memory_is_refused_as_a_whole():
+    """evaluate_transfer(batch_size=65536): each buffer under the budget, all of them far over it:
+    refused before they are allocated, not swapped or OOM-killed."""
+    import os
+    import subprocess
+    import sys
+    code = ("import handgrad, time\nsd = handgrad.ResNet18(device='cpu').state_dict()\nt = time.time()\n"
+            f"try:\n    handgrad.evaluate_transfer(sd, data_dir={_fashion()!r}, batch_size=65536, device='cpu')\n"
+            "except ValueError as e:\n    print('refused in %.1f s:' % (time.time() - t), e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, HANDGRAD_MAX_MEMORY="4G"))
+    assert r.returncode == 0 and "refused" in r.stdout and "ResNet18's buffers for a batch of 65536" in r.stdout, \
+        r.stdout + r.stderr[-1000:]
+    seconds = float(r.stdout.split("refused in ")[1].split(" s")[0])
+    assert seconds < 10, r.stdout  # before anything large is made (94 s of allocating 4 GB first, before)
