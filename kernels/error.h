@@ -11,7 +11,16 @@
 namespace handgrad {
 
 struct UserError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+  // A NUL inside the message (from a user's string: a path, a state dict key) is written "\0":
+  // what() is a C string, and every reader would stop at it.
+  explicit UserError(const std::string& message) : std::runtime_error(without_nul(message)) {}
+  explicit UserError(const char* message) : std::runtime_error(message) {}
+
+ private:
+  static std::string without_nul(std::string s) {
+    for (size_t i = s.find('\0'); i != std::string::npos; i = s.find('\0', i + 2)) s.replace(i, 1, "\\0");
+    return s;
+  }
 };
 
 struct InternalError : std::runtime_error {

@@ -117,7 +117,7 @@ double local_partial(const AdNode& n, int which, const std::vector<double>& val)
     case AdNode::Output: case AdNode::Add: return 1;
     case AdNode::Sub: return which == 0 ? 1 : -1;
     case AdNode::Mul: return which == 0 ? b : a;
-    case AdNode::Div: return which == 0 ? 1 / b : -a / (b * b);
+    case AdNode::Div: return which == 0 ? 1 / b : -(a / b) / b;  // as torch: b * b underflows first
     case AdNode::Neg: return -1;
     case AdNode::Square: return 2 * a;
     case AdNode::Pow: return n.c * std::pow(a, n.c - 1);

@@ -134,7 +134,11 @@ Borrowed borrow_numpy(py::handle obj, const std::string& what) {
     arr = py::reinterpret_borrow<F32>(obj);
   } else {
     const py::array any = is_array ? py::reinterpret_borrow<py::array>(obj) : py::array::ensure(obj);
-    if (any) require_real(any, what);
+    if (any) {
+      require_real(any, what);
+      // The copy may be far larger than the array's memory (np.broadcast_to): within the budget.
+      require_memory(static_cast<uint64_t>(any.size()) * sizeof(float), what + " as a contiguous float32 copy");
+    }
     arr = F32::ensure(any ? py::handle(any) : obj);
   }
   if (!arr) {
@@ -163,6 +167,9 @@ py::object readable_torch(py::object src, const std::string& what, bool* copied)
   HG_REQUIRE(!py::bool_(src.attr("is_meta")), what, " is a meta tensor: it holds no data");
   src = src.attr("detach")();
   if (py::hasattr(src, "is_neg") && py::bool_(src.attr("is_neg")())) {
+    if (!py::bool_(src.attr("is_cuda")))  // a copy, as large as the view's elements (of an .expand(): many)
+      require_memory(py::int_(src.attr("numel")()).cast<uint64_t>() * py::int_(src.attr("element_size")()).cast<uint64_t>(),
+                     what + " with its negative bit resolved");
     src = src.attr("resolve_neg")();
     *copied = true;
   }
@@ -232,8 +239,8 @@ Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
   const DLTensor& t = managed->dl_tensor;
   HG_REQUIRE(t.dtype.code == kDLFloat && t.dtype.bits == 32 && t.dtype.lanes == 1, what,
              " is not float32 (DLPack type code ", int(t.dtype.code), ", ", int(t.dtype.bits), " bits): convert it first");
+  HG_REQUIRE(t.ndim >= 0 && t.ndim <= kMaxDims, what, " has ", t.ndim, " dims; handgrad takes 0 to ", kMaxDims);
   HG_REQUIRE(contiguous(t), what, " is not contiguous: pass a contiguous array");
-  HG_REQUIRE(t.ndim <= kMaxDims, what, " has ", t.ndim, " dims; handgrad takes at most ", kMaxDims);
   Device device = Device::CPU;
   if (t.device.device_type == kDLCUDA) {
     HG_REQUIRE(built_with_cuda(), what, " is on a GPU, and this handgrad was built without CUDA");
@@ -244,6 +251,8 @@ Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
                int(t.device.device_type), ")");
   }
   Shape shape(t.shape, t.shape + t.ndim);
+  HG_REQUIRE(t.data || std::count(shape.begin(), shape.end(), 0) > 0, what,
+             ": its DLPack tensor has elements and no data pointer");
   b.tensor = Tensor::borrow(static_cast<char*>(t.data) + t.byte_offset, shape, DType::F32, device);
   return b;
 }
@@ -477,7 +486,20 @@ py::object einsum_py(const std::string& equation, py::args operands, const std::
   return to_caller(std::move(out), kind);
 }
 
+// Runs `read`, Python calls on a caller's object: an exception it raises becomes a UserError
+// (ValueError, one line) that says what was being read. Ctrl-C stays a KeyboardInterrupt.
+template <class Read>
+auto reading(const std::string& what, Read&& read) -> decltype(read()) {
+  try {
+    return read();
+  } catch (const py::error_already_set& e) {
+    if (e.matches(PyExc_KeyboardInterrupt)) throw;
+    throw UserError(cat(what, ": ", one_line(e)));
+  }
+}
+
 Shape shape_of(py::handle arg, size_t i) {
+  return reading(cat("contract_path(): operand ", i, "'s shape cannot be read"), [&] {
   Shape s;
   const py::object obj = py::hasattr(arg, "shape") ? py::object(arg.attr("shape")) : py::reinterpret_borrow<py::object>(arg);
   if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj))
@@ -491,8 +513,8 @@ Shape shape_of(py::handle arg, size_t i) {
       throw UserError(cat("contract_path(): operand ", i, "'s shape holds a non-integer"));
     const py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(d.ptr()));
     if (!index) {  // its __index__ raised: say so, with what it raised
-      py::error_already_set e;
-      throw UserError(cat("contract_path(): operand ", i, "'s shape holds a value whose __index__ failed: ", e.what()));
+      const py::error_already_set e;
+      throw UserError(cat("contract_path(): operand ", i, "'s shape holds a value whose __index__ failed: ", one_line(e)));
     }
     int overflow = 0;
     const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
@@ -502,6 +524,7 @@ Shape shape_of(py::handle arg, size_t i) {
     s.push_back(v);
   }
   return s;
+  });
 }
 
 struct PathInfo {
@@ -583,7 +606,10 @@ py::array host_array(const py::object& obj, const std::string& what) {
   if (is_torch_tensor(src)) {
     bool copied = false;
     src = readable_torch(src, what, &copied).attr("cpu")();
-    if (py::object(src.attr("dtype")).is(torch_handles().bfloat16)) src = src.attr("float")();  // numpy has no bf16
+    if (py::object(src.attr("dtype")).is(torch_handles().bfloat16)) {  // numpy has no bf16
+      require_memory(py::int_(src.attr("numel")()).cast<uint64_t>() * sizeof(float), what + " as float32");
+      src = src.attr("float")();
+    }
     src = src.attr("numpy")();
   }
   py::array a = py::array::ensure(src);
@@ -618,7 +644,8 @@ Tensor host_tensor(const py::array& a, DType dtype, const std::string& what) {
 StateDict dict_to_state(const py::dict& d) {
   StateDict sd;
   for (auto [k, v] : d) {
-    const std::string name = py::str(k), what = "state dict entry '" + name + "'";
+    const std::string name = reading("a state dict key cannot be read as text", [&] { return std::string(py::str(k)); });
+    const std::string what = "state dict entry '" + name + "'";
     const py::array a = host_array(py::reinterpret_borrow<py::object>(v), what);
     const char kind = a.dtype().kind();
     sd.add(name, host_tensor(a, kind == 'i' || kind == 'u' ? DType::I64 : DType::F32, what));
@@ -921,7 +948,10 @@ logits [n, 10] of images [n, 1, H, W] in evaluation mode (running BatchNorm stat
         py::arg("freeze"), py::arg("batch_size"), py::arg("lr"), py::arg("momentum"), py::arg("epochs"),
         py::arg("max_steps"), py::arg("eval"), py::arg("eval_limit"), py::arg("seed"), py::arg("device"),
         py::arg("normalize"), py::arg("conv1_init"), py::arg("progress"), py::arg("log_every"), py::arg("shuffle"));
-  m.def("imagenet_weights_path", &locate_imagenet_weights);
+  m.def("imagenet_weights_path", [] {  // a path, as os.fsdecode gives it (TORCH_HOME need not be UTF-8)
+    const std::string path = locate_imagenet_weights();
+    return py::reinterpret_steal<py::str>(PyUnicode_DecodeFSDefaultAndSize(path.data(), static_cast<Py_ssize_t>(path.size())));
+  });
   m.def("evaluate_transfer", &evaluate_transfer_py, py::arg("state_dict"), py::arg("data_dir"), py::arg("limit"),
         py::arg("batch_size"), py::arg("device"), py::arg("normalize"));
 

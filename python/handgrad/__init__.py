@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools as _itertools
 import operator as _operator
+import os as _os
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as _np
@@ -68,6 +69,8 @@ def _int(value: Any, name: str, lo: int = _INT64_MIN, hi: int = _INT64_MAX) -> i
 def _float(value: Any, name: str) -> float:
     try:
         return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large for a float") from None
     except Exception:
         raise ValueError(f"{name} must be a number, got {_kind(value)}") from None
 
@@ -80,14 +83,35 @@ def _bool(value: Any, name: str) -> bool:
 
 
 def _str(value: Any, name: str, optional: bool = False, nul: bool = False) -> Optional[str]:
-    """A str (None too when optional); without NUL unless `nul` (einsum reports it in context)."""
+    """A str (None too when optional) that UTF-8 can hold; without NUL unless `nul` (einsum reports
+    it in context). A str subclass becomes a plain str (its overrides are not asked)."""
     if value is None and optional:
         return None
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string{' or None' if optional else ''}, got {_kind(value)}")
+    value = str.__str__(value)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{name} is not valid text: a lone surrogate at position {e.start}") from None
     if not nul and "\0" in value:
         raise ValueError(f"{name} contains a NUL character at position {value.index(chr(0))}")
     return value
+
+
+def _path(value: Any, name: str, optional: bool = False) -> Optional[bytes]:
+    """A path (str or bytes, or os.PathLike) as the bytes the file system sees (os.fsencode: also a
+    name that is not UTF-8, as imagenet_weights_path() may return one); without NUL."""
+    if value is None and optional:
+        return None
+    try:
+        raw = _os.fsencode(value)
+    except Exception:
+        raise ValueError(f"{name} must be a path (str, bytes or os.PathLike){' or None' if optional else ''}, "
+                         f"got {_kind(value)}") from None
+    if b"\0" in raw:
+        raise ValueError(f"{name} contains a NUL character at position {raw.index(0)}")
+    return bytes(raw)
 
 
 def _dict(value: Any, name: str, optional: bool = False) -> Optional[dict]:
@@ -208,18 +232,19 @@ def train_transfer(*, data_dir: str = "", weights: Optional[str] = None, state_d
     "test_accuracy", "steps", "seconds", "images_per_second", "weights", "state_dict"}.
     """
     return _core.train_transfer(
-        _str(data_dir, "data_dir"), _str(weights, "weights", optional=True),
+        _path(data_dir, "data_dir"), _path(weights, "weights", optional=True),
         _dict(state_dict, "state_dict", optional=True), _str(freeze, "freeze"), _int(batch_size, "batch_size"),
         _float(lr, "lr"), _float(momentum, "momentum"), _int(epochs, "epochs"), _int(max_steps, "max_steps"),
         _bool(eval, "eval"), _int(eval_limit, "eval_limit"), _seed(seed), _str(device, "device"),
-        _bool(normalize, "normalize"), _str(conv1_init, "conv1_init"), progress, _int(log_every, "log_every"),
+        _bool(normalize, "normalize"), _str(conv1_init, "conv1_init"),
+        progress if callable(progress) else _bool(progress, "progress"), _int(log_every, "log_every"),
         _bool(shuffle, "shuffle"))
 
 
 def evaluate_transfer(state_dict: dict, *, data_dir: str = "", limit: int = 0, batch_size: int = 256,
                       device: str = "auto", normalize: bool = False) -> Tuple[float, float]:
     """Q3: (test loss, test accuracy) of an adapted ResNet18 state dict on FashionMNIST's test set."""
-    return _core.evaluate_transfer(_dict(state_dict, "state_dict"), _str(data_dir, "data_dir"), _int(limit, "limit"),
+    return _core.evaluate_transfer(_dict(state_dict, "state_dict"), _path(data_dir, "data_dir"), _int(limit, "limit"),
                                    _int(batch_size, "batch_size"), _str(device, "device"), _bool(normalize, "normalize"))
 
 

@@ -407,3 +407,119 @@ def test_a_batch_too_large_for_memory_is_refused_as_a_whole():
         r.stdout + r.stderr[-1000:]
     seconds = float(r.stdout.split("refused in ")[1].split(" s")[0])
     assert seconds < 10, r.stdout  # before anything large is made (94 s of allocating 4 GB first, before)
+
+
+DLPACK_NULL_DATA = r'''
+import ctypes, handgrad
+class DLDevice(ctypes.Structure): _fields_ = [("device_type", ctypes.c_int), ("device_id", ctypes.c_int)]
+class DLDataType(ctypes.Structure): _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+class DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", DLDevice), ("ndim", ctypes.c_int), ("dtype", DLDataType),
+                ("shape", ctypes.POINTER(ctypes.c_int64)), ("strides", ctypes.POINTER(ctypes.c_int64)),
+                ("byte_offset", ctypes.c_uint64)]
+class DLManaged(ctypes.Structure): pass
+DELETER = ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManaged))
+DLManaged._fields_ = [("dl_tensor", DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", DELETER)]
+new_capsule = ctypes.pythonapi.PyCapsule_New
+new_capsule.restype, new_capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+keep = []
+class NullData:  # a CPU float32 tensor of 4 elements whose data pointer is NULL
+    def __dlpack_device__(self): return (1, 0)
+    def __dlpack__(self, stream=None):
+        shape, m = (ctypes.c_int64 * 1)(4), DLManaged()
+        m.dl_tensor.device, m.dl_tensor.ndim, m.dl_tensor.dtype, m.dl_tensor.shape = DLDevice(1, 0), 1, DLDataType(2, 32, 1), shape
+        m.deleter = DELETER(lambda p: None)
+        keep.extend([shape, m])
+        return new_capsule(ctypes.addressof(m), b"dltensor", None)
+try:
+    handgrad.einsum("i->", NullData())
+except ValueError as e:
+    print("ValueError:", e)
+'''
+
+
+def test_third_pass_breaks():
+    """The third hostile pass: lone surrogates, str subclasses, NUL in messages, state dict keys and
+    shapes that raise, a progress value whose __bool__ raises, a NULL DLPack data pointer (SIGSEGV
+    before), and a denominator whose square underflows: ValueError (one line) or torch's value."""
+    import subprocess
+    import sys
+    x = np.ones((2, 3), np.float32)
+
+    class SneakyStr(str):
+        def __contains__(self, other):
+            return False
+
+    class RaisingStr:
+        def __str__(self):
+            raise ZeroDivisionError("s")
+
+    class RaisingItems:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise ZeroDivisionError("g")
+
+    class RaisingIndex:
+        def __index__(self):
+            raise ZeroDivisionError("x")
+
+    class RaisingBool:
+        def __bool__(self):
+            raise ZeroDivisionError("b")
+
+    cases = [
+        (lambda: handgrad.einsum("i\ud800->", x[0]), "equation is not valid text"),
+        (lambda: handgrad.ResNet18(device="\ud800"), "device is not valid text"),
+        (lambda: handgrad.einsum("ij->", x, order=SneakyStr("auto\0zz")), "order contains a NUL"),
+        (lambda: handgrad.ResNet18({"conv1.weight\0x": np.ones(3)}, device="cpu"), r"conv1\.weight\\0x'"),
+        (lambda: handgrad.ResNet18({RaisingStr(): np.ones(3)}, device="cpu"), "key cannot be read as text: ZeroDivisionError: s$"),
+        (lambda: handgrad.ResNet18({"\ud800": np.ones(3)}, device="cpu"), "key cannot be read as text"),
+        (lambda: handgrad.contract_path("ij->", RaisingItems()), "cannot be read: ZeroDivisionError: g$"),
+        (lambda: handgrad.contract_path("ij->", (2, RaisingIndex())), "__index__ failed: ZeroDivisionError: x$"),
+        (lambda: handgrad.train_transfer(weights="none", max_steps=1, eval=False, progress=RaisingBool()),
+         "progress must be true or false"),
+        (lambda: handgrad.autodiff("y1 = x1", [10**400]), "point is too large for a float"),
+    ]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match) as e:
+            call()
+        assert "\n" not in str(e.value) and type(e.value) is ValueError, repr(e.value)
+    r = subprocess.run([sys.executable, "-c", DLPACK_NULL_DATA], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "no data pointer" in r.stdout, (r.returncode, r.stdout, r.stderr[-500:])
+    for expr, point in (("y1 = x1 / x1", [1e-300]), ("y1 = x1 / x1", [1e-160])):
+        got = handgrad.autodiff(expr, point)
+        forward, reverse = _torch_jacobians(expr, point)
+        assert got["jacobian_forward"] == forward == [[0.0]] and got["jacobian_reverse"] == reverse, (expr, got)
+
+
+MEMORY_VIEWS = r'''
+import resource, sys, numpy as np, torch, handgrad
+case = sys.argv[1]
+try:
+    if case == "numpy-broadcast":
+        handgrad.einsum("a->", np.broadcast_to(np.ones(1), (2**30,)))
+    elif case == "torch-neg-expand":
+        handgrad.einsum("a->", torch._neg_view(torch.ones(1).expand(2**30)))
+    else:
+        handgrad.train_mlp(x=torch.ones(1, 1, dtype=torch.bfloat16).expand(2**28, 4), iters=1, n=2**28, d=4, h=2)
+    print("accepted")
+except ValueError as e:
+    print("ValueError:", e)
+print("peak MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+'''
+
+
+@pytest.mark.parametrize("case", ["numpy-broadcast", "torch-neg-expand", "bf16-expand"])
+def test_copies_of_broadcast_views_are_checked_before_they_are_made(case):
+    """A 4 GiB copy of a view of one element: refused by a 1 GiB budget before it is made (numpy's
+    broadcast views and torch's negative-bit views were copied unchecked, bf16 ones converted first)."""
+    import os
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", MEMORY_VIEWS, case], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, HANDGRAD_MAX_MEMORY="1G"))
+    assert "memory budget" in r.stdout, r.stdout + r.stderr[-1000:]
+    peak = int(r.stdout.split("peak MB")[1])
+    assert peak < 1024, r.stdout  # 4.3 GB before
