@@ -502,7 +502,7 @@ Shape shape_of(py::handle arg, size_t i) {
   return reading(cat("contract_path(): operand ", i, "'s shape cannot be read"), [&] {
   Shape s;
   const py::object obj = py::hasattr(arg, "shape") ? py::object(arg.attr("shape")) : py::reinterpret_borrow<py::object>(arg);
-  if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj))
+  if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj) || py::isinstance<py::bytes>(obj))
     throw UserError(cat("contract_path(): operand ", i, " is neither an array nor a shape"));
   // Read one dimension at a time and stop at the first beyond the limit: a shape-like object may
   // iterate forever.
@@ -627,6 +627,9 @@ Tensor host_tensor(const py::array& a, DType dtype, const std::string& what) {
   require_memory(static_cast<uint64_t>(a.size()) * (dtype == DType::I64 ? 8 : 4), what + " as a copy");
   const char kind = a.dtype().kind();
   HG_REQUIRE(dtype != DType::I64 || kind == 'i' || kind == 'u', what, " must be an array of integers");
+  if (kind == 'u' && a.itemsize() == 8 && a.size() > 0)  // uint64 past int64 would wrap to negative
+    HG_REQUIRE(py::int_(a.attr("max")()).cast<uint64_t>() <= uint64_t(INT64_MAX), what,
+               " holds a value beyond int64");
   py::array c = dtype == DType::F32
                     ? py::array(py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a))
                     : py::array(py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a));

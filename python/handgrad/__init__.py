@@ -18,6 +18,7 @@ while a daemon thread is inside handgrad, that call stops at its next step (Runt
 thread) and Python finalizes without it.
 
 Errors: bad input raises ValueError with handgrad's one-line message; anything else RuntimeError.
+An exception your progress callback raises ends the training and reaches you as it was raised.
 Long calls (training) run without the GIL and stop with KeyboardInterrupt on Ctrl-C between steps.
 """
 from __future__ import annotations

@@ -481,6 +481,8 @@ def test_third_pass_breaks():
         (lambda: handgrad.train_transfer(weights="none", max_steps=1, eval=False, progress=RaisingBool()),
          "progress must be true or false"),
         (lambda: handgrad.autodiff("y1 = x1", [10**400]), "point is too large for a float"),
+        (lambda: handgrad.contract_path("ab->", b"ab"), "neither an array nor a shape"),
+        (lambda: handgrad.ResNet18({"bn1.num_batches_tracked": np.uint64(2**64 - 1)}, device="cpu"), "beyond int64"),
     ]
     for call, match in cases:
         with pytest.raises(ValueError, match=match) as e:
