@@ -772,6 +772,7 @@ class PyResNet18 {
         model_->forward(px + b * H * W, static_cast<const int32_t*>(labels.get()), m, false, &correct);
         const std::vector<float> l = model_->logits();
         std::copy(l.begin(), l.begin() + m * 10, logits.begin() + b * 10);
+        if (b + chunk < n) check_signals();  // Ctrl-C between chunks (20,000 images take ~40 s here)
       }
       out = Tensor::from_vector({n, 10}, logits);
       if (in.kind == ArrayKind::Torch && in.tensor.device() != Device::CPU) out = out.to(in.tensor.device());

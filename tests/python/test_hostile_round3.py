@@ -146,7 +146,22 @@ print("finished", flush=True)
 """
 
 
-@pytest.mark.parametrize("code", [CHILD_EVAL, CHILD_TRAIN_EVAL], ids=["evaluate_transfer", "train_transfer_eval"])
+CHILD_FORWARD = """
+import sys, numpy as np, handgrad
+model = handgrad.ResNet18(device="cpu")
+images = np.zeros((20000, 1, 28, 28), np.float32)  # ~40 s of forward passes on 2 cores
+print("started", flush=True)
+try:
+    model(images)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(42)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("code", [CHILD_EVAL, CHILD_TRAIN_EVAL, CHILD_FORWARD],
+                         ids=["evaluate_transfer", "train_transfer_eval", "resnet18_forward"])
 def test_ctrl_c_stops_evaluation_between_batches(code):
     """5. SIGINT during an evaluation of the 10,000 test images ends it within a batch or two."""
     rc, seconds, out, err = _interrupt(code, _fashion(), 2.5)  # past the data, into the evaluation
