@@ -456,9 +456,13 @@ py::object einsum_py(const std::string& equation, py::args operands, const std::
   const EinsumOrder ord = order_arg(order);
   std::vector<Borrowed> in;
   ArrayKind kind = ArrayKind::Numpy;
+  // Each converted operand is a copy, checked alone when it is large; their sum is checked too
+  // (a hundred broadcast views of 60 MB each took 6 GB under a 1 GB budget).
+  MemoryTally copies("einsum(): the operands' float32 copies");
   for (size_t i = 0; i < operands.size(); ++i) {
     in.push_back(borrow_array(operands[i], cat("einsum(): operand ", i)));
     if (in.back().kind == ArrayKind::Torch) kind = ArrayKind::Torch;
+    if (in.back().converted && in.back().tensor.device() == Device::CPU) copies.add(in.back().tensor.nbytes());
   }
   const std::optional<Device> want = device_arg(device);
   Tensor out;

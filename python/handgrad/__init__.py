@@ -132,9 +132,31 @@ class ResNet18(_core.ResNet18):
 
     def __init__(self, state_dict: Optional[dict] = None, *, seed: int = 2024, device: str = "auto") -> None:
         super().__init__(_dict(state_dict, "state_dict", optional=True), seed=_seed(seed), device=_str(device, "device"))
+        self._built = True
+
+    def _require_built(self) -> None:
+        # ResNet18.__new__(ResNet18) without __init__ holds no C++ model (its methods would crash).
+        if not self.__dict__.get("_built", False):
+            raise RuntimeError("this ResNet18 was never initialised: create it with handgrad.ResNet18(...)")
+
+    def state_dict(self) -> Dict[str, Any]:
+        self._require_built()
+        return super().state_dict()
 
     def load_state_dict(self, state_dict: dict, strict: bool = True) -> None:
+        self._require_built()
         return super().load_state_dict(_dict(state_dict, "state_dict"), _bool(strict, "strict"))
+
+    def forward(self, images: Any) -> Any:
+        self._require_built()
+        return super().forward(images)
+
+    __call__ = forward
+
+    @property
+    def device(self) -> str:
+        self._require_built()
+        return super().device
 
 
 def cuda_available() -> bool:

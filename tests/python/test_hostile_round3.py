@@ -540,3 +540,40 @@ def test_copies_of_broadcast_views_are_checked_before_they_are_made(case):
     assert "memory budget" in r.stdout, r.stdout + r.stderr[-1000:]
     peak = int(r.stdout.split("peak MB")[1])
     assert peak < 1024, r.stdout  # 4.3 GB before
+
+
+FOURTH_PASS = r'''
+import resource, sys, numpy as np, handgrad
+if sys.argv[1] == "uninitialised":
+    m = handgrad.ResNet18.__new__(handgrad.ResNet18)
+    for call in (m.state_dict, lambda: m.load_state_dict({}), lambda: m(np.ones((1, 1, 28, 28), np.float32)),
+                 lambda: m.device):
+        try:
+            call()
+            print("returned")
+        except RuntimeError as e:
+            print("RuntimeError:", e)
+else:  # 40 broadcast views, each copy (60 MB) under the 64 MiB a single allocation is checked from
+    ops = [np.broadcast_to(np.ones(1, np.float32), (15_000_000,)) for _ in range(40)]
+    try:
+        handgrad.einsum(",".join(["a"] * 40) + "->", *ops)
+        print("accepted")
+    except ValueError as e:
+        print("ValueError:", e)
+print("peak MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+'''
+
+
+def test_fourth_pass_breaks():
+    """A ResNet18 made by __new__ without __init__ (SIGSEGV before), and einsum operands whose copies
+    are each under the single-allocation check but together far over the budget (2.6 GB peak under
+    1 GB before)."""
+    import os
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", FOURTH_PASS, "uninitialised"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.count("never initialised") == 4, (r.returncode, r.stdout, r.stderr[-500:])
+    r = subprocess.run([sys.executable, "-c", FOURTH_PASS, "operands"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, HANDGRAD_MAX_MEMORY="1G"))
+    assert "operands' float32 copies needs" in r.stdout, r.stdout + r.stderr[-1000:]
+    assert int(r.stdout.split("peak MB")[1]) < 1500, r.stdout
