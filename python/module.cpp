@@ -153,6 +153,12 @@ Borrowed borrow_numpy(py::handle obj, const std::string& what) {
   return b;
 }
 
+// A host copy of torch tensor `src` at `bytes` per element is about to be made: within the budget
+// first (an .expand() view has far more elements than memory). GPU copies stay on the GPU.
+void require_torch_copy(const py::object& src, uint64_t bytes, const std::string& what) {
+  if (!py::bool_(src.attr("is_cuda"))) require_memory(py::int_(src.attr("numel")()).cast<uint64_t>() * bytes, what);
+}
+
 // A torch tensor as handgrad may read it: detached; refused as numpy's are when complex (the
 // imaginary part would be lost) or not strided (sparse: no dense memory to read); with the negative
 // bit resolved (torch._neg_view, .conj().imag: the shared memory holds the values without their
@@ -167,9 +173,7 @@ py::object readable_torch(py::object src, const std::string& what, bool* copied)
   HG_REQUIRE(!py::bool_(src.attr("is_meta")), what, " is a meta tensor: it holds no data");
   src = src.attr("detach")();
   if (py::hasattr(src, "is_neg") && py::bool_(src.attr("is_neg")())) {
-    if (!py::bool_(src.attr("is_cuda")))  // a copy, as large as the view's elements (of an .expand(): many)
-      require_memory(py::int_(src.attr("numel")()).cast<uint64_t>() * py::int_(src.attr("element_size")()).cast<uint64_t>(),
-                     what + " with its negative bit resolved");
+    require_torch_copy(src, py::int_(src.attr("element_size")()).cast<uint64_t>(), what + " with its negative bit resolved");
     src = src.attr("resolve_neg")();
     *copied = true;
   }
@@ -209,10 +213,7 @@ Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
     src = readable_torch(src, what, &b.converted);
     const py::handle f32 = torch_handles().float32;
     if (!py::object(src.attr("dtype")).is(f32) || !py::bool_(src.attr("is_contiguous")())) {
-      // The copy may be far larger than the tensor's memory (an .expand() view): within the budget.
-      if (!py::bool_(src.attr("is_cuda")))
-        require_memory(py::int_(src.attr("numel")()).cast<uint64_t>() * sizeof(float),
-                       what + " as a contiguous float32 copy");
+      require_torch_copy(src, sizeof(float), what + " as a contiguous float32 copy");
       src = src.attr("to")(f32).attr("contiguous")();
       b.converted = true;
     }
@@ -504,30 +505,30 @@ auto reading(const std::string& what, Read&& read) -> decltype(read()) {
 
 Shape shape_of(py::handle arg, size_t i) {
   return reading(cat("contract_path(): operand ", i, "'s shape cannot be read"), [&] {
-  Shape s;
-  const py::object obj = py::hasattr(arg, "shape") ? py::object(arg.attr("shape")) : py::reinterpret_borrow<py::object>(arg);
-  if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj) || py::isinstance<py::bytes>(obj))
-    throw UserError(cat("contract_path(): operand ", i, " is neither an array nor a shape"));
-  // Read one dimension at a time and stop at the first beyond the limit: a shape-like object may
-  // iterate forever.
-  for (py::handle d : obj) {
-    HG_REQUIRE(s.size() < static_cast<size_t>(kMaxDims), "contract_path(): operand ", i,
-               " has more than ", kMaxDims, " dims; handgrad takes at most ", kMaxDims);
-    if (!py::isinstance<py::int_>(d) && !py::hasattr(d, "__index__"))
-      throw UserError(cat("contract_path(): operand ", i, "'s shape holds a non-integer"));
-    const py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(d.ptr()));
-    if (!index) {  // its __index__ raised: say so, with what it raised
-      const py::error_already_set e;
-      throw UserError(cat("contract_path(): operand ", i, "'s shape holds a value whose __index__ failed: ", one_line(e)));
+    Shape s;
+    const py::object obj = py::hasattr(arg, "shape") ? py::object(arg.attr("shape")) : py::reinterpret_borrow<py::object>(arg);
+    if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj) || py::isinstance<py::bytes>(obj))
+      throw UserError(cat("contract_path(): operand ", i, " is neither an array nor a shape"));
+    // Read one dimension at a time and stop at the first beyond the limit: a shape-like object may
+    // iterate forever.
+    for (py::handle d : obj) {
+      HG_REQUIRE(s.size() < static_cast<size_t>(kMaxDims), "contract_path(): operand ", i,
+                 " has more than ", kMaxDims, " dims; handgrad takes at most ", kMaxDims);
+      if (!py::isinstance<py::int_>(d) && !py::hasattr(d, "__index__"))
+        throw UserError(cat("contract_path(): operand ", i, "'s shape holds a non-integer"));
+      const py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(d.ptr()));
+      if (!index) {  // its __index__ raised: say so, with what it raised
+        const py::error_already_set e;
+        throw UserError(cat("contract_path(): operand ", i, "'s shape holds a value whose __index__ failed: ", one_line(e)));
+      }
+      int overflow = 0;
+      const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+      if (overflow != 0)
+        throw UserError(cat("contract_path(): operand ", i, "'s shape holds ", std::string(py::str(index)),
+                            ", beyond int64"));
+      s.push_back(v);
     }
-    int overflow = 0;
-    const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
-    if (overflow != 0)
-      throw UserError(cat("contract_path(): operand ", i, "'s shape holds ", std::string(py::str(index)),
-                          ", beyond int64"));
-    s.push_back(v);
-  }
-  return s;
+    return s;
   });
 }
 
@@ -611,7 +612,7 @@ py::array host_array(const py::object& obj, const std::string& what) {
     bool copied = false;
     src = readable_torch(src, what, &copied).attr("cpu")();
     if (py::object(src.attr("dtype")).is(torch_handles().bfloat16)) {  // numpy has no bf16
-      require_memory(py::int_(src.attr("numel")()).cast<uint64_t>() * sizeof(float), what + " as float32");
+      require_torch_copy(src, sizeof(float), what + " as float32");
       src = src.attr("float")();
     }
     src = src.attr("numpy")();
