@@ -2,6 +2,7 @@
 // the products in the project's GEMM (oneDNN / OpenBLAS by size).
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/einsum/gemm.h"
 #include "kernels/nn/conv2d_taps.h"
@@ -14,6 +15,40 @@ namespace {
 
 int64_t in_row(const Conv2dShape& s) { return s.H * s.W * s.C; }      // floats of one image
 int64_t out_row(const Conv2dShape& s) { return s.OH() * s.OW() * s.K; }  // floats of one output
+
+// Backward filter's last step: writes dw [K, C, R, S] from the products' rows of tap gradients.
+// Each output channel's taps are summed in an [R*S][C] accumulator (a few KB: L1), where the
+// channels are contiguous so the adds vectorise, then written once, transposed into dw's
+// [C][R][S]; the taps no product reaches (`reached[r*S + t]` false: they touch only padding) are
+// exact zeros, written without passing through the accumulator (a 1x1 map reaches 1 tap of 9).
+// add_taps(k, acc) adds output channel k's gradients: acc[(r*S + t)*C + c] += ...
+template <class AddTaps>
+void fold_into_kcrs(float* dw, const Conv2dShape& s, const std::vector<bool>& reached, AddTaps add_taps) {
+  const int64_t taps = s.R * s.S;
+  std::vector<int64_t> used;
+  for (int64_t rt = 0; rt < taps; ++rt)
+    if (reached[rt]) used.push_back(rt);
+  const bool all = static_cast<int64_t>(used.size()) == taps;
+#pragma omp parallel
+  {
+    std::vector<float> acc(taps * s.C);
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < s.K; ++k) {
+      for (const int64_t rt : used) std::fill_n(acc.data() + rt * s.C, s.C, 0.f);
+      add_taps(k, acc.data());
+      float* d = dw + k * s.C * taps;
+      if (!all) std::fill_n(d, s.C * taps, 0.f);
+      for (const int64_t rt : used)
+        for (int64_t c = 0; c < s.C; ++c) d[c * taps + rt] = acc[rt * s.C + c];
+    }
+  }
+}
+
+// acc[0, C) += src[0, C)
+inline void add_row(float* acc, const float* src, int64_t C) {
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) acc[c] += src[c];
+}
 
 // Calls f(p, q, r, t) for every (output pixel p, input pixel q) pair and the tap (r, t) joining them.
 template <class F>
@@ -54,16 +89,14 @@ void dense_backward_filter(float* dw, const float* dy, const float* x, const Con
   GemmShape g;  // dM [OP*K, P*C] = dY^T . X
   g.M = out_row(s), g.N = in_row(s), g.K = s.N, g.trans_a = true, g.lda = out_row(s), g.ldb = in_row(s);
   gemm_batched(dm, dy, x, g);
-  const int64_t row = in_row(s), slab = s.C * s.R * s.S;
-#pragma omp parallel for schedule(static)
-  for (int64_t k = 0; k < s.K; ++k) {
-    std::fill(dw + k * slab, dw + (k + 1) * slab, 0.f);  // the taps on padding stay 0
+  const int64_t row = in_row(s);
+  std::vector<bool> reached(s.R * s.S, false);
+  for_each_pair(s, [&](int64_t, int64_t, int64_t r, int64_t t) { reached[r * s.S + t] = true; });
+  fold_into_kcrs(dw, s, reached, [&](int64_t k, float* acc) {
     for_each_pair(s, [&](int64_t p, int64_t q, int64_t r, int64_t t) {
-      const float* src = dm + (p * s.K + k) * row + q * s.C;
-      float* dst = dw + (k * s.C * s.R + r) * s.S + t;
-      for (int64_t c = 0; c < s.C; ++c) dst[c * s.R * s.S] += src[c];
+      add_row(acc + (r * s.S + t) * s.C, dm + (p * s.K + k) * row + q * s.C, s.C);
     });
-  }
+  });
 }
 
 // ---- Groups of output pixels, one GEMM each ------------------------------------------------------
@@ -180,18 +213,18 @@ void group_backward_filter(float* dw, const float* dy, const float* x, const Con
     g.M = s.K, g.N = k, g.K = s.N * gr.pixels(), g.trans_a = true, g.lda = s.K, g.ldb = k;
     gemm_batched(dwg + at.w, rows + at.y, a + at.a, g);
   }
-  const int64_t slab = s.C * s.R * s.S;
-#pragma omp parallel for schedule(static)
-  for (int64_t kk = 0; kk < s.K; ++kk) {
-    std::fill(dw + kk * slab, dw + (kk + 1) * slab, 0.f);  // the taps on padding stay 0
+  std::vector<bool> reached(s.R * s.S, false);
+  for (const GroupAt& at : l.groups)
+    for (int64_t r = at.g.r0; r < at.g.r1; ++r)
+      for (int64_t t = at.g.t0; t < at.g.t1; ++t) reached[r * s.S + t] = true;
+  fold_into_kcrs(dw, s, reached, [&](int64_t k, float* acc) {
     for (const GroupAt& at : l.groups) {
       const ConvTapGroup& gr = at.g;
-      const float* src = dwg + at.w + kk * gr.taps() * s.C;
+      const float* src = dwg + at.w + k * gr.taps() * s.C;
       for (int64_t r = gr.r0; r < gr.r1; ++r)
-        for (int64_t t = gr.t0; t < gr.t1; ++t)
-          for (int64_t c = 0; c < s.C; ++c) dw[((kk * s.C + c) * s.R + r) * s.S + t] += *src++;
+        for (int64_t t = gr.t0; t < gr.t1; ++t, src += s.C) add_row(acc + (r * s.S + t) * s.C, src, s.C);
     }
-  }
+  });
 }
 
 }  // namespace
