@@ -41,6 +41,13 @@ int64_t Conv2d::workspace_floats() const {
   return floats;
 }
 
+int64_t Conv2d::keepable_im2col_floats(int64_t images) const {
+  if (forward_ != ConvLowering::TapExact || backward_filter_ != ConvLowering::TapExact) return 0;
+  Conv2dShape s = shape;
+  s.N = images;
+  return conv2d_taps_im2col_floats(s);
+}
+
 const float* Conv2d::packed(const float* w, ConvLowering lowering) {
   if (stale_) {  // both copies, so the two directions never read weights of different steps
     if (reads_packed(ConvLowering::Library))
@@ -52,9 +59,10 @@ const float* Conv2d::packed(const float* w, ConvLowering lowering) {
   return (lowering == ConvLowering::TapExact ? packed_taps_ : packed_library_).data<float>();
 }
 
-void Conv2d::forward(float* y, const float* x, const float* w, float* workspace) {
+void Conv2d::forward(float* y, const float* x, const float* w, float* workspace, float* keep_im2col) {
   const float* p = packed(w, forward_);
-  if (forward_ == ConvLowering::TapExact) return HG_ON_DEVICE(device_, conv2d_taps_forward, y, x, p, shape, workspace);
+  if (forward_ == ConvLowering::TapExact)
+    return HG_ON_DEVICE(device_, conv2d_taps_forward, y, x, p, shape, workspace, keep_im2col);
   if (device_ == Device::CPU) return cpu::conv2d_forward_nhwc(y, x, w, p, shape, workspace);
   HG_CUDA(void, conv2d_forward_nhwc, y, x, w, p, shape, workspace, tf32_);
 }
@@ -67,9 +75,9 @@ void Conv2d::backward_data(float* dx, const float* dy, const float* w, float* wo
   HG_CUDA(void, conv2d_backward_data_nhwc, dx, dy, w, p, shape, workspace, tf32_);
 }
 
-void Conv2d::backward_filter(float* dw, const float* dy, const float* x, float* workspace) {
+void Conv2d::backward_filter(float* dw, const float* dy, const float* x, float* workspace, const float* kept_im2col) {
   if (backward_filter_ == ConvLowering::TapExact)
-    return HG_ON_DEVICE(device_, conv2d_taps_backward_filter, dw, dy, x, shape, workspace);
+    return HG_ON_DEVICE(device_, conv2d_taps_backward_filter, dw, dy, x, shape, workspace, kept_im2col);
   if (device_ == Device::CPU) return cpu::conv2d_backward_filter_nhwc(dw, dy, x, shape, workspace);
   HG_CUDA(void, conv2d_backward_filter_nhwc, dw, dy, x, shape, workspace, tf32_);
 }

@@ -35,9 +35,14 @@ class Conv2d {
   // Scratch a call needs, in floats, for the current shape.N (the caller owns it, shared by
   // every layer: size it by the largest).
   int64_t workspace_floats() const;
-  void forward(float* y, const float* x, const float* w, float* workspace);
+  // The im2col rows forward can keep for backward filter, in floats for a batch of `images`
+  // (conv2d_taps_im2col_floats; 0 unless both directions run the tap-exact group path). A caller
+  // that gives forward a buffer this large for shape.N (one per layer: the rows of its input) and
+  // backward filter the same one, with the same input, saves backward filter's gather.
+  int64_t keepable_im2col_floats(int64_t images) const;
+  void forward(float* y, const float* x, const float* w, float* workspace, float* keep_im2col = nullptr);
   void backward_data(float* dx, const float* dy, const float* w, float* workspace);
-  void backward_filter(float* dw, const float* dy, const float* x, float* workspace);
+  void backward_filter(float* dw, const float* dy, const float* x, float* workspace, const float* kept_im2col = nullptr);
   void weights_changed() { stale_ = true; }
   // Whether the packed copy is out of date, and putting that back: a replayed step (StepGraph)
   // leaves the host's books as a GPU replay does, which runs none of the host's code.

@@ -33,6 +33,10 @@ struct ConvBN {
   Array conv_out, save_mean, save_invstd;
   Array scale, shift;  // the BN as y = x * scale + shift
   const float* input = nullptr;
+  // The conv's im2col rows of `input`, kept by a training forward for backward filter (a layer
+  // that trains on the tap-exact group path both ways; made at its first training forward).
+  Array im2col;
+  bool im2col_kept = false;
   const Conv2dShape& shape() const { return conv.shape; }
 };
 
@@ -245,9 +249,15 @@ struct ResNet18::Impl {
   // conv, then the BN's statistics (train) and its scale and shift.
   void convbn_forward(ConvBN& u, const float* x, bool train) {
     u.input = x;
+    u.im2col_kept = false;
+    if (train && u.train_conv && u.conv.keepable_im2col_floats(n) > 0) {
+      if (u.im2col.t.numel() < u.conv.keepable_im2col_floats(n))  // sized for the full batch, once
+        alloc(u.im2col, u.conv.keepable_im2col_floats(batch));
+      u.im2col_kept = true;
+    }
     {
       const Span span(profile, kConvFwd);
-      u.conv.forward(u.conv_out.get(), x, P(u.w), conv_workspace.get());
+      u.conv.forward(u.conv_out.get(), x, P(u.w), conv_workspace.get(), u.im2col_kept ? u.im2col.get() : nullptr);
     }
     const Span span(profile, kBnFwd);
     const int64_t K = u.shape().K;
@@ -283,7 +293,7 @@ struct ResNet18::Impl {
     }
     if (u.train_conv) {
       const Span span(profile, kConvBwdFilter);
-      u.conv.backward_filter(G(u.w), dconv, u.input, conv_workspace.get());
+      u.conv.backward_filter(G(u.w), dconv, u.input, conv_workspace.get(), u.im2col_kept ? u.im2col.get() : nullptr);
     }
     if (dx) {
       const Span span(profile, kConvBwdData);

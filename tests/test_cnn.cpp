@@ -284,11 +284,13 @@ TEST(CnnLayers, GatherPixelsConvertsAsTheFloatDatasetDid) {
 }
 
 // Runs one channels-last lowering of s: y = conv(x), dx, dw (NHWC activations, [K, C, R, S] weights).
+// keep_im2col: the tap-exact forward keeps its im2col rows for backward filter, which then finds
+// only poison in the workspace.
 struct NhwcConvResult {
   std::vector<float> y, dx, dw;
 };
 NhwcConvResult run_nhwc(ConvLowering lowering, const Conv2dShape& s, const std::vector<float>& x,
-                        const std::vector<float>& w, const std::vector<float>& dy) {
+                        const std::vector<float>& w, const std::vector<float>& dy, bool keep_im2col = false) {
   const bool taps = lowering == ConvLowering::TapExact;
   NhwcConvResult out{nan_vector(s.N * s.OH() * s.OW() * s.K), nan_vector(int64_t(x.size())),
                      nan_vector(int64_t(w.size()))};
@@ -306,9 +308,12 @@ NhwcConvResult run_nhwc(ConvLowering lowering, const Conv2dShape& s, const std::
   }
   float* W = ws.data<float>();
   if (taps) {
-    cpu::conv2d_taps_forward(out.y.data(), x.data(), packed.data(), s, W);
+    Tensor im2col = poisoned({std::max<int64_t>(conv2d_taps_im2col_floats(s), 1)});
+    float* keep = keep_im2col && conv2d_taps_im2col_floats(s) > 0 ? im2col.data<float>() : nullptr;
+    cpu::conv2d_taps_forward(out.y.data(), x.data(), packed.data(), s, W, keep);
     cpu::conv2d_taps_backward_data(out.dx.data(), dy.data(), packed.data(), s, W);
-    cpu::conv2d_taps_backward_filter(out.dw.data(), dy.data(), x.data(), s, W);
+    if (keep) ws = poisoned({std::max<int64_t>(ws_floats, 1)}), W = ws.data<float>();
+    cpu::conv2d_taps_backward_filter(out.dw.data(), dy.data(), x.data(), s, W, keep);
   } else {
     cpu::conv2d_forward_nhwc(out.y.data(), x.data(), w.data(), packed.data(), s, W);
     cpu::conv2d_backward_data_nhwc(out.dx.data(), dy.data(), w.data(), packed.data(), s, W);
@@ -433,6 +438,10 @@ TEST(CnnLayers, TapExactMatchesFloat64OnEveryResNet18Geometry) {
       if (want.dw[i] == 0) {
         EXPECT_EQ(got.dw[i], 0.f) << shape_name(s) << " tap " << i;
       }
+    // The same rows kept from forward for backward filter: the same numbers, bit for bit.
+    const NhwcConvResult kept = run_nhwc(ConvLowering::TapExact, s, x, w, dy, true);
+    EXPECT_EQ(kept.y, got.y) << shape_name(s);
+    EXPECT_EQ(kept.dw, got.dw) << shape_name(s);
   }
 }
 
@@ -659,6 +668,17 @@ TEST(CnnCuda, TapExactConvolutionsMatchCpuTwins) {
     cuda::conv2d_taps_forward(gy.data<float>(), gx.data<float>(), gpacked.data<float>(), s, gws.data<float>());
     cuda::conv2d_taps_backward_data(gdx.data<float>(), gdy.data<float>(), gpacked.data<float>(), s, gws.data<float>());
     cuda::conv2d_taps_backward_filter(gdw.data<float>(), gdy.data<float>(), gx.data<float>(), s, gws.data<float>());
+    // Backward filter reading the im2col rows a forward kept (the workspace poisoned in between).
+    const int64_t kf = conv2d_taps_im2col_floats(s);
+    Tensor gkept = poisoned({std::max<int64_t>(kf, 1)}, Device::CUDA), gy_kept = poisoned(dy.shape(), Device::CUDA),
+           gdw_kept = poisoned(w.shape(), Device::CUDA);
+    float* keep = kf > 0 ? gkept.data<float>() : nullptr;
+    cuda::conv2d_taps_forward(gy_kept.data<float>(), gx.data<float>(), gpacked.data<float>(), s, gws.data<float>(), keep);
+    gws = poisoned({wf}, Device::CUDA);
+    cuda::conv2d_taps_backward_filter(gdw_kept.data<float>(), gdy.data<float>(), gx.data<float>(), s, gws.data<float>(),
+                                      keep);
+    EXPECT_LT(rel_err(gy_kept.to_vector(), y.to_vector()), 1e-5) << what << " (im2col kept)";
+    EXPECT_LT(rel_err(gdw_kept.to_vector(), dw.to_vector()), 1e-5) << what << " (im2col kept)";
     const std::vector<float> p_cpu = packed.to_vector(), p_gpu = gpacked.to_vector();
     if (conv2d_taps_packed_floats(s) > 0)  // the padding between groups stays poisoned on both
       for (size_t i = 0; i < p_cpu.size(); ++i)

@@ -147,14 +147,15 @@ void conv2d_taps_pack_weights(float* packed, const float* w, const Conv2dShape& 
     HG_LAUNCH_OVER(s.K * at.g.taps() * s.C, group_weights_kernel<true>, packed + at.w, const_cast<float*>(w), s, at.g);
 }
 
-void conv2d_taps_forward(float* y, const float* x, const float* packed, const Conv2dShape& s, float* ws) {
+void conv2d_taps_forward(float* y, const float* x, const float* packed, const Conv2dShape& s, float* ws,
+                         float* keep_im2col) {
   GemmShape g;
   if (conv2d_is_dense_gemm(s)) {  // Y [N, OP*K] = X [N, P*C] . M^T
     g.M = s.N, g.N = out_row(s), g.K = in_row(s), g.trans_b = true, g.lda = in_row(s), g.ldb = in_row(s);
     return gemm(y, x, packed, g);
   }
   const ConvTapLayout l = conv2d_tap_layout(s);
-  float *a = ws, *rows = ws + l.a_floats;
+  float *a = keep_im2col ? keep_im2col : ws, *rows = ws + l.a_floats;
   for (const ConvTapLayout::At& at : l.groups) {
     const int64_t k = at.g.taps() * s.C, m = s.N * at.g.pixels();
     if (k == 0) {  // no tap in the image: the output is 0
@@ -189,7 +190,8 @@ void conv2d_taps_backward_data(float* dx, const float* dy, const float* packed, 
   }
 }
 
-void conv2d_taps_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
+void conv2d_taps_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws,
+                                 const float* kept_im2col) {
   GemmShape g;
   if (conv2d_is_dense_gemm(s)) {  // dM [OP*K, P*C] = dY^T . X, folded into dw
     g.M = out_row(s), g.N = in_row(s), g.K = s.N, g.trans_a = true, g.lda = out_row(s), g.ldb = in_row(s);
@@ -198,12 +200,13 @@ void conv2d_taps_backward_filter(float* dw, const float* dy, const float* x, con
     return;
   }
   const ConvTapLayout l = conv2d_tap_layout(s);
-  float *a = ws, *rows = ws + l.a_floats, *dwg = rows + l.y_floats;
+  float *rows = ws + l.a_floats, *dwg = rows + l.y_floats;
+  const float* a = kept_im2col ? kept_im2col : ws;
   CUDA_CHECK(cudaMemsetAsync(dw, 0, sizeof(float) * s.K * s.C * s.R * s.S, stream()));  // padding's taps: 0
   for (const ConvTapLayout::At& at : l.groups) {
     const int64_t k = at.g.taps() * s.C, m = s.N * at.g.pixels();
     if (k == 0) continue;
-    HG_LAUNCH_OVER(m * k, gather_im2col_kernel, a + at.a, x, s, at.g);
+    if (!kept_im2col) HG_LAUNCH_OVER(m * k, gather_im2col_kernel, ws + at.a, x, s, at.g);
     HG_LAUNCH_OVER(m * s.K, move_rows_kernel<true>, rows + at.y, const_cast<float*>(dy), s, at.g);
     g = GemmShape{};  // dW_g [K, taps*C] = dY_g^T . A_g
     g.M = s.K, g.N = k, g.K = m, g.trans_a = true, g.lda = s.K, g.ldb = k;

@@ -108,6 +108,15 @@ inline int64_t conv2d_taps_workspace_floats(const Conv2dShape& s) {
   return l.a_floats + l.y_floats + l.w_floats;
 }
 
+// The group path's im2col rows (every group's A_g, conv2d_tap_layout's a_floats; none in the
+// dense case): forward gathers them from x, and backward filter needs the same rows of the same x.
+// A caller that keeps them from one to the other gives forward a buffer of this many floats
+// (`keep_im2col`: the rows are gathered there instead of into the workspace) and backward filter
+// the same buffer (`kept_im2col`: its gather is skipped). x must not change in between.
+inline int64_t conv2d_taps_im2col_floats(const Conv2dShape& s) {
+  return conv2d_is_dense_gemm(s) ? 0 : conv2d_tap_layout(s).a_floats;
+}
+
 // The multiply-adds the tap-exact lowering does, per image and output/input channel pair
 // (the generic convolution's: OH*OW*R*S; the dense GEMM's: OH*OW*H*W).
 inline int64_t conv2d_tap_exact_macs(const Conv2dShape& s) {
@@ -124,19 +133,23 @@ ConvLowering conv2d_lowering(const Conv2dShape& s, ConvDirection d);
 
 namespace cpu {
 void conv2d_taps_pack_weights(float* packed, const float* w, const Conv2dShape& s);
-void conv2d_taps_forward(float* y, const float* x, const float* packed, const Conv2dShape& s, float* workspace);
+void conv2d_taps_forward(float* y, const float* x, const float* packed, const Conv2dShape& s, float* workspace,
+                         float* keep_im2col = nullptr);
 void conv2d_taps_backward_data(float* dx, const float* dy, const float* packed, const Conv2dShape& s,
                                float* workspace);
-void conv2d_taps_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace);
+void conv2d_taps_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace,
+                                 const float* kept_im2col = nullptr);
 }  // namespace cpu
 
 #ifdef HANDGRAD_WITH_CUDA
 namespace cuda {  // device pointers; the same contract
 void conv2d_taps_pack_weights(float* packed, const float* w, const Conv2dShape& s);
-void conv2d_taps_forward(float* y, const float* x, const float* packed, const Conv2dShape& s, float* workspace);
+void conv2d_taps_forward(float* y, const float* x, const float* packed, const Conv2dShape& s, float* workspace,
+                         float* keep_im2col = nullptr);
 void conv2d_taps_backward_data(float* dx, const float* dy, const float* packed, const Conv2dShape& s,
                                float* workspace);
-void conv2d_taps_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace);
+void conv2d_taps_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* workspace,
+                                 const float* kept_im2col = nullptr);
 }  // namespace cuda
 #endif
 

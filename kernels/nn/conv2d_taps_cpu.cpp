@@ -159,9 +159,9 @@ void group_pack(float* packed, const float* w, const Conv2dShape& s) {
     }
 }
 
-void group_forward(float* y, const float* x, const float* packed, const Conv2dShape& s, float* ws) {
+void group_forward(float* y, const float* x, const float* packed, const Conv2dShape& s, float* ws, float* keep) {
   const Layout l = conv2d_tap_layout(s);
-  float* a = ws;
+  float* a = keep ? keep : ws;
   float* rows = ws + l.a_floats;
   gather_im2col(a, x, s, l);
   for (const GroupAt& at : l.groups) {
@@ -198,12 +198,13 @@ void group_backward_data(float* dx, const float* dy, const float* packed, const 
   });
 }
 
-void group_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
+void group_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws,
+                           const float* kept) {
   const Layout l = conv2d_tap_layout(s);
-  float* a = ws;
   float* rows = ws + l.a_floats;
   float* dwg = rows + l.y_floats;
-  gather_im2col(a, x, s, l);
+  const float* a = kept;
+  if (!kept) gather_im2col(ws, x, s, l), a = ws;
   move_rows(rows, const_cast<float*>(dy), s, l, true);
   for (const GroupAt& at : l.groups) {
     const ConvTapGroup& gr = at.g;
@@ -234,9 +235,10 @@ void conv2d_taps_pack_weights(float* packed, const float* w, const Conv2dShape& 
   group_pack(packed, w, s);
 }
 
-void conv2d_taps_forward(float* y, const float* x, const float* packed, const Conv2dShape& s, float* ws) {
+void conv2d_taps_forward(float* y, const float* x, const float* packed, const Conv2dShape& s, float* ws,
+                         float* keep_im2col) {
   if (conv2d_is_dense_gemm(s)) return dense_forward(y, x, packed, s);
-  group_forward(y, x, packed, s, ws);
+  group_forward(y, x, packed, s, ws, keep_im2col);
 }
 
 void conv2d_taps_backward_data(float* dx, const float* dy, const float* packed, const Conv2dShape& s, float* ws) {
@@ -244,9 +246,10 @@ void conv2d_taps_backward_data(float* dx, const float* dy, const float* packed, 
   group_backward_data(dx, dy, packed, s, ws);
 }
 
-void conv2d_taps_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
+void conv2d_taps_backward_filter(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws,
+                                 const float* kept_im2col) {
   if (conv2d_is_dense_gemm(s)) return dense_backward_filter(dw, dy, x, s, ws);
-  group_backward_filter(dw, dy, x, s, ws);
+  group_backward_filter(dw, dy, x, s, ws, kept_im2col);
 }
 
 }  // namespace handgrad::cpu
