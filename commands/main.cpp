@@ -193,6 +193,12 @@ void harden_numeric_flags(CLI::App* app) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  try {
+    check_thread_count();
+  } catch (const UserError& e) {
+    std::fprintf(stderr, "handgrad: error: %s\n", e.what());
+    return 2;
+  }
   flush_denormals_to_zero();
   // Results go to stdout, progress to stderr: line by line, a log of both (`> log 2>&1`, a pipe)
   // keeps them in the order they happened, and a line is there as soon as it is printed.
@@ -233,7 +239,13 @@ int main(int argc, char** argv) {
   rep->add_option("--seed", ro.seed, "seed of every random draw")->capture_default_str();
   rep->add_flag("--quick", ro.quick, "small sizes: finishes in minutes on a 2-core CPU");
   rep->add_flag("--quiet", ro.quiet, "no progress lines (the results are printed all the same)");
-  rep->add_option("--only", only, "comma-separated subset of q1, q2, q3, q4, q5, scripts (question1-3.py), e.g. q1");
+  rep->add_option("--only", only, "comma-separated subset of q1, q2, q3, q4, q5, scripts (question1-3.py), e.g. q1")
+      ->check(CLI::Validator(
+          [](std::string& v) {  // '' or ',,' would otherwise mean every exercise
+            return v.find_first_not_of(',') == std::string::npos ? std::string("names no exercise (e.g. --only q1,q3)")
+                                                                 : std::string();
+          },
+          "", "LIST"));
 
   MlpConfig mc;
   std::string mlp_device = "auto", mlp_lr;
@@ -322,7 +334,9 @@ int main(int argc, char** argv) {
   bool ad_json = false;
   CLI::App* ad = app.add_subcommand("autodiff", "Q4: forward- and reverse-mode AD traces, table by table");
   ad->add_option("--function", ad_function, "squared|expanded")->capture_default_str();
-  ad->add_option("--expr", ad_expr, "your own functions, e.g. \"y1 = (x1 + x2)^2; y2 = exp(x1) * x2\"");
+  ad->add_option("--expr", ad_expr, "your own functions, e.g. \"y1 = (x1 + x2)^2; y2 = exp(x1) * x2\"")
+      ->check(CLI::Validator([](std::string& v) { return v.empty() ? std::string("must not be empty") : std::string(); },
+                             "", "TEXT"));
   ad->add_option("--point", ad_point, "comma-separated input values")->capture_default_str();
   ad->add_flag("--json", ad_json, "one JSON document instead of text tables");
 

@@ -2,7 +2,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <mutex>
+#include <thread>
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #endif
@@ -74,6 +76,13 @@ Device parse_device(const std::string& flag) {
     return Device::CUDA;
   }
   throw UserError(cat("--device must be auto, cpu or cuda, got '", flag, "'"));
+}
+
+void check_thread_count() {
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t wanted = omp_get_max_threads(), most = 64 * cores;
+  HG_REQUIRE(wanted <= most, "OMP_NUM_THREADS asks for ", wanted, " threads; this machine has ", cores,
+             " cores, and more than ", most, " threads (64 per core) is not a setting handgrad runs with");
 }
 
 void flush_denormals_to_zero() {

@@ -52,6 +52,10 @@ struct SystemInfo {
 
 SystemInfo system_info();
 
+// Throws UserError when OpenMP is asked for more threads than 64 per core of this machine
+// (OMP_NUM_THREADS=100000: libgomp crashes starting them). Call before the first parallel region.
+void check_thread_count();
+
 // Flush denormal floats to zero on the CPU (FTZ and DAZ, on this thread and every OpenMP
 // worker). Training runs where gradients shrink into the denormal range otherwise slow down
 // several times on x86; values below 1.2e-38 carry no information for SGD.

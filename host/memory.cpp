@@ -18,11 +18,19 @@ namespace {
 std::atomic<uint64_t> g_override{0};
 
 // The first number in a file (a cgroup knob), or max() for "max" / a missing file.
+// The first bytes of a file, at most `limit`: the files read here are a line or a few, and a
+// path moved by a test hook may name an endless one (/dev/zero).
+std::string read_head(const char* path, size_t limit) {
+  std::ifstream f(path, std::ios::binary);
+  std::string s(limit, '\0');
+  f.read(s.data(), static_cast<std::streamsize>(limit));
+  s.resize(static_cast<size_t>(f.gcount()));
+  return s;
+}
+
 uint64_t read_number(const char* path) {
-  std::ifstream f(path);
-  std::string s;
-  if (!(f >> s) || s.empty() || !std::isdigit(static_cast<unsigned char>(s[0])))
-    return std::numeric_limits<uint64_t>::max();
+  const std::string s = read_head(path, 64);
+  if (s.empty() || !std::isdigit(static_cast<unsigned char>(s[0]))) return std::numeric_limits<uint64_t>::max();
   return std::strtoull(s.c_str(), nullptr, 10);
 }
 
@@ -77,7 +85,7 @@ uint64_t cgroup_memory_left() {
   const char* fs_env = std::getenv("HANDGRAD_CGROUP_FS");
   const char* proc_env = std::getenv("HANDGRAD_PROC_CGROUP");
   const std::string fs = fs_env && *fs_env ? fs_env : "/sys/fs/cgroup";
-  std::ifstream f(proc_env && *proc_env ? proc_env : "/proc/self/cgroup");
+  std::istringstream f(read_head(proc_env && *proc_env ? proc_env : "/proc/self/cgroup", 64 * 1024));
   uint64_t left = kNoLimit;
   std::string line;
   while (std::getline(f, line)) {

@@ -29,8 +29,13 @@ failures = []
 
 def run(args, want_rc=2, env=None, timeout=60, want_in_err=None, max_seconds=None):
     t0 = time.time()
-    p = subprocess.run([HANDGRAD] + args, capture_output=True, text=True, timeout=timeout,
-                       env=dict(os.environ, **(env or {})))
+    try:
+        p = subprocess.run([HANDGRAD] + args, capture_output=True, text=True, timeout=timeout,
+                           env=dict(os.environ, **(env or {})))
+    except subprocess.TimeoutExpired:
+        print(f"FAIL still running after {timeout} s: {' '.join(args)[:100]}")
+        failures.append((args, "timeout", ""))
+        return None
     took = time.time() - t0
     lines = [l for l in p.stderr.splitlines() if l.strip()]
     ok = p.returncode == want_rc and (want_rc == 0 or len(lines) == 1)
@@ -334,6 +339,45 @@ with tempfile.TemporaryDirectory() as d:
     run(q3 + ["--eval-limit", "-1", "--out-dir", path("q3")], want_in_err="--eval-limit")
     run(["autodiff", "--point", "nan,1"], want_in_err="finite")
     run(["autodiff", "--point", "1,inf"], want_in_err="finite")
+
+    # Issue 30, fifth pass. An empty --expr or --only is refused, not read as "not given" (the
+    # built-in function; every exercise, minutes of work).
+    run(["autodiff", "--expr", ""], want_in_err="--expr", timeout=20)
+    for only in ("", ",,", ","):
+        run(["report", "--only", only, "--out-dir", path("only")], want_in_err="--only", timeout=20)
+    # OMP_NUM_THREADS past 64 threads a core: refused before a thread starts (libgomp segfaulted
+    # starting 100,000).
+    run(einsum_ok, env={"OMP_NUM_THREADS": "100000"}, want_in_err="OMP_NUM_THREADS", timeout=20)
+    run(einsum_ok + ["-o", path("omp.npy")], want_rc=0, env={"OMP_NUM_THREADS": "3"})
+    # An endless file where /proc/self/cgroup (or a cgroup's memory.max) is read: a bounded read,
+    # not gigabytes of one line. The einsum runs at once, in a few MB.
+    fake_fs = path("cgfs")
+    os.makedirs(os.path.join(fake_fs, "memory"))
+    os.symlink("/dev/zero", os.path.join(fake_fs, "memory", "memory.limit_in_bytes"))
+    with open(path("cgroup"), "w") as f:
+        f.write("4:memory:/\n")
+    for env in ({"HANDGRAD_PROC_CGROUP": "/dev/zero"},
+                {"HANDGRAD_PROC_CGROUP": path("cgroup"), "HANDGRAD_CGROUP_FS": fake_fs}):
+        env = dict(env, HANDGRAD_MAX_MEMORY="")
+        # The peak RSS of handgrad alone: a child's ru_maxrss starts at its parent's (this script
+        # holds hundreds of MB), so a small Python in between starts it and reports it.
+        measure = ("import os, resource, sys\n"
+                   "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+                   "pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=["
+                   "(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0) for fd in (1, 2)])\n"
+                   "_, status, usage = os.wait4(pid, 0)\n"
+                   "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss // 1024)\n")
+        try:
+            out = subprocess.run([sys.executable, "-c", measure, HANDGRAD, "einsum", "ij,jk->ik", path("a.npy"),
+                                  path("b.npy"), "-o", path("cg.npy")], capture_output=True, text=True, timeout=20,
+                                 env=dict(os.environ, **env)).stdout.split()
+            rc, peak_mb = int(out[0]), int(out[1])
+        except subprocess.TimeoutExpired:
+            rc, peak_mb = "timeout", 0
+        ok = rc == 0 and peak_mb < 200
+        print(f"{'ok  ' if ok else 'FAIL'} rc={rc} peak {peak_mb} MB: einsum with {env}")
+        if not ok:
+            failures.append((f"einsum with {env}", rc, f"peak {peak_mb} MB"))
 
 print(f"cli_hostile_round2: {len(failures)} failure(s)")
 for f in failures:

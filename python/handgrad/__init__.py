@@ -120,7 +120,16 @@ def _dict(value: Any, name: str, optional: bool = False) -> Optional[dict]:
         return None
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a dict (a state dict){' or None' if optional else ''}, got {_kind(value)}")
-    return value
+    # Keys that are str subclasses become plain str (their __str__, __hash__ and __eq__ are not
+    # asked: a key must name the parameter it holds); two keys with one text are refused.
+    plain = {}
+    for key, tensor in dict.items(value):
+        if isinstance(key, str):
+            key = str.__str__(key)
+            if key in plain:
+                raise ValueError(f"{name} has the key {key!r} twice")
+        plain[key] = tensor
+    return plain
 
 
 def _seed(value: Any) -> int:

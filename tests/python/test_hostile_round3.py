@@ -580,3 +580,31 @@ def test_fourth_pass_breaks():
                        env=dict(os.environ, HANDGRAD_MAX_MEMORY="1G"))
     assert "operands' float32 copies needs" in r.stdout, r.stdout + r.stderr[-1000:]
     assert int(r.stdout.split("peak MB")[1]) < 1500, r.stdout
+
+
+def test_state_dict_keys_are_their_text():
+    """Fifth pass: a str-subclass key is the parameter its text names, whatever its __str__ (it
+    loaded into the parameter __str__ named) or __hash__ says; two keys with one text are refused."""
+    class Lying(str):
+        def __str__(self):
+            return "bn1.bias"
+
+    class Unhashed(str):
+        def __hash__(self):
+            return id(self)
+
+        def __eq__(self, other):
+            return self is other
+
+    m = handgrad.ResNet18(device="cpu")
+    before = np.asarray(m.state_dict()["bn1.bias"]).copy()
+    m.load_state_dict({Lying("bn1.weight"): np.full(64, 7, np.float32)}, strict=False)
+    sd = m.state_dict()
+    assert (np.asarray(sd["bn1.weight"]) == 7).all()
+    np.testing.assert_array_equal(np.asarray(sd["bn1.bias"]), before)
+    with pytest.raises(ValueError, match="'conv9.weight' is not a parameter"):
+        handgrad.ResNet18({Lying("conv9.weight"): np.zeros(1, np.float32)}, device="cpu")
+    twice = {Unhashed("bn1.weight"): np.zeros(64, np.float32), Unhashed("bn1.weight"): np.ones(64, np.float32)}
+    assert len(twice) == 2
+    with pytest.raises(ValueError, match="'bn1.weight' twice"):
+        m.load_state_dict(twice, strict=False)
