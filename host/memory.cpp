@@ -17,7 +17,6 @@ namespace {
 
 std::atomic<uint64_t> g_override{0};
 
-// The first number in a file (a cgroup knob), or max() for "max" / a missing file.
 // The first bytes of a file, at most `limit`: the files read here are a line or a few, and a
 // path moved by a test hook may name an endless one (/dev/zero).
 std::string read_head(const char* path, size_t limit) {
@@ -28,6 +27,7 @@ std::string read_head(const char* path, size_t limit) {
   return s;
 }
 
+// The first number in a file (a cgroup knob), or max() for "max" / a missing file.
 uint64_t read_number(const char* path) {
   const std::string s = read_head(path, 64);
   if (s.empty() || !std::isdigit(static_cast<unsigned char>(s[0]))) return std::numeric_limits<uint64_t>::max();

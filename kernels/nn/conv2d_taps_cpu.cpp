@@ -19,15 +19,20 @@ int64_t out_row(const Conv2dShape& s) { return s.OH() * s.OW() * s.K; }  // floa
 // Backward filter's last step: writes dw [K, C, R, S] from the products' rows of tap gradients.
 // Each output channel's taps are summed in an [R*S][C] accumulator (a few KB: L1), where the
 // channels are contiguous so the adds vectorise, then written once, transposed into dw's
-// [C][R][S]; the taps no product reaches (`reached[r*S + t]` false: they touch only padding) are
-// exact zeros, written without passing through the accumulator (a 1x1 map reaches 1 tap of 9).
+// [C][R][S]; the taps that land inside the image for no output pixel (they touch only padding)
+// are exact zeros, written without passing through the accumulator (a 1x1 map uses 1 tap of 9).
 // add_taps(k, acc) adds output channel k's gradients: acc[(r*S + t)*C + c] += ...
 template <class AddTaps>
-void fold_into_kcrs(float* dw, const Conv2dShape& s, const std::vector<bool>& reached, AddTaps add_taps) {
+void fold_into_kcrs(float* dw, const Conv2dShape& s, AddTaps add_taps) {
   const int64_t taps = s.R * s.S;
-  std::vector<int64_t> used;
+  std::vector<bool> row_used(s.R, false), col_used(s.S, false);
+  for (const ConvTapRun& run : conv2d_tap_runs(s.OH(), s.H, s.R, s.stride, s.pad))
+    for (int64_t r = run.r0; r < run.r1; ++r) row_used[r] = true;
+  for (const ConvTapRun& run : conv2d_tap_runs(s.OW(), s.W, s.S, s.stride, s.pad))
+    for (int64_t t = run.r0; t < run.r1; ++t) col_used[t] = true;
+  std::vector<int64_t> used;  // r*S + t
   for (int64_t rt = 0; rt < taps; ++rt)
-    if (reached[rt]) used.push_back(rt);
+    if (row_used[rt / s.S] && col_used[rt % s.S]) used.push_back(rt);
   const bool all = static_cast<int64_t>(used.size()) == taps;
 #pragma omp parallel
   {
@@ -90,9 +95,7 @@ void dense_backward_filter(float* dw, const float* dy, const float* x, const Con
   g.M = out_row(s), g.N = in_row(s), g.K = s.N, g.trans_a = true, g.lda = out_row(s), g.ldb = in_row(s);
   gemm_batched(dm, dy, x, g);
   const int64_t row = in_row(s);
-  std::vector<bool> reached(s.R * s.S, false);
-  for_each_pair(s, [&](int64_t, int64_t, int64_t r, int64_t t) { reached[r * s.S + t] = true; });
-  fold_into_kcrs(dw, s, reached, [&](int64_t k, float* acc) {
+  fold_into_kcrs(dw, s, [&](int64_t k, float* acc) {
     for_each_pair(s, [&](int64_t p, int64_t q, int64_t r, int64_t t) {
       add_row(acc + (r * s.S + t) * s.C, dm + (p * s.K + k) * row + q * s.C, s.C);
     });
@@ -204,7 +207,10 @@ void group_backward_filter(float* dw, const float* dy, const float* x, const Con
   float* rows = ws + l.a_floats;
   float* dwg = rows + l.y_floats;
   const float* a = kept;
-  if (!kept) gather_im2col(ws, x, s, l), a = ws;
+  if (!kept) {
+    gather_im2col(ws, x, s, l);
+    a = ws;
+  }
   move_rows(rows, const_cast<float*>(dy), s, l, true);
   for (const GroupAt& at : l.groups) {
     const ConvTapGroup& gr = at.g;
@@ -214,11 +220,7 @@ void group_backward_filter(float* dw, const float* dy, const float* x, const Con
     g.M = s.K, g.N = k, g.K = s.N * gr.pixels(), g.trans_a = true, g.lda = s.K, g.ldb = k;
     gemm_batched(dwg + at.w, rows + at.y, a + at.a, g);
   }
-  std::vector<bool> reached(s.R * s.S, false);
-  for (const GroupAt& at : l.groups)
-    for (int64_t r = at.g.r0; r < at.g.r1; ++r)
-      for (int64_t t = at.g.t0; t < at.g.t1; ++t) reached[r * s.S + t] = true;
-  fold_into_kcrs(dw, s, reached, [&](int64_t k, float* acc) {
+  fold_into_kcrs(dw, s, [&](int64_t k, float* acc) {
     for (const GroupAt& at : l.groups) {
       const ConvTapGroup& gr = at.g;
       const float* src = dwg + at.w + k * gr.taps() * s.C;
