@@ -166,7 +166,9 @@ def test_ctrl_c_stops_evaluation_between_batches(code):
     """5. SIGINT during an evaluation of the 10,000 test images ends it within a batch or two."""
     rc, seconds, out, err = _interrupt(code, _fashion(), 2.5)  # past the data, into the evaluation
     assert rc == 42 and "interrupted" in out, f"exit {rc}: {out} {err[-2000:]}"
-    assert seconds < 2, f"KeyboardInterrupt {seconds:.1f} s after the signal"  # the evaluation takes ~10 s
+    # A batch takes ~0.3 s alone and the evaluation ~10 s, so one deaf to the signal ends 7 s or more
+    # after it; 2 s is too tight when ctest runs a report beside this test (-j2 on 2 cores).
+    assert seconds < 5, f"KeyboardInterrupt {seconds:.1f} s after the signal"
 
 
 
