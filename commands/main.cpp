@@ -123,8 +123,8 @@ int cmd_mlp(MlpConfig cfg, const std::string& device, const std::string& lr_text
   }
   const MlpResult r = run_mlp(cfg);
   std::printf("Q2 MLP on %s (%s): N=%lld D=%lld H=%lld, %lld iterations in %.3f s = %.3f us/iteration\n",
-              device_name(r.device), r.impl.c_str(), (long long)cfg.n, (long long)cfg.d,
-              (long long)cfg.h, (long long)cfg.iters, r.seconds, r.us_per_iter);
+              device_name(r.device), r.impl.c_str(), (long long)r.n, (long long)r.d, (long long)r.h,
+              (long long)cfg.iters, r.seconds, r.us_per_iter);
   std::printf("  %-10s %-14s %-14s %-16s %s\n", "lr", "final loss", "last-1000 mean", "dataset MSE", "status");
   for (size_t m = 0; m < r.models.size(); ++m) {
     const MlpModelResult& x = r.models[m];

@@ -72,10 +72,13 @@ const TorchHandles& torch_handles() {
 
 // isinstance(o, torch.Tensor), so subclasses count too; torch is looked at only when the caller has
 // already imported it (a numpy user never pays for importing torch).
+// An object whose __class__ raises makes isinstance raise: that exception is thrown.
 bool is_torch_tensor(py::handle o) {
   static const py::handle modules = py::object(py::module_::import("sys").attr("modules")).release();
   if (!py::reinterpret_borrow<py::dict>(modules).contains("torch")) return false;
-  return PyObject_IsInstance(o.ptr(), torch_handles().tensor.ptr()) == 1;
+  const int is = PyObject_IsInstance(o.ptr(), torch_handles().tensor.ptr());
+  if (is < 0) throw py::error_already_set();
+  return is == 1;
 }
 
 bool contiguous(const DLTensor& t) {
@@ -193,6 +196,18 @@ std::string one_line(const py::error_already_set& e) {
   return text.empty() ? type : type + ": " + text;
 }
 
+// Runs `read`, Python calls on a caller's object: an exception it raises becomes a UserError
+// (ValueError, one line) that says what was being read. Ctrl-C stays a KeyboardInterrupt.
+template <class Read>
+auto reading(const std::string& what, Read&& read) -> decltype(read()) {
+  try {
+    return read();
+  } catch (const py::error_already_set& e) {
+    if (e.matches(PyExc_KeyboardInterrupt)) throw;
+    throw UserError(cat(what, ": ", one_line(e)));
+  }
+}
+
 // DLPack's device type of a non-torch producer, from its __dlpack_device__() = (type, id).
 int dlpack_device_type(const py::object& src, const std::string& what) {
   try {
@@ -206,21 +221,27 @@ int dlpack_device_type(const py::object& src, const std::string& what) {
 
 Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
   Borrowed b;
-  b.kind = is_torch_tensor(obj) ? ArrayKind::Torch : ArrayKind::Numpy;
+  b.kind = reading(what + ": its type cannot be checked", [&] { return is_torch_tensor(obj); }) ? ArrayKind::Torch
+                                                                                             : ArrayKind::Numpy;
   py::object src = py::reinterpret_borrow<py::object>(obj);
+  bool torch_on_cuda = false;
   if (b.kind == ArrayKind::Torch) {
-    // DLPack refuses tensors that require grad; a float32 contiguous tensor stays as it is.
-    src = readable_torch(src, what, &b.converted);
-    const py::handle f32 = torch_handles().float32;
-    if (!py::object(src.attr("dtype")).is(f32) || !py::bool_(src.attr("is_contiguous")())) {
-      require_torch_copy(src, sizeof(float), what + " as a contiguous float32 copy");
-      src = src.attr("to")(f32).attr("contiguous")();
-      b.converted = true;
-    }
+    // DLPack refuses tensors that require grad; a float32 contiguous tensor stays as it is. A
+    // subclass's __torch_function__ runs in each of these calls: what it raises is named.
+    src = reading(what + " (a torch tensor) cannot be read", [&] {
+      py::object t = readable_torch(src, what, &b.converted);
+      const py::handle f32 = torch_handles().float32;
+      if (!py::object(t.attr("dtype")).is(f32) || !py::bool_(t.attr("is_contiguous")())) {
+        require_torch_copy(t, sizeof(float), what + " as a contiguous float32 copy");
+        t = t.attr("to")(f32).attr("contiguous")();
+        b.converted = true;
+      }
+      torch_on_cuda = py::bool_(t.attr("is_cuda"));
+      return t;
+    });
   }
   // torch's __dlpack_device__ is Python code (2 us here); its is_cuda tells the same.
-  const int dev_type = b.kind == ArrayKind::Torch ? (py::bool_(src.attr("is_cuda")) ? kDLCUDA : kDLCPU)
-                                                  : dlpack_device_type(src, what);
+  const int dev_type = b.kind == ArrayKind::Torch ? (torch_on_cuda ? kDLCUDA : kDLCPU) : dlpack_device_type(src, what);
   // On a GPU, ask the producer to order its pending work before handgrad's stream (the legacy
   // default stream, DLPack's stream 1).
   py::object cap;
@@ -491,17 +512,6 @@ py::object einsum_py(const std::string& equation, py::args operands, const std::
   return to_caller(std::move(out), kind);
 }
 
-// Runs `read`, Python calls on a caller's object: an exception it raises becomes a UserError
-// (ValueError, one line) that says what was being read. Ctrl-C stays a KeyboardInterrupt.
-template <class Read>
-auto reading(const std::string& what, Read&& read) -> decltype(read()) {
-  try {
-    return read();
-  } catch (const py::error_already_set& e) {
-    if (e.matches(PyExc_KeyboardInterrupt)) throw;
-    throw UserError(cat(what, ": ", one_line(e)));
-  }
-}
 
 Shape shape_of(py::handle arg, size_t i) {
   return reading(cat("contract_path(): operand ", i, "'s shape cannot be read"), [&] {
@@ -608,14 +618,16 @@ py::dict state_to_dict(const StateDict& sd) {
 // An array-like as a numpy array on the host (a torch tensor through .cpu().numpy()).
 py::array host_array(const py::object& obj, const std::string& what) {
   py::object src = obj;
-  if (is_torch_tensor(src)) {
-    bool copied = false;
-    src = readable_torch(src, what, &copied).attr("cpu")();
-    if (py::object(src.attr("dtype")).is(torch_handles().bfloat16)) {  // numpy has no bf16
-      require_torch_copy(src, sizeof(float), what + " as float32");
-      src = src.attr("float")();
-    }
-    src = src.attr("numpy")();
+  if (reading(what + ": its type cannot be checked", [&] { return is_torch_tensor(src); })) {
+    src = reading(what + " (a torch tensor) cannot be read", [&] {  // __torch_function__ runs in each call
+      bool copied = false;
+      py::object t = readable_torch(src, what, &copied).attr("cpu")();
+      if (py::object(t.attr("dtype")).is(torch_handles().bfloat16)) {  // numpy has no bf16
+        require_torch_copy(t, sizeof(float), what + " as float32");
+        t = t.attr("float")();
+      }
+      return py::object(t.attr("numpy")());
+    });
   }
   py::array a = py::array::ensure(src);
   if (!a) {
@@ -792,6 +804,17 @@ class PyResNet18 {
   int64_t batch_ = 1, h_ = 28, w_ = 28;
 };
 
+// The object a ResNet18 method was called on. pybind11 gives a method of an object made by
+// __new__ without __init__ raw, unconstructed memory (and a method taken from the class may be
+// called on anything): both are refused.
+PyResNet18& built(py::handle self) {
+  if (!py::isinstance<PyResNet18>(self))
+    throw py::type_error("a ResNet18 method was called on a " + std::string(py::str(py::type::of(self).attr("__name__"))));
+  if (!reinterpret_cast<py::detail::instance*>(self.ptr())->get_value_and_holder().holder_constructed())
+    throw std::runtime_error("this ResNet18 was never initialised: create it with handgrad.ResNet18(...)");
+  return self.cast<PyResNet18&>();
+}
+
 py::dict train_transfer_py(const std::string& data_dir, const std::optional<std::string>& weights,
                            std::optional<py::dict> state_dict, const std::string& freeze, int64_t batch_size, float lr,
                            float momentum, int64_t epochs, int64_t max_steps, bool eval, int64_t eval_limit,
@@ -948,11 +971,13 @@ random initialisation from `seed`. `model.state_dict()` returns a dict of numpy 
 logits [n, 10] of images [n, 1, H, W] in evaluation mode (running BatchNorm statistics).)doc")
       .def(py::init<std::optional<py::dict>, uint64_t, const std::string&>(), py::arg("state_dict") = py::none(),
            py::kw_only(), py::arg("seed") = 2024, py::arg("device") = "auto")
-      .def("state_dict", &PyResNet18::state_dict)
-      .def("load_state_dict", &PyResNet18::load, py::arg("state_dict"), py::arg("strict") = true)
-      .def("forward", &PyResNet18::forward, py::arg("images"))
-      .def("__call__", &PyResNet18::forward, py::arg("images"))
-      .def_property_readonly("device", &PyResNet18::device);
+      .def("state_dict", [](py::handle self) { return built(self).state_dict(); })
+      .def(
+          "load_state_dict", [](py::handle self, const py::dict& d, bool strict) { built(self).load(d, strict); },
+          py::arg("state_dict"), py::arg("strict") = true)
+      .def("forward", [](py::handle self, py::handle images) { return built(self).forward(images); }, py::arg("images"))
+      .def("__call__", [](py::handle self, py::handle images) { return built(self).forward(images); }, py::arg("images"))
+      .def_property_readonly("device", [](py::handle self) { return built(self).device(); });
   m.def("train_transfer", &train_transfer_py, py::arg("data_dir"), py::arg("weights"), py::arg("state_dict"),
         py::arg("freeze"), py::arg("batch_size"), py::arg("lr"), py::arg("momentum"), py::arg("epochs"),
         py::arg("max_steps"), py::arg("eval"), py::arg("eval_limit"), py::arg("seed"), py::arg("device"),

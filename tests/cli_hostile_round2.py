@@ -345,6 +345,13 @@ with tempfile.TemporaryDirectory() as d:
     run(["autodiff", "--expr", ""], want_in_err="--expr", timeout=20)
     for only in ("", ",,", ","):
         run(["report", "--only", only, "--out-dir", path("only")], want_in_err="--only", timeout=20)
+    # Sixth pass: with --x/--y the banner gives the sizes trained on, not the defaults (N=500 D=64).
+    np.save(path("x43.npy"), np.ones((4, 3), np.float32))
+    np.save(path("y4.npy"), np.ones(4, np.float32))
+    p = run(["mlp", "--x", path("x43.npy"), "--y", path("y4.npy"), "--iters", "3", "--no-plot", "--out-dir",
+             path("q2xy")], want_rc=0)
+    if p is not None and "N=4 D=3 " not in p.stdout:
+        failures.append(("mlp --x/--y banner", p.stdout.splitlines()[:1], ""))
     # OMP_NUM_THREADS past 64 threads a core: refused before a thread starts (libgomp segfaulted
     # starting 100,000).
     run(einsum_ok, env={"OMP_NUM_THREADS": "100000"}, want_in_err="OMP_NUM_THREADS", timeout=20)

@@ -120,14 +120,15 @@ def _dict(value: Any, name: str, optional: bool = False) -> Optional[dict]:
         return None
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a dict (a state dict){' or None' if optional else ''}, got {_kind(value)}")
-    # Keys that are str subclasses become plain str (their __str__, __hash__ and __eq__ are not
-    # asked: a key must name the parameter it holds); two keys with one text are refused.
+    # Keys are parameter names: str, a subclass becoming plain str (its __str__, __hash__ and __eq__
+    # are not asked: a key names the parameter it holds); two keys with one text are refused.
     plain = {}
     for key, tensor in dict.items(value):
-        if isinstance(key, str):
-            key = str.__str__(key)
-            if key in plain:
-                raise ValueError(f"{name} has the key {key!r} twice")
+        if not isinstance(key, str):
+            raise ValueError(f"{name}'s keys must be parameter names (str), got {_kind(key)}")
+        key = str.__str__(key)
+        if key in plain:
+            raise ValueError(f"{name} has the key {key!r} twice")
         plain[key] = tensor
     return plain
 
