@@ -126,6 +126,25 @@ void require_real(const py::array& a, const std::string& what) {
              kind == 'c' ? " (a complex value would lose its imaginary part)" : "");
 }
 
+// Exceptions that are the user's, not a reading failure: Ctrl-C and sys.exit() inside a caller's
+// __array__, __dlpack__, __index__ or __torch_function__ propagate as they are.
+bool users_own(const py::error_already_set& e) {
+  return e.matches(PyExc_KeyboardInterrupt) || e.matches(PyExc_SystemExit);
+}
+
+// py::array::ensure, except that Ctrl-C (or sys.exit()) inside the object's __array__ propagates:
+// ensure clears every error, and a retried conversion then succeeded as if no signal came.
+py::array to_array(py::handle obj) {
+  PyObject* r = py::detail::npy_api::get().PyArray_FromAny_(obj.ptr(), nullptr, 0, 0,
+                                                              py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_, nullptr);
+  if (!r) {
+    const py::error_already_set e;
+    if (users_own(e)) throw e;
+    return py::array();
+  }
+  return py::reinterpret_steal<py::array>(r);
+}
+
 Borrowed borrow_numpy(py::handle obj, const std::string& what) {
   Borrowed b;
   const bool is_array = py::isinstance<py::array>(obj);
@@ -136,7 +155,7 @@ Borrowed borrow_numpy(py::handle obj, const std::string& what) {
   if (ready) {
     arr = py::reinterpret_borrow<F32>(obj);
   } else {
-    const py::array any = is_array ? py::reinterpret_borrow<py::array>(obj) : py::array::ensure(obj);
+    const py::array any = is_array ? py::reinterpret_borrow<py::array>(obj) : to_array(obj);
     if (any) {
       require_real(any, what);
       // The copy may be far larger than the array's memory (np.broadcast_to): within the budget.
@@ -158,8 +177,17 @@ Borrowed borrow_numpy(py::handle obj, const std::string& what) {
 
 // A host copy of torch tensor `src` at `bytes` per element is about to be made: within the budget
 // first (an .expand() view has far more elements than memory). GPU copies stay on the GPU.
+// A torch tensor's numel() or element_size(): a subclass may return anything.
+uint64_t torch_count(const py::object& src, const char* method, const std::string& what) {
+  try {
+    return py::int_(src.attr(method)()).cast<uint64_t>();
+  } catch (const py::cast_error&) {
+    throw UserError(cat(what, ": its ", method, "() is not a count"));
+  }
+}
+
 void require_torch_copy(const py::object& src, uint64_t bytes, const std::string& what) {
-  if (!py::bool_(src.attr("is_cuda"))) require_memory(py::int_(src.attr("numel")()).cast<uint64_t>() * bytes, what);
+  if (!py::bool_(src.attr("is_cuda"))) require_memory(torch_count(src, "numel", what) * bytes, what);
 }
 
 // A torch tensor as handgrad may read it: detached; refused as numpy's are when complex (the
@@ -176,7 +204,7 @@ py::object readable_torch(py::object src, const std::string& what, bool* copied)
   HG_REQUIRE(!py::bool_(src.attr("is_meta")), what, " is a meta tensor: it holds no data");
   src = src.attr("detach")();
   if (py::hasattr(src, "is_neg") && py::bool_(src.attr("is_neg")())) {
-    require_torch_copy(src, py::int_(src.attr("element_size")()).cast<uint64_t>(), what + " with its negative bit resolved");
+    require_torch_copy(src, torch_count(src, "element_size", what), what + " with its negative bit resolved");
     src = src.attr("resolve_neg")();
     *copied = true;
   }
@@ -203,7 +231,7 @@ auto reading(const std::string& what, Read&& read) -> decltype(read()) {
   try {
     return read();
   } catch (const py::error_already_set& e) {
-    if (e.matches(PyExc_KeyboardInterrupt)) throw;
+    if (users_own(e)) throw;
     throw UserError(cat(what, ": ", one_line(e)));
   }
 }
@@ -213,6 +241,7 @@ int dlpack_device_type(const py::object& src, const std::string& what) {
   try {
     return py::tuple(src.attr("__dlpack_device__")())[0].cast<int>();
   } catch (const py::error_already_set& e) {
+    if (users_own(e)) throw;
     throw UserError(cat(what, ": its __dlpack_device__() failed: ", one_line(e)));
   } catch (const py::cast_error&) {
     throw UserError(cat(what, ": its __dlpack_device__() must return (device type, device id), two ints"));
@@ -248,6 +277,7 @@ Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
   try {
     cap = dev_type == kDLCUDA ? src.attr("__dlpack__")(py::arg("stream") = 1) : src.attr("__dlpack__")();
   } catch (const py::error_already_set& e) {  // sparse, meta, quantized tensors ...: the producer says why
+    if (users_own(e)) throw;
     throw UserError(cat(what, " cannot be shared through DLPack: ", one_line(e)));
   }
   auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), "dltensor"));
@@ -529,6 +559,7 @@ Shape shape_of(py::handle arg, size_t i) {
       const py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(d.ptr()));
       if (!index) {  // its __index__ raised: say so, with what it raised
         const py::error_already_set e;
+        if (users_own(e)) throw e;
         throw UserError(cat("contract_path(): operand ", i, "'s shape holds a value whose __index__ failed: ", one_line(e)));
       }
       int overflow = 0;
@@ -629,7 +660,7 @@ py::array host_array(const py::object& obj, const std::string& what) {
       return py::object(t.attr("numpy")());
     });
   }
-  py::array a = py::array::ensure(src);
+  py::array a = to_array(src);
   if (!a) {
     PyErr_Clear();
     throw UserError(what + " is not an array");

@@ -668,3 +668,58 @@ def test_sixth_pass_breaks():
     r = subprocess.run([sys.executable, "-c", SIXTH_PASS_CORE], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.count("RuntimeError: this ResNet18 was never initialised") == 4 \
         and "TypeError: a ResNet18 method was called on a int" in r.stdout, (r.returncode, r.stdout, r.stderr[-500:])
+
+
+def test_seventh_pass_breaks():
+    """Seventh pass: Ctrl-C inside a caller's __array__ / __dlpack__ / __index__ stays a
+    KeyboardInterrupt (it was dropped - pybind11's ensure cleared it and a retried conversion
+    returned a value - or became a ValueError); a tensor subclass whose numel() or element_size()
+    is not a count gets a ValueError naming it (pybind11's "Unable to cast" RuntimeError before)."""
+    class InterruptedOnce:
+        calls = 0
+
+        def __array__(self, dtype=None):
+            InterruptedOnce.calls += 1
+            if InterruptedOnce.calls == 1:
+                raise KeyboardInterrupt
+            return np.ones(3, np.float32)
+
+    class Interrupted:
+        def __array__(self, dtype=None):
+            raise KeyboardInterrupt
+
+    class InterruptedDlpack:
+        def __dlpack__(self, stream=None):
+            raise KeyboardInterrupt
+
+        def __dlpack_device__(self):
+            return (1, 0)
+
+    class InterruptedIndex:
+        def __index__(self):
+            raise KeyboardInterrupt
+
+    for call in (lambda: handgrad.einsum("i->", InterruptedOnce()),
+                 lambda: handgrad.train_mlp(x=Interrupted(), iters=2, n=3, d=1, h=2, device="cpu"),
+                 lambda: handgrad.ResNet18(device="cpu").load_state_dict({"fc.bias": Interrupted()}, strict=False),
+                 lambda: handgrad.einsum("i->", InterruptedDlpack()),
+                 lambda: handgrad.contract_path("i->", (InterruptedIndex(),))):
+        with pytest.raises(KeyboardInterrupt):
+            call()
+
+    def answering(method, value):
+        class Odd(torch.Tensor):
+            @classmethod
+            def __torch_function__(cls, func, types, args=(), kwargs=None):
+                if getattr(func, "__name__", "") == method:
+                    return value
+                return super().__torch_function__(func, types, args, kwargs or {})
+        return Odd
+
+    with pytest.raises(ValueError, match=r"'fc.bias' as float32: its numel\(\) is not a count$"):
+        handgrad.ResNet18(device="cpu").load_state_dict(
+            {"fc.bias": torch.ones(10, dtype=torch.bfloat16).as_subclass(answering("numel", -1))}, strict=False)
+    with pytest.raises(ValueError, match=r"operand 0 as a contiguous float32 copy: its numel\(\) is not a count$"):
+        handgrad.einsum("i->", torch.ones(3, dtype=torch.float64).as_subclass(answering("numel", 2 ** 70)))
+    with pytest.raises(ValueError, match=r"operand 0: its element_size\(\) is not a count$"):
+        handgrad.einsum("i->", torch._neg_view(torch.ones(3)).as_subclass(answering("element_size", -1)))
