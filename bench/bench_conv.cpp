@@ -2,12 +2,17 @@
 // FashionMNIST's 28x28 (and 32x32, 64x64), each direction, both lowerings, on this machine.
 //   build/bench/bench_conv                                  (CPU: oneDNN vs tap-exact GEMMs)
 //   build/bench/bench_conv --benchmark_filter='/64/28/'     (batch 64 at 28x28)
+//   HANDGRAD_BENCH_COLD=1 build/bench/bench_conv ...         (each call with cold caches, as in a
+//                                                             training step; conv2d_lowering's rule
+//                                                             was measured so)
 // Each row: <lowering>/<direction>/<layer>/<batch>/<input size>; the counters give GFLOP/s of the
 // padded convolution's work (so the two lowerings' rates compare like for like) and
 // `exact_share`, the fraction of that work the tap-exact lowering does.
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "host/tensor.h"
 #include "kernels/nn/conv2d.h"
@@ -31,7 +36,14 @@ void run(benchmark::State& st, Conv2dShape s, ConvLowering lowering, ConvDirecti
     cpu::conv2d_taps_pack_weights(P, W, s);
   else
     cpu::conv2d_nhwc_pack_weights(P, W, s);
+  // Cold: before each call, 64 MB of other memory is written (more than the L3), untimed.
+  static std::vector<char> other(std::getenv("HANDGRAD_BENCH_COLD") ? 64 << 20 : 0);
   for (auto _ : st) {
+    if (!other.empty()) {
+      st.PauseTiming();
+      for (size_t i = 0; i < other.size(); i += 64) other[i]++;
+      st.ResumeTiming();
+    }
     if (d == ConvDirection::Forward)
       taps ? cpu::conv2d_taps_forward(Y, X, P, s, ws.data<float>())
            : cpu::conv2d_forward_nhwc(Y, X, W, P, s, ws.data<float>());
