@@ -175,8 +175,6 @@ Borrowed borrow_numpy(py::handle obj, const std::string& what) {
   return b;
 }
 
-// A host copy of torch tensor `src` at `bytes` per element is about to be made: within the budget
-// first (an .expand() view has far more elements than memory). GPU copies stay on the GPU.
 // A torch tensor's numel() or element_size(): a subclass may return anything.
 uint64_t torch_count(const py::object& src, const char* method, const std::string& what) {
   try {
@@ -186,6 +184,8 @@ uint64_t torch_count(const py::object& src, const char* method, const std::strin
   }
 }
 
+// A host copy of torch tensor `src` at `bytes` per element is about to be made: within the budget
+// first (an .expand() view has far more elements than memory). GPU copies stay on the GPU.
 void require_torch_copy(const py::object& src, uint64_t bytes, const std::string& what) {
   if (!py::bool_(src.attr("is_cuda"))) require_memory(torch_count(src, "numel", what) * bytes, what);
 }
