@@ -13,7 +13,7 @@ namespace handgrad::nn {
 
 // ---- Conv2d --------------------------------------------------------------------------------
 
-Conv2d::Conv2d(const Conv2dShape& s, Device device, bool tf32)
+Conv2d::Conv2d(const Conv2dShape& s, Device device, bool tf32, MemoryTally* host_tally)
     : shape(s),
       device_(device),
       tf32_(tf32),
@@ -25,6 +25,7 @@ Conv2d::Conv2d(const Conv2dShape& s, Device device, bool tf32)
                           : cpu ? cpu::conv2d_nhwc_packed_floats(s)
                                 : HG_CUDA(int64_t, conv2d_nhwc_packed_floats, s);
   const int64_t taps = reads_packed(ConvLowering::TapExact) ? conv2d_taps_packed_floats(s) : 0;
+  if (cpu && host_tally) host_tally->add(sizeof(float) * static_cast<uint64_t>(std::max<int64_t>(library, 1) + std::max<int64_t>(taps, 1)));
   packed_library_ = Tensor::zeros({std::max<int64_t>(library, 1)}, device);
   packed_taps_ = Tensor::zeros({std::max<int64_t>(taps, 1)}, device);
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "host/memory.h"
 #include "host/tensor.h"
 #include "kernels/einsum/gemm.h"
 #include "kernels/mlp/mlp_train.h"
@@ -30,7 +31,8 @@ namespace handgrad::nn {
 class Conv2d {
  public:
   Conv2d() = default;
-  Conv2d(const Conv2dShape& shape, Device device, bool tf32);
+  // On the CPU its packed weights are counted in `host_tally` (when given) before they are made.
+  Conv2d(const Conv2dShape& shape, Device device, bool tf32, MemoryTally* host_tally = nullptr);
   Conv2dShape shape;
   // Scratch a call needs, in floats, for the current shape.N (the caller owns it, shared by
   // every layer: size it by the largest).

@@ -12,10 +12,12 @@ int64_t ParamStore::add(Kind kind, const std::string& name, const Shape& shape) 
   return entries_.back().offset;
 }
 
-void ParamStore::allocate(Device device) {
+void ParamStore::allocate(Device device, MemoryTally* host_tally) {
   device_ = device;
-  for (Tensor* t : {&params_, &grads_, &velocity_}) *t = Tensor::zeros({std::max<int64_t>(param_end_, 1)}, device);
-  buffers_ = Tensor::zeros({std::max<int64_t>(buffer_end_, 1)}, device);
+  const int64_t params = std::max<int64_t>(param_end_, 1), buffers = std::max<int64_t>(buffer_end_, 1);
+  if (device == Device::CPU && host_tally) host_tally->add(sizeof(float) * static_cast<uint64_t>(3 * params + buffers));
+  for (Tensor* t : {&params_, &grads_, &velocity_}) *t = Tensor::zeros({params}, device);
+  buffers_ = Tensor::zeros({buffers}, device);
   counters_.assign(counter_end_, 0);
   set_trainable([](const Entry&) { return true; });
 }

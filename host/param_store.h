@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "host/checkpoint.h"
+#include "host/memory.h"
 #include "host/tensor.h"
 #include "kernels/optim/sgd.h"
 
@@ -28,8 +29,9 @@ class ParamStore {
 
   // Declares an entry (before allocate()); returns its offset.
   int64_t add(Kind kind, const std::string& name, const Shape& shape);
-  // The flat buffers, zeroed; every parameter trains until set_trainable() says otherwise.
-  void allocate(Device device);
+  // The flat buffers, zeroed; every parameter trains until set_trainable() says otherwise. On the
+  // CPU they are counted in `host_tally` (when given) before they are made.
+  void allocate(Device device, MemoryTally* host_tally = nullptr);
 
   const std::vector<Entry>& entries() const { return entries_; }
   float* param(int64_t offset) { return params_.data<float>() + offset; }

@@ -81,8 +81,9 @@ struct ResNet18::Impl {
   Device dev;
   bool tf32;
   ParamStore store;  // parameters, gradients, momentum, running statistics, counters
-  // The buffers sized from the batch, checked as a whole against the host memory budget before each
-  // is allocated: a batch of 65536 images needs tens of GB in pieces each under the budget.
+  // Every buffer the model makes on the host (parameters, packed weights, activations, scratch),
+  // checked as a whole against the memory budget before each is allocated: a batch of 65536 images
+  // needs tens of GB in pieces each under the budget.
   MemoryTally host_buffers;
 
   ConvBN stem;
@@ -99,7 +100,7 @@ struct ResNet18::Impl {
   using GraphKey = std::tuple<const void*, const void*, float, float>;  // images, labels, lr, momentum
   GraphKey graph_for;
   std::string graph_disabled;  // why capture failed (then every step runs eagerly)
-  Array g[5];          // backward scratch, each as large as the largest activation
+  Array g[5];  // backward scratch, each as large as the largest activation (made by the first training forward)
   bool have_forward = false;
   bool planned_full_batch = false;  // an eager full-batch training step ran: every plan exists
   int64_t workspace_batch = 0;  // the batch size conv_workspace was last sized for
@@ -119,7 +120,7 @@ struct ResNet18::Impl {
   ConvBN make_convbn(const std::string& conv_name, const std::string& bn_name, int64_t C, int64_t K, int64_t R,
                      int64_t stride, int64_t pad, int64_t h, int64_t w) {
     ConvBN u;
-    u.conv = nn::Conv2d({batch, C, h, w, K, R, R, stride, pad}, dev, tf32);
+    u.conv = nn::Conv2d({batch, C, h, w, K, R, R, stride, pad}, dev, tf32, &host_buffers);
     using Kind = ParamStore::Kind;
     u.w = store.add(Kind::Param, conv_name + ".weight", {K, C, R, R});
     u.gamma = store.add(Kind::Param, bn_name + ".weight", {K});
@@ -134,7 +135,7 @@ struct ResNet18::Impl {
 
   Impl(int64_t b, int64_t h, int64_t w, Device d, bool tf, int64_t cin, int64_t k)
       : batch(b), H(h), W(w), Cin(cin), classes(k), dev(d), tf32(tf),
-        host_buffers(cat("ResNet18's buffers for a batch of ", b, " images of ", h, "x", w)), sums(d),
+        host_buffers(cat("ResNet18 for a batch of ", b, " images of ", h, "x", w)), sums(d),
         profile(d, kFamilyNames) {
     HG_REQUIRE(b > 0 && h > 0 && w > 0 && cin > 0 && k > 0, "ResNet18: sizes must be positive");
     stem = make_convbn("conv1", "bn1", cin, 64, 7, 2, 3, h, w);
@@ -164,25 +165,32 @@ struct ResNet18::Impl {
     }
     fc_w = store.add(ParamStore::Kind::Param, "fc.weight", {classes, features});
     fc_b = store.add(ParamStore::Kind::Param, "fc.bias", {classes});
-    store.allocate(dev);
+    store.allocate(dev, &host_buffers);
     alloc(feat, batch * features);
     alloc(logits, batch * classes);
     alloc(dlogits, batch * classes);
     alloc(row_loss, batch);
     row_correct = buffer(sizeof(int32_t) * batch);
     // Scratch, each sized once for the largest layer at the full batch.
-    int64_t bn_ws = 1, act = stem.conv_out.t.numel();
+    int64_t bn_ws = 1;
     for_each_convbn([&](const ConvBN& u) {
       bn_ws = std::max(bn_ws, nn::batchnorm_workspace_floats(dev, rows(u, batch), u.shape().K));
-      act = std::max(act, u.conv_out.t.numel());
     });
-    act = std::max(act, pool_out.t.numel());
     alloc(conv_workspace, conv_workspace_floats());
     workspace_batch = batch;
     alloc(bn_workspace, bn_ws);
     alloc(sum_workspace, nn::column_sums_workspace_floats(dev, batch, classes));
-    for (Array& a : g) alloc(a, act);
     set_freeze("none");
+  }
+
+  // The backward pass's scratch, made by the first training forward: a model that only evaluates
+  // (handgrad.ResNet18's forward) never needs it. (Capture waits for an eager training step, so
+  // nothing is allocated inside a graph.)
+  void make_backward_scratch() {
+    if (g[0].t.defined()) return;
+    int64_t act = std::max(stem.conv_out.t.numel(), pool_out.t.numel());
+    for_each_convbn([&](const ConvBN& u) { act = std::max(act, u.conv_out.t.numel()); });
+    for (Array& a : g) alloc(a, act);
   }
 
   void set_freeze(const std::string& mode) {
@@ -313,6 +321,7 @@ struct ResNet18::Impl {
                "input size [", count, ", 512, ", blocks[7].c2.shape().OH(), ", ", blocks[7].c2.shape().OW(),
                "] at layer4's BatchNorm: train on batches of at least 2 images (PyTorch refuses the same)");
     resize_batch(count);  // (one input channel: NCHW and NHWC images are the same bytes)
+    if (train) make_backward_scratch();
     convbn_forward(stem, images, train);
     bn_relu(stem_relu.get(), stem, nullptr, nullptr);
     {
