@@ -132,15 +132,17 @@ bool users_own(const py::error_already_set& e) {
   return e.matches(PyExc_KeyboardInterrupt) || e.matches(PyExc_SystemExit);
 }
 
-// py::array::ensure, except that Ctrl-C (or sys.exit()) inside the object's __array__ propagates:
-// ensure clears every error, and a retried conversion then succeeded as if no signal came.
-py::array to_array(py::handle obj) {
+// `obj` as a numpy array, or nothing (a null handle) when numpy cannot read it: py::array::ensure,
+// except that Ctrl-C (or sys.exit()) inside the object's __array__ propagates (ensure clears every
+// error, and a retried conversion then succeeded as if no signal came). Not py::array() for
+// nothing: that is an empty array, and an object whose __array__ failed read as one.
+std::optional<py::array> to_array(py::handle obj) {
   PyObject* r = py::detail::npy_api::get().PyArray_FromAny_(obj.ptr(), nullptr, 0, 0,
                                                               py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_, nullptr);
   if (!r) {
     const py::error_already_set e;
     if (users_own(e)) throw e;
-    return py::array();
+    return std::nullopt;
   }
   return py::reinterpret_steal<py::array>(r);
 }
@@ -151,21 +153,26 @@ Borrowed borrow_numpy(py::handle obj, const std::string& what) {
   const bool ready = is_array && py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<float>()) &&
                      (py::reinterpret_borrow<py::array>(obj).flags() & py::array::c_style);
   using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+  const auto unreadable = [&] {
+    return UserError(cat(what, " cannot be read as an array of numbers (", std::string(py::str(py::type::of(obj))), ")"));
+  };
   F32 arr;
   if (ready) {
     arr = py::reinterpret_borrow<F32>(obj);
   } else {
-    const py::array any = is_array ? py::reinterpret_borrow<py::array>(obj) : to_array(obj);
-    if (any) {
-      require_real(any, what);
-      // The copy may be far larger than the array's memory (np.broadcast_to): within the budget.
-      require_memory(static_cast<uint64_t>(any.size()) * sizeof(float), what + " as a contiguous float32 copy");
+    // One conversion of the object (its __array__ runs once: a retry could swallow a Ctrl-C that
+    // came in between), then a cast of the array it gave.
+    const std::optional<py::array> read = is_array ? py::reinterpret_borrow<py::array>(obj) : to_array(obj);
+    if (!read) throw unreadable();
+    const py::array& any = *read;
+    require_real(any, what);
+    // The copy may be far larger than the array's memory (np.broadcast_to): within the budget.
+    require_memory(static_cast<uint64_t>(any.size()) * sizeof(float), what + " as a contiguous float32 copy");
+    arr = F32::ensure(any);
+    if (!arr) {
+      PyErr_Clear();
+      throw unreadable();
     }
-    arr = F32::ensure(any ? py::handle(any) : obj);
-  }
-  if (!arr) {
-    PyErr_Clear();
-    throw UserError(cat(what, " cannot be read as an array of numbers (", std::string(py::str(py::type::of(obj))), ")"));
   }
   b.converted = !ready;
   Shape shape(arr.shape(), arr.shape() + arr.ndim());
@@ -660,12 +667,9 @@ py::array host_array(const py::object& obj, const std::string& what) {
       return py::object(t.attr("numpy")());
     });
   }
-  py::array a = to_array(src);
-  if (!a) {
-    PyErr_Clear();
-    throw UserError(what + " is not an array");
-  }
-  return a;
+  std::optional<py::array> a = to_array(src);
+  if (!a) throw UserError(what + " is not an array");
+  return std::move(*a);
 }
 
 // A host tensor of `dtype` holding a copy of `a` (converted; int64 only from integers: sample

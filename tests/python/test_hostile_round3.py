@@ -758,3 +758,34 @@ def test_seventh_pass_breaks():
         handgrad.einsum("i->", torch.ones(3, dtype=torch.float64).as_subclass(answering("numel", 2 ** 70)))
     with pytest.raises(ValueError, match=r"operand 0: its element_size\(\) is not a count$"):
         handgrad.einsum("i->", torch._neg_view(torch.ones(3)).as_subclass(answering("element_size", -1)))
+
+
+def test_an_object_whose_array_conversion_fails_is_refused():
+    """An object whose __array__ raises was read as an empty array (pybind11's py::array(), meant as
+    "nothing", is a zero-length float64 array): einsum("i->", obj) gave 0.0 and einsum("i->i", obj)
+    []. It is refused, after one call of __array__ (a second, a retry, cleared whatever it raised, a
+    Ctrl-C pressed during it included)."""
+    class FailsThenInterrupts:
+        calls = 0
+
+        def __array__(self, dtype=None):
+            FailsThenInterrupts.calls += 1
+            if FailsThenInterrupts.calls == 1:
+                raise TypeError("not an array")
+            raise KeyboardInterrupt
+
+    with pytest.raises(ValueError, match=r"^einsum\(\): operand 0 cannot be read as an array of numbers "
+                                         r"\(<class '.*FailsThenInterrupts'>\)$"):
+        handgrad.einsum("i->", FailsThenInterrupts())
+    assert FailsThenInterrupts.calls == 1
+
+    class Fails:
+        def __array__(self, dtype=None):
+            raise TypeError("not an array")
+
+    with pytest.raises(ValueError, match=r"^einsum\(\): operand 0 cannot be read"):
+        handgrad.einsum("i->i", Fails())
+    with pytest.raises(ValueError, match=r"'fc.bias' is not an array$"):
+        handgrad.ResNet18(device="cpu").load_state_dict({"fc.bias": Fails()}, strict=False)
+    with pytest.raises(ValueError, match=r"is not an array$"):
+        handgrad.train_mlp(x=Fails(), iters=2, n=3, d=1, h=2, device="cpu")
