@@ -25,9 +25,10 @@ Conv2d::Conv2d(const Conv2dShape& s, Device device, bool tf32, MemoryTally* host
                           : cpu ? cpu::conv2d_nhwc_packed_floats(s)
                                 : HG_CUDA(int64_t, conv2d_nhwc_packed_floats, s);
   const int64_t taps = reads_packed(ConvLowering::TapExact) ? conv2d_taps_packed_floats(s) : 0;
-  if (cpu && host_tally) host_tally->add(sizeof(float) * static_cast<uint64_t>(std::max<int64_t>(library, 1) + std::max<int64_t>(taps, 1)));
-  packed_library_ = Tensor::zeros({std::max<int64_t>(library, 1)}, device);
-  packed_taps_ = Tensor::zeros({std::max<int64_t>(taps, 1)}, device);
+  const int64_t library_floats = std::max<int64_t>(library, 1), taps_floats = std::max<int64_t>(taps, 1);
+  if (cpu && host_tally) host_tally->add(sizeof(float) * static_cast<uint64_t>(library_floats + taps_floats));
+  packed_library_ = Tensor::zeros({library_floats}, device);
+  packed_taps_ = Tensor::zeros({taps_floats}, device);
 }
 
 int64_t Conv2d::workspace_floats() const {

@@ -132,7 +132,7 @@ bool users_own(const py::error_already_set& e) {
   return e.matches(PyExc_KeyboardInterrupt) || e.matches(PyExc_SystemExit);
 }
 
-// `obj` as a numpy array, or nothing (a null handle) when numpy cannot read it: py::array::ensure,
+// `obj` as a numpy array, or nullopt when numpy cannot read it: py::array::ensure,
 // except that Ctrl-C (or sys.exit()) inside the object's __array__ propagates (ensure clears every
 // error, and a retried conversion then succeeded as if no signal came). Not py::array() for
 // nothing: that is an empty array, and an object whose __array__ failed read as one.
