@@ -209,8 +209,8 @@ int main(int argc, char** argv) {
   app.fallthrough();  // the options below may follow the subcommand
   std::string max_memory;
   app.add_option("--max-memory", max_memory,
-                 "the memory budget: refuse an allocation larger than this (e.g. 8G; default: the cgroup's limit or "
-                 "the available memory; also $HANDGRAD_MAX_MEMORY)");
+                 "the memory budget: hold at most this much host memory, refusing an allocation that would pass it "
+                 "(e.g. 8G; default: what the cgroup's limit or the available memory leaves; also $HANDGRAD_MAX_MEMORY)");
 
   std::string info_device = "auto";
   CLI::App* info = app.add_subcommand("info", "Devices, library versions, and the backend --device auto picks");

@@ -1,5 +1,6 @@
 #include "host/memory.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cstdio>
@@ -16,6 +17,7 @@ namespace handgrad {
 namespace {
 
 std::atomic<uint64_t> g_override{0};
+std::atomic<int64_t> g_held{0};
 
 // The first bytes of a file, at most `limit`: the files read here are a line or a few, and a
 // path moved by a test hook may name an endless one (/dev/zero).
@@ -131,15 +133,31 @@ uint64_t parse_memory_size(const std::string& text, const char* flag) {
 
 void set_memory_budget(uint64_t bytes) { g_override = bytes; }
 
-MemoryBudget memory_budget() {
-  if (const uint64_t o = g_override.load()) return {o, "set by --max-memory"};
-  if (const char* env = std::getenv("HANDGRAD_MAX_MEMORY"); env && *env)
-    return {parse_memory_size(env, "HANDGRAD_MAX_MEMORY"), "set by HANDGRAD_MAX_MEMORY"};
+uint64_t host_bytes_held() { return static_cast<uint64_t>(std::max<int64_t>(g_held.load(), 0)); }
+void count_host_bytes_held(int64_t delta) { g_held += delta; }
+
+uint64_t memory_budget_set() {
+  if (const uint64_t o = g_override.load()) return o;
+  if (const char* env = std::getenv("HANDGRAD_MAX_MEMORY"); env && *env) return parse_memory_size(env, "HANDGRAD_MAX_MEMORY");
+  return 0;
+}
+
+namespace {
+// The budget when handgrad holds `held` bytes.
+MemoryBudget budget_beside(uint64_t held) {
+  if (const uint64_t set = memory_budget_set()) {
+    const char* by = g_override.load() ? "--max-memory" : "HANDGRAD_MAX_MEMORY";
+    if (held == 0) return {set, cat("set by ", by)};
+    return {set > held ? set - held : 0, cat(human_bytes(set), " set by ", by, ", less ", human_bytes(held), " handgrad holds")};
+  }
   MemoryBudget b{mem_available(), "the memory available now; --max-memory or HANDGRAD_MAX_MEMORY sets it"};
   if (const uint64_t left = cgroup_memory_left(); left < b.bytes)
     b = {left, "what the cgroup's memory limit leaves; --max-memory or HANDGRAD_MAX_MEMORY sets it"};
   return b;
 }
+}  // namespace
+
+MemoryBudget memory_budget() { return budget_beside(host_bytes_held()); }
 
 std::string human_bytes(uint64_t bytes) {
   char buf[48];
@@ -150,22 +168,25 @@ std::string human_bytes(uint64_t bytes) {
 }
 
 namespace {
-void refuse_over_budget(uint64_t bytes, const MemoryBudget& b, const std::string& what) {
-  if (bytes > b.bytes)
-    throw UserError(cat(what, " needs ", human_bytes(bytes), ", more than the memory budget of ", human_bytes(b.bytes),
-                        " (", b.source, ")"));
+void refuse_over_budget(uint64_t bytes, const MemoryBudget& b, const std::string& what, const char* needs) {
+  if (bytes <= b.bytes) return;
+  std::string need = human_bytes(bytes), have = human_bytes(b.bytes);
+  if (need == have) need = cat(bytes, " bytes"), have = cat(b.bytes, " bytes");  // 1.0 GiB over 1.0 GiB says nothing
+  throw UserError(cat(what, needs, need, ", more than the memory budget of ", have, " (", b.source, ")"));
 }
 }  // namespace
 
 void require_memory(uint64_t bytes, const std::string& what) {
-  if (bytes >= kMemoryCheckFrom) refuse_over_budget(bytes, memory_budget(), what);
+  if (bytes >= kMemoryCheckFrom) refuse_over_budget(bytes, memory_budget(), what, " needs ");
 }
 
 void MemoryTally::add(uint64_t bytes) {
   total_ = bytes > UINT64_MAX - total_ ? UINT64_MAX : total_ + bytes;
   if (total_ < kMemoryCheckFrom) return;
-  if (!have_budget_) budget_ = memory_budget(), have_budget_ = true;  // the first large total: before its allocation
-  refuse_over_budget(total_, budget_, what_);
+  // The first large total, before its allocation: the budget beside what was held before the first
+  // of these allocations (those made since are in the total).
+  if (!have_budget_) budget_ = budget_beside(held_before_), have_budget_ = true;
+  refuse_over_budget(total_, budget_, what_, " needs at least ");  // the total so far: the rest is not sized yet
 }
 
 }  // namespace handgrad

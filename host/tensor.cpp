@@ -111,14 +111,16 @@ void raw_free(void* p, Device device) {
 }
 }  // namespace
 
+void release_cached_memory(Device d) {
+  Pool& p = pool(d);
+  std::lock_guard<std::mutex> lock(p.mu);
+  for (auto& [bytes, ptr] : p.free_blocks) raw_free(ptr, d);
+  p.free_blocks.clear();
+  p.cached = 0;
+}
+
 void release_cached_memory() {
-  for (Device d : {Device::CPU, Device::CUDA}) {
-    Pool& p = pool(d);
-    std::lock_guard<std::mutex> lock(p.mu);
-    for (auto& [bytes, ptr] : p.free_blocks) raw_free(ptr, d);
-    p.free_blocks.clear();
-    p.cached = 0;
-  }
+  for (Device d : {Device::CPU, Device::CUDA}) release_cached_memory(d);
 }
 
 Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
@@ -132,10 +134,23 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
       ptr_ = it->second;
       p.free_blocks.erase(it);
       p.cached -= cls;
-      return;
     }
   }
-  ptr_ = raw_alloc(cls, device);
+  if (!ptr_) {
+    // Under a budget that is set, the host's cached blocks count too: given back before a new
+    // allocation would take what handgrad holds, cache included, past the budget.
+    if (device == Device::CPU && cls >= kMemoryCheckFrom) {
+      const uint64_t set = memory_budget_set();
+      size_t cached = 0;
+      {
+        std::lock_guard<std::mutex> lock(pool(device).mu);
+        cached = pool(device).cached;
+      }
+      if (set && host_bytes_held() + cached + cls > set) release_cached_memory(Device::CPU);
+    }
+    ptr_ = raw_alloc(cls, device);
+  }
+  if (device == Device::CPU) count_host_bytes_held(static_cast<int64_t>(cls));
 }
 
 Buffer Buffer::borrow(void* ptr, size_t bytes, Device device) {
@@ -147,6 +162,7 @@ Buffer Buffer::borrow(void* ptr, size_t bytes, Device device) {
 Buffer::~Buffer() {
   if (!ptr_ || borrowed_) return;
   const size_t cls = size_class(bytes_, device_);
+  if (device_ == Device::CPU) count_host_bytes_held(-static_cast<int64_t>(cls));
   Pool& p = pool(device_);
   if (!(kExactDeviceBuffers && device_ == Device::CUDA)) {
     std::lock_guard<std::mutex> lock(p.mu);

@@ -74,6 +74,22 @@ std::vector<std::pair<std::string, Conv2dShape>> resnet18_conv_shapes(int64_t ba
   return shapes;
 }
 
+std::vector<std::pair<std::string, Shape>> resnet18_state_shapes(int64_t in_channels, int64_t classes) {
+  std::vector<std::pair<std::string, Shape>> out;
+  for (const auto& [conv, s] : resnet18_conv_shapes(1, 224, 224, in_channels)) {
+    out.push_back({conv + ".weight", {s.K, s.C, s.R, s.S}});
+    // Its BatchNorm: conv1 -> bn1, layer1.0.conv2 -> layer1.0.bn2, downsample.0 -> downsample.1.
+    const size_t at = conv.rfind("conv");
+    const std::string bn = at != std::string::npos ? conv.substr(0, at) + "bn" + conv.substr(at + 4)
+                                                   : conv.substr(0, conv.size() - 1) + "1";
+    for (const char* e : {".weight", ".bias", ".running_mean", ".running_var"}) out.push_back({bn + e, {s.K}});
+    out.push_back({bn + ".num_batches_tracked", {}});
+  }
+  out.push_back({"fc.weight", {classes, 512}});
+  out.push_back({"fc.bias", {classes}});
+  return out;
+}
+
 // The network, written once for both devices: activations are channels-last ([N, H, W, C]) on
 // both, and every layer goes through host/nn.h, which sends it to the device the model lives on.
 struct ResNet18::Impl {

@@ -26,6 +26,11 @@ namespace handgrad {
 std::vector<std::pair<std::string, Conv2dShape>> resnet18_conv_shapes(int64_t batch, int64_t height, int64_t width,
                                                                       int64_t in_channels = 1);
 
+// Every entry of the network's state dict, by name, with its shape ({} for a BatchNorm's
+// num_batches_tracked), in torchvision's order: what a checkpoint is checked against before any
+// of it is copied.
+std::vector<std::pair<std::string, Shape>> resnet18_state_shapes(int64_t in_channels = 1, int64_t classes = 10);
+
 class ResNet18 {
  public:
   // `tf32`: let cuDNN use TF32 tensor cores for the convolutions (GPU only; FP32 otherwise).

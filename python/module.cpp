@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <thread>
@@ -101,13 +102,14 @@ struct Borrowed {
   DLManagedTensor* managed = nullptr;
   ArrayKind kind = ArrayKind::Numpy;
   bool converted = false;
+  HostBytesHeld copy_held;  // a host copy (converted) counts as memory handgrad holds
 
   Borrowed() = default;
   Borrowed(const Borrowed&) = delete;
   Borrowed& operator=(const Borrowed&) = delete;
   Borrowed(Borrowed&& o) noexcept
       : tensor(std::move(o.tensor)), owner(std::move(o.owner)), managed(o.managed), kind(o.kind),
-        converted(o.converted) {
+        converted(o.converted), copy_held(std::move(o.copy_held)) {
     o.managed = nullptr;
   }
   ~Borrowed() {
@@ -147,7 +149,15 @@ std::optional<py::array> to_array(py::handle obj) {
   return py::reinterpret_steal<py::array>(r);
 }
 
-Borrowed borrow_numpy(py::handle obj, const std::string& what) {
+// A copy of `bytes` of a caller's array is about to be made: within the budget, and within what
+// the copies of one call (`copies`, when given) may take together - each may be under the size
+// a single allocation is checked from.
+void require_copy(uint64_t bytes, const std::string& what, MemoryTally* copies) {
+  if (copies) copies->add(bytes);
+  require_memory(bytes, what);
+}
+
+Borrowed borrow_numpy(py::handle obj, const std::string& what, MemoryTally* copies) {
   Borrowed b;
   const bool is_array = py::isinstance<py::array>(obj);
   const bool ready = is_array && py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<float>()) &&
@@ -167,7 +177,7 @@ Borrowed borrow_numpy(py::handle obj, const std::string& what) {
     const py::array& any = *read;
     require_real(any, what);
     // The copy may be far larger than the array's memory (np.broadcast_to): within the budget.
-    require_memory(static_cast<uint64_t>(any.size()) * sizeof(float), what + " as a contiguous float32 copy");
+    require_copy(static_cast<uint64_t>(any.size()) * sizeof(float), what + " as a contiguous float32 copy", copies);
     arr = F32::ensure(any);
     if (!arr) {
       PyErr_Clear();
@@ -175,6 +185,7 @@ Borrowed borrow_numpy(py::handle obj, const std::string& what) {
     }
   }
   b.converted = !ready;
+  if (b.converted) b.copy_held = HostBytesHeld(static_cast<uint64_t>(arr.nbytes()));
   Shape shape(arr.shape(), arr.shape() + arr.ndim());
   HG_REQUIRE(arr.ndim() <= kMaxDims, what, " has ", arr.ndim(), " dims; handgrad takes at most ", kMaxDims);
   b.tensor = Tensor::borrow(const_cast<float*>(arr.data()), shape, DType::F32, Device::CPU);
@@ -193,15 +204,15 @@ uint64_t torch_count(const py::object& src, const char* method, const std::strin
 
 // A host copy of torch tensor `src` at `bytes` per element is about to be made: within the budget
 // first (an .expand() view has far more elements than memory). GPU copies stay on the GPU.
-void require_torch_copy(const py::object& src, uint64_t bytes, const std::string& what) {
-  if (!py::bool_(src.attr("is_cuda"))) require_memory(torch_count(src, "numel", what) * bytes, what);
+void require_torch_copy(const py::object& src, uint64_t bytes, const std::string& what, MemoryTally* copies = nullptr) {
+  if (!py::bool_(src.attr("is_cuda"))) require_copy(torch_count(src, "numel", what) * bytes, what, copies);
 }
 
 // A torch tensor as handgrad may read it: detached; refused as numpy's are when complex (the
 // imaginary part would be lost) or not strided (sparse: no dense memory to read); with the negative
 // bit resolved (torch._neg_view, .conj().imag: the shared memory holds the values without their
 // sign, and DLPack would hand it out as it is). *copied is set when a new tensor was made.
-py::object readable_torch(py::object src, const std::string& what, bool* copied) {
+py::object readable_torch(py::object src, const std::string& what, bool* copied, MemoryTally* copies = nullptr) {
   HG_REQUIRE(!py::bool_(src.attr("is_complex")()), what, " is a complex tensor (",
              std::string(py::str(src.attr("dtype"))), "): handgrad takes real numbers (a complex value would lose its ",
              "imaginary part)");
@@ -211,7 +222,7 @@ py::object readable_torch(py::object src, const std::string& what, bool* copied)
   HG_REQUIRE(!py::bool_(src.attr("is_meta")), what, " is a meta tensor: it holds no data");
   src = src.attr("detach")();
   if (py::hasattr(src, "is_neg") && py::bool_(src.attr("is_neg")())) {
-    require_torch_copy(src, torch_count(src, "element_size", what), what + " with its negative bit resolved");
+    require_torch_copy(src, torch_count(src, "element_size", what), what + " with its negative bit resolved", copies);
     src = src.attr("resolve_neg")();
     *copied = true;
   }
@@ -255,7 +266,7 @@ int dlpack_device_type(const py::object& src, const std::string& what) {
   }
 }
 
-Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
+Borrowed borrow_dlpack(py::handle obj, const std::string& what, MemoryTally* copies) {
   Borrowed b;
   b.kind = reading(what + ": its type cannot be checked", [&] { return is_torch_tensor(obj); }) ? ArrayKind::Torch
                                                                                              : ArrayKind::Numpy;
@@ -265,10 +276,10 @@ Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
     // DLPack refuses tensors that require grad; a float32 contiguous tensor stays as it is. A
     // subclass's __torch_function__ runs in each of these calls: what it raises is named.
     src = reading(what + " (a torch tensor) cannot be read", [&] {
-      py::object t = readable_torch(src, what, &b.converted);
+      py::object t = readable_torch(src, what, &b.converted, copies);
       const py::handle f32 = torch_handles().float32;
       if (!py::object(t.attr("dtype")).is(f32) || !py::bool_(t.attr("is_contiguous")())) {
-        require_torch_copy(t, sizeof(float), what + " as a contiguous float32 copy");
+        require_torch_copy(t, sizeof(float), what + " as a contiguous float32 copy", copies);
         t = t.attr("to")(f32).attr("contiguous")();
         b.converted = true;
       }
@@ -313,12 +324,13 @@ Borrowed borrow_dlpack(py::handle obj, const std::string& what) {
   HG_REQUIRE(t.data || std::count(shape.begin(), shape.end(), 0) > 0, what,
              ": its DLPack tensor has elements and no data pointer");
   b.tensor = Tensor::borrow(static_cast<char*>(t.data) + t.byte_offset, shape, DType::F32, device);
+  if (b.converted && device == Device::CPU) b.copy_held = HostBytesHeld(b.tensor.nbytes());
   return b;
 }
 
-Borrowed borrow_array(py::handle obj, const std::string& what) {
-  Borrowed b = !py::isinstance<py::array>(obj) && py::hasattr(obj, "__dlpack__") ? borrow_dlpack(obj, what)
-                                                                                  : borrow_numpy(obj, what);
+Borrowed borrow_array(py::handle obj, const std::string& what, MemoryTally* copies = nullptr) {
+  Borrowed b = !py::isinstance<py::array>(obj) && py::hasattr(obj, "__dlpack__") ? borrow_dlpack(obj, what, copies)
+                                                                                  : borrow_numpy(obj, what, copies);
   (b.converted ? g_stats.converted : g_stats.borrowed)++;
   return b;
 }
@@ -515,13 +527,12 @@ py::object einsum_py(const std::string& equation, py::args operands, const std::
   const EinsumOrder ord = order_arg(order);
   std::vector<Borrowed> in;
   ArrayKind kind = ArrayKind::Numpy;
-  // Each converted operand is a copy, checked alone when it is large; their sum is checked too
+  // Each converted operand is a copy, checked before it is made, alone and with the copies before it
   // (a hundred broadcast views of 60 MB each took 6 GB under a 1 GB budget).
   MemoryTally copies("einsum(): the operands' float32 copies");
   for (size_t i = 0; i < operands.size(); ++i) {
-    in.push_back(borrow_array(operands[i], cat("einsum(): operand ", i)));
+    in.push_back(borrow_array(operands[i], cat("einsum(): operand ", i), &copies));
     if (in.back().kind == ArrayKind::Torch) kind = ArrayKind::Torch;
-    if (in.back().converted && in.back().tensor.device() == Device::CPU) copies.add(in.back().tensor.nbytes());
   }
   const std::optional<Device> want = device_arg(device);
   Tensor out;
@@ -696,12 +707,27 @@ Tensor host_tensor(const py::array& a, DType dtype, const std::string& what) {
 
 // State dicts from Python: torch's names; integer entries (num_batches_tracked) as int64, the
 // rest as float32.
-StateDict dict_to_state(const py::dict& d) {
+// A ResNet18 state dict, each name and shape checked before its value is copied: an unknown name
+// is refused (`strict`) or left out, not copied first (three large extra entries took 900 MB).
+// The model's load checks the rest (missing names, dtypes) as it does for a checkpoint file.
+StateDict dict_to_state(const py::dict& d, bool strict) {
+  static const std::map<std::string, Shape> expected = [] {
+    const auto shapes = resnet18_state_shapes();
+    return std::map<std::string, Shape>(shapes.begin(), shapes.end());
+  }();
   StateDict sd;
   for (auto [k, v] : d) {
     const std::string name = reading("a state dict key cannot be read as text", [&] { return std::string(py::str(k)); });
+    const auto want = expected.find(name);
+    if (want == expected.end()) {
+      HG_REQUIRE(!strict, "checkpoint key '", name, "' is not a parameter of the adapted ResNet18");
+      continue;
+    }
     const std::string what = "state dict entry '" + name + "'";
     const py::array a = host_array(py::reinterpret_borrow<py::object>(v), what);
+    const Shape shape(a.shape(), a.shape() + a.ndim());
+    HG_REQUIRE(shape == want->second, "checkpoint key '", name, "' has shape ", shape_str(shape), ", the model needs ",
+               shape_str(want->second));
     const char kind = a.dtype().kind();
     sd.add(name, host_tensor(a, kind == 'i' || kind == 'u' ? DType::I64 : DType::F32, what));
   }
@@ -773,7 +799,7 @@ class PyResNet18 {
   PyResNet18(std::optional<py::dict> state, uint64_t seed, const std::string& device)
       : device_(parse_device(device)) {
     std::optional<StateDict> sd;
-    if (state) sd = dict_to_state(*state);
+    if (state) sd = dict_to_state(*state, true);
     ReleaseGil nogil;
     CoreLock core;
     model_ = std::make_unique<ResNet18>(1, 28, 28, device_);
@@ -790,7 +816,7 @@ class PyResNet18 {
     return state_to_dict(sd);
   }
   void load(const py::dict& d, bool strict) {
-    const StateDict sd = dict_to_state(d);
+    const StateDict sd = dict_to_state(d, strict);
     ReleaseGil nogil;
     CoreLock core;
     model_->load(sd, strict);
@@ -866,7 +892,7 @@ py::dict train_transfer_py(const std::string& data_dir, const std::optional<std:
   cfg.write_files = false, cfg.plot = false, cfg.keep_state = true;
   HG_REQUIRE(eval_limit >= 0, "eval_limit must not be negative, got ", eval_limit);
   std::optional<StateDict> initial;
-  if (state_dict) initial = dict_to_state(*state_dict);
+  if (state_dict) initial = dict_to_state(*state_dict, true);
   cfg.initial_state = initial ? &*initial : nullptr;
   const bool callback = !progress.is_none() && PyCallable_Check(progress.ptr());
   cfg.progress = !callback && !progress.is_none() && py::bool_(progress);
@@ -905,7 +931,7 @@ py::dict train_transfer_py(const std::string& data_dir, const std::optional<std:
 py::tuple evaluate_transfer_py(const py::dict& state_dict, const std::string& data_dir, int64_t limit,
                                int64_t batch_size, const std::string& device, bool normalize) {
   TransferEvalConfig cfg;
-  const StateDict sd = dict_to_state(state_dict);
+  const StateDict sd = dict_to_state(state_dict, true);
   cfg.state = &sd;
   cfg.data_dir = data_dir, cfg.limit = limit, cfg.batch_size = batch_size, cfg.normalize = normalize;
   cfg.device = parse_device(device);

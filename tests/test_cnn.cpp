@@ -1052,6 +1052,19 @@ TEST(CnnCuda, ResNet18TrainsLikeTheCpu) {
 }
 #endif
 
+// The list a checkpoint is checked against before it is copied is the model's state dict.
+TEST(CnnLayers, StateShapesAreTheModelsStateDict) {
+  for (const auto& [cin, classes] : {std::pair<int64_t, int64_t>{1, 10}, {3, 1000}}) {
+    const StateDict sd = ResNet18(1, 32, 32, Device::CPU, false, cin, classes).state_dict();
+    const auto shapes = resnet18_state_shapes(cin, classes);
+    ASSERT_EQ(shapes.size(), sd.entries.size());
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      EXPECT_EQ(shapes[i].first, sd.entries[i].first);
+      EXPECT_EQ(shapes[i].second, sd.entries[i].second.shape()) << shapes[i].first;
+    }
+  }
+}
+
 // The last batch of an epoch is smaller than the batch the model was sized for: a model sized
 // for 8 must train on 5 images exactly as a model sized for 5.
 TEST(CnnLayers, ResNet18PartialBatchEqualsSmallerModel) {
