@@ -119,6 +119,12 @@ void release_cached_memory(Device d) {
   p.cached = 0;
 }
 
+uint64_t cached_memory(Device d) {
+  Pool& p = pool(d);
+  std::lock_guard<std::mutex> lock(p.mu);
+  return p.cached;
+}
+
 void release_cached_memory() {
   for (Device d : {Device::CPU, Device::CUDA}) release_cached_memory(d);
 }
@@ -141,12 +147,7 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
     // allocation would take what handgrad holds, cache included, past the budget.
     if (device == Device::CPU && cls >= kMemoryCheckFrom) {
       const uint64_t set = memory_budget_set();
-      size_t cached = 0;
-      {
-        std::lock_guard<std::mutex> lock(pool(device).mu);
-        cached = pool(device).cached;
-      }
-      if (set && host_bytes_held() + cached + cls > set) release_cached_memory(Device::CPU);
+      if (set && host_bytes_held() + cached_memory(Device::CPU) + cls > set) release_cached_memory(Device::CPU);
     }
     ptr_ = raw_alloc(cls, device);
   }

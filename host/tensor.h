@@ -117,6 +117,8 @@ class Tensor {
 // Free the blocks the allocator keeps cached for reuse (host and GPU, or one device's).
 void release_cached_memory();
 void release_cached_memory(Device device);
+// The bytes of freed blocks the allocator keeps cached for reuse on `device`.
+uint64_t cached_memory(Device device);
 
 // Copy `bytes` between any two devices (synchronous).
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "host/memory.h"
+#include "host/tensor.h"
 #include "kernels/error.h"
 
 using namespace handgrad;
@@ -130,4 +131,44 @@ TEST(MemoryBudget, TallyChecksTheWholeAgainstTheBudgetItStartedWith) {
   for (int i = 0; i < 63; ++i) EXPECT_NO_THROW(small.add(uint64_t(1) << 20));
   EXPECT_THROW(small.add(uint64_t(1) << 20), UserError);  // 64 MiB: read, and refused as unreadable
   unsetenv("HANDGRAD_MAX_MEMORY");
+}
+
+// A set budget bounds what handgrad holds at once: buffers alive count against it, in a message
+// that says so, and a tally started with them held counts them once. The host pool's cached
+// blocks are given back before an allocation would take held + cached past the budget.
+TEST(MemoryBudget, SetBudgetCountsWhatIsHeld) {
+  release_cached_memory(Device::CPU);
+  const uint64_t held_before = host_bytes_held();
+  setenv("HANDGRAD_MAX_MEMORY", "1G", 1);
+  {
+    Tensor held = Tensor::empty({int64_t(150) << 20});  // 600 MiB
+    EXPECT_EQ(host_bytes_held(), held_before + (uint64_t(600) << 20));
+    EXPECT_NO_THROW(require_memory(uint64_t(300) << 20, "a smaller one"));
+    try {
+      require_memory(uint64_t(500) << 20, "a second one");
+      ADD_FAILURE() << "600 MiB held and 500 MiB more passed a 1 GiB budget";
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find("a second one needs 500.0 MiB, more than the memory budget of "),
+                std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("(1.0 GiB set by HANDGRAD_MAX_MEMORY, less "), std::string::npos) << e.what();
+    }
+    MemoryTally tally("more buffers");  // begun beside the 600 MiB: 400 MiB left for it
+    tally.add(uint64_t(100) << 20);
+    Tensor made = Tensor::empty({int64_t(25) << 20});  // the 100 MiB it counted, held now too
+    EXPECT_NO_THROW(tally.add(uint64_t(250) << 20));    // 350 of 400: not the 100 MiB twice
+    EXPECT_THROW(tally.add(uint64_t(100) << 20), UserError);
+  }
+  EXPECT_EQ(host_bytes_held(), held_before);  // given back to the pool: cached, not held
+  EXPECT_EQ(cached_memory(Device::CPU), uint64_t(700) << 20);
+  {  // a new size class of 500 MiB would hold 1.2 GiB with the 700 MiB cached: they go first
+    Tensor other = Tensor::empty({int64_t(125) << 20});
+    EXPECT_EQ(cached_memory(Device::CPU), 0u);
+  }
+  EXPECT_EQ(cached_memory(Device::CPU), uint64_t(500) << 20);
+  {  // one that fits beside the cache leaves it
+    Tensor small = Tensor::empty({int64_t(20) << 20});
+    EXPECT_EQ(cached_memory(Device::CPU), uint64_t(500) << 20);
+  }
+  unsetenv("HANDGRAD_MAX_MEMORY");
+  release_cached_memory(Device::CPU);
 }
