@@ -16,7 +16,8 @@
 
 namespace handgrad {
 
-// Allocations from this size up are checked against the budget (smaller ones cannot matter).
+// Allocations from this size up are checked against the budget (smaller ones cannot matter),
+// every one under a budget that is set (--max-memory, $HANDGRAD_MAX_MEMORY).
 constexpr uint64_t kMemoryCheckFrom = uint64_t(64) << 20;
 
 // "8G", "512M", "100k", "123456" (bytes); a UserError for anything else (0 and hex included).

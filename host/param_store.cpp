@@ -87,6 +87,14 @@ void ParamStore::load(const StateDict& sd, bool strict, const std::string& model
   }
 }
 
+void ParamStore::copy_values(const ParamStore& from) {
+  HG_ASSERT(param_end_ == from.param_end_ && buffer_end_ == from.buffer_end_ && counter_end_ == from.counter_end_,
+            "ParamStore::copy_values between stores of different layouts");
+  copy_bytes(params_.raw(), device_, from.params_.raw(), from.device_, params_.nbytes());
+  copy_bytes(buffers_.raw(), device_, from.buffers_.raw(), from.device_, buffers_.nbytes());
+  counters_ = from.counters_;
+}
+
 StateDict ParamStore::state_dict() const {
   StateDict sd;
   for (const Entry& e : entries_) {

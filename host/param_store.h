@@ -53,6 +53,9 @@ class ParamStore {
   // or (when `strict`) a missing or unknown name, is a UserError naming the key.
   void load(const StateDict& sd, bool strict, const std::string& model);
   StateDict state_dict() const;     // every entry, on the host
+  // The parameters, buffers and counters of a store with the same entries (a model of the same
+  // layout sized for other inputs), copied without a state dict between.
+  void copy_values(const ParamStore& from);
   StateDict momentum_state() const;  // "<param>" -> momentum, for the trainable parameters
 
  private:

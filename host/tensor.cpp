@@ -145,7 +145,7 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (!ptr_) {
     // Under a budget that is set, the host's cached blocks count too: given back before a new
     // allocation would take what handgrad holds, cache included, past the budget.
-    if (device == Device::CPU && cls >= kMemoryCheckFrom) {
+    if (device == Device::CPU) {
       const uint64_t set = memory_budget_set();
       if (set && host_bytes_held() + cached_memory(Device::CPU) + cls > set) release_cached_memory(Device::CPU);
     }

@@ -531,6 +531,11 @@ void ResNet18::load(const StateDict& sd, bool strict) {
 }
 
 StateDict ResNet18::state_dict() const { return impl_->store.state_dict(); }
+void ResNet18::copy_weights(const ResNet18& from) {
+  impl_->weights_changed(false);
+  impl_->graph.reset();
+  impl_->store.copy_values(from.impl_->store);
+}
 StateDict ResNet18::momentum_state() const { return impl_->store.momentum_state(); }
 
 void ResNet18::set_freeze(const std::string& mode) { impl_->set_freeze(mode); }

@@ -47,6 +47,9 @@ class ResNet18 {
   // `strict`) a missing or unknown name, is a UserError naming the key.
   void load(const StateDict& sd, bool strict);
   StateDict state_dict() const;                // parameters, running stats, num_batches_tracked
+  // What state_dict() holds, from a model of the same channels and classes (sized for other
+  // images), copied directly.
+  void copy_weights(const ResNet18& from);
   StateDict momentum_state() const;            // "<param>" -> momentum buffer (trainable ones)
 
   // "backbone": only conv1 and fc train (the course's setting); "none": everything trains.

@@ -838,7 +838,7 @@ class PyResNet18 {
       const float* px = (images_dev.defined() ? images_dev : in.tensor).data<float>();
       if (chunk != batch_ || H != h_ || W != w_) {  // a model sized for these images, same weights
         auto sized = std::make_unique<ResNet18>(chunk, H, W, device_);
-        sized->load(model_->state_dict(), true);
+        sized->copy_weights(*model_);
         model_ = std::move(sized);  // only once it is whole: a failure above keeps the old model
         batch_ = chunk, h_ = H, w_ = W;
       }

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <limits>
 
@@ -1062,6 +1063,25 @@ TEST(CnnLayers, StateShapesAreTheModelsStateDict) {
       EXPECT_EQ(shapes[i].first, sd.entries[i].first);
       EXPECT_EQ(shapes[i].second, sd.entries[i].second.shape()) << shapes[i].first;
     }
+  }
+}
+
+// A model sized for other images takes another's weights, running statistics and counters as a
+// state dict would carry them.
+TEST(CnnLayers, CopyWeightsIsAStateDictRoundTrip) {
+  ResNet18 from(4, 28, 28), to(2, 40, 36);
+  from.init_random(5);
+  Tensor images = random_tensor({4, 1, 28, 28}, 6);
+  const std::vector<int32_t> labels = {1, 2, 3, 4};
+  from.forward(images.data<float>(), labels.data(), 4, true, nullptr);  // running stats and counters move
+  to.init_random(6);
+  to.copy_weights(from);
+  const StateDict a = from.state_dict(), b = to.state_dict();
+  ASSERT_EQ(a.entries.size(), b.entries.size());
+  for (size_t i = 0; i < a.entries.size(); ++i) {
+    const Tensor &x = a.entries[i].second, &y = b.entries[i].second;
+    ASSERT_EQ(x.nbytes(), y.nbytes());
+    EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << a.entries[i].first;
   }
 }
 
