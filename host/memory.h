@@ -5,10 +5,11 @@
 // The budget is --max-memory (set_memory_budget) or $HANDGRAD_MAX_MEMORY when given, less what
 // handgrad holds already (a set budget bounds everything handgrad holds at once); otherwise what
 // this process may still use: the smaller of what its memory cgroups leave and the system's
-// MemAvailable (which what the process holds has lowered already). The cgroups are the process's own (/proc/self/cgroup: the v2 hierarchy and the v1
-// memory controller), each level up to the root: the least of limit less usage (v2 memory.max /
-// memory.current, v1 memory.limit_in_bytes / usage_in_bytes). It is read afresh at each check:
-// checks happen only for large allocations.
+// MemAvailable (which what the process holds has lowered already). The cgroups are the process's
+// own (/proc/self/cgroup: the v2 hierarchy and the v1 memory controller), each level up to the
+// root: the least of limit less usage (v2 memory.max / memory.current, v1 memory.limit_in_bytes /
+// usage_in_bytes). It is read afresh at each check: every allocation under a set budget, only
+// large ones otherwise (reading the system's figures costs a few files).
 #pragma once
 #include <cstdint>
 #include <string>
