@@ -47,8 +47,7 @@ class HostBytesHeld {
   uint64_t bytes_ = 0;
 };
 
-// The budget given by --max-memory or $HANDGRAD_MAX_MEMORY (0 when none is): with what is held,
-// whether a cache should give memory back before it takes more.
+// The budget given by --max-memory or $HANDGRAD_MAX_MEMORY (0 when none is).
 uint64_t memory_budget_set();
 
 struct MemoryBudget {

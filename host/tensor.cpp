@@ -142,15 +142,7 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
       p.cached -= cls;
     }
   }
-  if (!ptr_) {
-    // Under a budget that is set, the host's cached blocks count too: given back before a new
-    // allocation would take what handgrad holds, cache included, past the budget.
-    if (device == Device::CPU) {
-      const uint64_t set = memory_budget_set();
-      if (set && host_bytes_held() + cached_memory(Device::CPU) + cls > set) release_cached_memory(Device::CPU);
-    }
-    ptr_ = raw_alloc(cls, device);
-  }
+  if (!ptr_) ptr_ = raw_alloc(cls, device);  // (on the host, require_memory gives the cache back under a set budget)
   if (device == Device::CPU) count_host_bytes_held(static_cast<int64_t>(cls));
 }
 

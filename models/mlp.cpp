@@ -36,7 +36,9 @@ struct MlpData {
 Tensor load_or(const Tensor* given, const std::string& path, const Shape& shape, uint64_t seed, uint64_t stream) {
   if (given) {
     HG_REQUIRE(given->dtype() == DType::F32 && given->device() == Device::CPU, "Q2 inputs must be float32 on the CPU");
-    return given->clone();
+    // Read where the caller keeps it (nothing writes to the data: W1 and W2 are copied into the
+    // parameters), not copied: X may be most of the memory budget.
+    return Tensor::borrow(const_cast<void*>(given->raw()), given->shape(), DType::F32, Device::CPU);
   }
   if (path.empty()) return randn(shape, seed, stream);
   return read_npy_f32(path);
@@ -213,9 +215,10 @@ std::vector<float> train_on_gpu(const std::string& impl, const MlpRun& host_run,
                                 std::vector<int64_t>& diverged_at) {
   const Device dev = params.device();
   const int64_t M = host_run.models, iters = host_run.iters;
-  Tensor X = Tensor::from_vector({host_run.n, host_run.d},
-                                 std::vector<float>(host_run.X, host_run.X + host_run.n * host_run.d), dev);
-  Tensor Y = Tensor::from_vector({host_run.n}, std::vector<float>(host_run.Y, host_run.Y + host_run.n), dev);
+  // Uploaded from where they are (a host vector between doubled X's memory at once).
+  Tensor X = Tensor::empty({host_run.n, host_run.d}, dev), Y = Tensor::empty({host_run.n}, dev);
+  copy_bytes(X.raw(), dev, host_run.X, Device::CPU, X.nbytes());
+  copy_bytes(Y.raw(), dev, host_run.Y, Device::CPU, Y.nbytes());
   Tensor lr = Tensor::from_vector({M}, std::vector<float>(host_run.lr, host_run.lr + M), dev);
   Tensor idx = Tensor::empty({iters}, dev, DType::I64);
   copy_bytes(idx.raw(), dev, host_run.indices, Device::CPU, sizeof(int64_t) * iters);

@@ -32,7 +32,7 @@ struct MlpConfig {
   std::string x_path, y_path, w1_path, w2_path, indices_path;
   std::string save_weights_dir;  // writes W1.npy, W2.npy of the best model
   // In-memory inputs (the Python module), in place of the files above: CPU tensors of the same
-  // shapes and dtypes (copied; they are small).
+  // shapes and dtypes, read in place (they must outlive the run; indices are copied).
   const Tensor *x = nullptr, *y = nullptr, *w1 = nullptr, *w2 = nullptr, *indices = nullptr;
   // A run where every model diverges is a UserError naming the iteration (the CLI); false
   // returns the result with best = -1 instead.

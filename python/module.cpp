@@ -685,6 +685,12 @@ py::array host_array(const py::object& obj, const std::string& what) {
 
 // A host tensor of `dtype` holding a copy of `a` (converted; int64 only from integers: sample
 // indices and counters are never truncated floats).
+// numpy.copyto, looked up once.
+const py::object& numpy_copyto() {
+  static const py::object* f = new py::object(py::module_::import("numpy").attr("copyto"));  // never destroyed
+  return *f;
+}
+
 Tensor host_tensor(const py::array& a, DType dtype, const std::string& what) {
   require_real(a, what);
   require_memory(static_cast<uint64_t>(a.size()) * (dtype == DType::I64 ? 8 : 4), what + " as a copy");
@@ -693,15 +699,15 @@ Tensor host_tensor(const py::array& a, DType dtype, const std::string& what) {
   if (kind == 'u' && a.itemsize() == 8 && a.size() > 0)  // uint64 past int64 would wrap to negative
     HG_REQUIRE(py::int_(a.attr("max")()).cast<uint64_t>() <= uint64_t(INT64_MAX), what,
                " holds a value beyond int64");
-  py::array c = dtype == DType::F32
-                    ? py::array(py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a))
-                    : py::array(py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a));
-  if (!c) {
-    PyErr_Clear();
-    throw UserError(cat(what, " cannot be read as an array of ", dtype_name(dtype)));
-  }
-  Tensor t = Tensor::empty(Shape(c.shape(), c.shape() + c.ndim()), Device::CPU, dtype);
-  std::memcpy(t.raw(), c.data(), t.nbytes());
+  Tensor t = Tensor::empty(Shape(a.shape(), a.shape() + a.ndim()), Device::CPU, dtype);
+  // Cast straight into the tensor, through a numpy view of it: one copy (a converted array copied
+  // after took twice the memory at once).
+  const py::capsule no_owner(t.raw(), [](void*) {});  // the tensor outlives the view
+  py::array view(dtype == DType::F32 ? py::dtype::of<float>() : py::dtype::of<int64_t>(),
+                 std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()), t.raw(), no_owner);
+  reading(cat(what, " cannot be read as an array of ", dtype_name(dtype)), [&] {
+    numpy_copyto()(view, a, py::arg("casting") = "unsafe");
+  });
   return t;
 }
 
@@ -736,7 +742,7 @@ StateDict dict_to_state(const py::dict& d, bool strict) {
 // ---------------------------------------------------------------------------------------------
 // Q2
 // ---------------------------------------------------------------------------------------------
-// Q2's inputs are small: copied into host tensors of the dtype the trainer takes.
+// Q2's inputs, copied once into host tensors of the dtype the trainer takes (which reads them in place).
 std::optional<Tensor> host_copy(const py::object& obj, DType dtype, const char* what) {
   if (obj.is_none()) return std::nullopt;
   return host_tensor(host_array(obj, what), dtype, what);

@@ -801,9 +801,17 @@ if case == "einsum-three-copies":  # float64: each operand is converted, 381 MiB
     ops = [np.ones((10000, 10000))] * 3
 elif case == "state-dict-extras":  # float64 entries the model does not have, 305 MiB a copy
     extras = {f"extra{i}": np.ones(80_000_000) for i in range(3)}
+elif case in ("einsum-after-a-freed-result", "mlp-float64-x"):  # 374 and 488 MiB
+    big64 = np.ones((7000, 7000)) if case.startswith("einsum") else np.ones((1_000_000, 64))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
-    if case == "forward-beside-a-model":
+    if case == "einsum-after-a-freed-result":  # a 200 MiB result kept for reuse, then a 187 MiB copy
+        del_me = handgrad.einsum("i,j->ij", np.ones(7000, np.float32), np.ones(7500, np.float32))
+        del del_me
+        handgrad.einsum("ij->", big64)
+    elif case == "mlp-float64-x":  # one float32 copy (244 MiB), read in place by the trainer
+        handgrad.train_mlp(x=big64, iters=10, h=4, lrs=1e-6, device="cpu")
+    elif case == "forward-beside-a-model":
         handgrad.ResNet18(device="cpu")(np.ones((64, 1, 28, 28), np.float32))
     elif case == "einsum-three-copies":
         handgrad.einsum("ij,ij,ij->", *ops)
@@ -822,12 +830,16 @@ print("growth MiB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) 
     ("forward-beside-a-model", 300, "refused: ResNet18 for a batch of 64 images of 28x28 needs at least"),
     ("einsum-three-copies", 1024, "refused: einsum(): the operands' float32 copies needs at least 1.1 GiB"),
     ("state-dict-extras", 1024, "accepted"),
-    ("mlp-generated", 1024, "accepted")])
+    ("mlp-generated", 1024, "accepted"),
+    ("einsum-after-a-freed-result", 300, "accepted"),
+    ("mlp-float64-x", 300, "accepted")])
 def test_eighth_pass_memory(case, budget, outcome):
     """Eighth pass: a set budget bounds everything handgrad holds at once, not each purpose alone.
     A forward sized a second model beside the first (300 MiB budget, 418 MiB growth); einsum copied
     operands and checked their total after (1145 MiB under 1 GiB); a state dict's unknown entries were
-    copied before they were dropped (1178 MiB); train_mlp checked a copy of X for NaN (1920 MiB)."""
+    copied before they were dropped (1178 MiB); train_mlp checked a copy of X for NaN (1920 MiB).
+    Ninth pass: the freed blocks kept for reuse were not weighed against a caller's copy (802 MiB
+    under 500 MiB); a float64 X was converted, copied and cloned (three copies at once)."""
     import os
     import subprocess
     import sys
