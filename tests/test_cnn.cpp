@@ -1066,6 +1066,29 @@ TEST(CnnLayers, StateShapesAreTheModelsStateDict) {
   }
 }
 
+// The library's per-shape plans are bounded (a process meeting ever new image sizes grew without
+// end), and a shape whose plan was dropped is planned again with the weight layout its packed
+// weights were written in: the same results, bit for bit.
+TEST(CnnLayers, Conv2dPlansAreBoundedAndReplannedAlike) {
+  const Conv2dShape s{2, 8, 6, 5, 16, 3, 3, 1, 1};
+  const Tensor x = random_tensor({2 * 6 * 5 * 8}, 41), w = random_tensor({16 * 8 * 3 * 3}, 42);
+  std::vector<float> packed(std::max<int64_t>(cpu::conv2d_nhwc_packed_floats(s), 1));
+  cpu::conv2d_nhwc_pack_weights(packed.data(), w.data<float>(), s);  // packed once, as Conv2d does
+  auto forward = [&] {
+    Tensor ws = poisoned({std::max<int64_t>(cpu::conv2d_nhwc_workspace_floats(s), 1)});
+    std::vector<float> y = nan_vector(2 * 6 * 5 * 16);
+    cpu::conv2d_forward_nhwc(y.data(), x.data<float>(), w.data<float>(), packed.data(), s, ws.data<float>());
+    return y;
+  };
+  const std::vector<float> before = forward();
+  for (int64_t h = 1; h <= 300; ++h) {
+    (void)cpu::conv2d_nhwc_workspace_floats({1, 1, h, 1, 1, 1, 1, 1, 0});
+    ASSERT_LE(cpu::conv2d_nhwc_plans_kept(), 128);
+  }
+  if (cpu::conv2d_nhwc_backend().rfind("oneDNN", 0) == 0) EXPECT_GT(cpu::conv2d_nhwc_plans_kept(), 0);
+  EXPECT_EQ(before, forward());  // replanned, reading the weights packed before
+}
+
 // A model sized for other images takes another's weights, running statistics and counters as a
 // state dict would carry them.
 TEST(CnnLayers, CopyWeightsIsAStateDictRoundTrip) {

@@ -38,6 +38,7 @@ void conv2d_backward_filter(float* dw, const float* dy, const float* x, const Co
 // `packed` (conv2d_nhwc_packed_floats() floats, the caller's), and must run again whenever w
 // changes. Scratch: conv2d_nhwc_workspace_floats() floats (64-byte aligned), which depends on N.
 std::string conv2d_nhwc_backend();  // "oneDNN 2.6.3" or the fallback, for `info` and logs
+int64_t conv2d_nhwc_plans_kept();   // the per-shape plans cached now (at most 128; 0 without oneDNN)
 int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s);
 int64_t conv2d_nhwc_packed_floats(const Conv2dShape& s);
 void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& s);

@@ -9,6 +9,7 @@
 
 #ifdef HANDGRAD_WITH_ONEDNN
 #include <map>
+#include <memory>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
@@ -67,11 +68,16 @@ struct WeightLayouts {
   memory::desc fwd, bwd_data;
 };
 
+// At most kMaxPlans plans are kept (each holds three primitives and their JIT code): a process
+// that meets ever new image sizes (handgrad.ResNet18's forward) would otherwise grow without end.
+// When full they are all dropped; a caller keeps the plan it uses alive. The weight layouts stay:
+// weights packed for a geometry must keep matching its later plans.
+constexpr size_t kMaxPlans = 128;  // a ResNet18 run needs about 80: 20 shapes, full and last batch, train and evaluate
 std::mutex plans_mutex;
-std::map<Key, Plan> plans;
+std::map<Key, std::shared_ptr<const Plan>> plans;
 std::map<Key, WeightLayouts> layouts;  // keyed with N = 0
 
-const Plan& plan_for(const Conv2dShape& s) {
+std::shared_ptr<const Plan> plan_for(const Conv2dShape& s) {
   std::lock_guard<std::mutex> lock(plans_mutex);
   const Key key = key_of(s, s.N);
   auto it = plans.find(key);
@@ -114,7 +120,8 @@ const Plan& plan_for(const Conv2dShape& s) {
   p.fwd = dnnl::convolution_forward(fwd);
   p.bwd_data = dnnl::convolution_backward_data(bwd_data);
   p.bwd_filter = dnnl::convolution_backward_weights(bwd_filter);
-  return plans.emplace(key, std::move(p)).first->second;
+  if (plans.size() >= kMaxPlans) plans.clear();
+  return plans.emplace(key, std::make_shared<const Plan>(std::move(p))).first->second;
 }
 
 int64_t floats_of(const memory::desc& d) { return static_cast<int64_t>(d.get_size() / sizeof(float)); }
@@ -126,23 +133,31 @@ int64_t bwd_data_offset(const Plan& p) { return p.w_bwd_data == p.w_fwd ? 0 : ro
 
 }  // namespace
 
+int64_t conv2d_nhwc_plans_kept() {
+  std::lock_guard<std::mutex> lock(plans_mutex);
+  return static_cast<int64_t>(plans.size());
+}
+
 std::string conv2d_nhwc_backend() {
   const dnnl_version_t* v = dnnl_version();
   return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
 }
 
 int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s) {
-  const Plan& p = plan_for(s);
+  const auto plan = plan_for(s);
+  const Plan& p = *plan;
   return p.scratch_floats + (p.dw == p.w_plain ? 0 : floats_of(p.dw));
 }
 
 int64_t conv2d_nhwc_packed_floats(const Conv2dShape& s) {
-  const Plan& p = plan_for(s);
+  const auto plan = plan_for(s);
+  const Plan& p = *plan;
   return bwd_data_offset(p) + floats_of(p.w_bwd_data);
 }
 
 void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& s) {
-  const Plan& p = plan_for(s);
+  const auto plan = plan_for(s);
+  const Plan& p = *plan;
   memory plain = wrap(p.w_plain, w);
   memory fwd = wrap(p.w_fwd, packed);
   dnnl::reorder(plain, fwd).execute(stream(), plain, fwd);
@@ -155,7 +170,8 @@ void conv2d_nhwc_pack_weights(float* packed, const float* w, const Conv2dShape& 
 
 void conv2d_forward_nhwc(float* y, const float* x, const float*, const float* packed, const Conv2dShape& s,
                          float* ws) {
-  const Plan& p = plan_for(s);
+  const auto plan = plan_for(s);
+  const Plan& p = *plan;
   p.fwd.execute(stream(), {{DNNL_ARG_SRC, wrap(p.src, x)},
                            {DNNL_ARG_WEIGHTS, wrap(p.w_fwd, packed)},
                            {DNNL_ARG_DST, wrap(p.dst, y)},
@@ -165,7 +181,8 @@ void conv2d_forward_nhwc(float* y, const float* x, const float*, const float* pa
 
 void conv2d_backward_data_nhwc(float* dx, const float* dy, const float*, const float* packed, const Conv2dShape& s,
                                float* ws) {
-  const Plan& p = plan_for(s);
+  const auto plan = plan_for(s);
+  const Plan& p = *plan;
   p.bwd_data.execute(stream(),
                      {{DNNL_ARG_DIFF_DST, wrap(p.dst, dy)},
                       {DNNL_ARG_WEIGHTS, wrap(p.w_bwd_data, packed + bwd_data_offset(p))},
@@ -175,7 +192,8 @@ void conv2d_backward_data_nhwc(float* dx, const float* dy, const float*, const f
 }
 
 void conv2d_backward_filter_nhwc(float* dw, const float* dy, const float* x, const Conv2dShape& s, float* ws) {
-  const Plan& p = plan_for(s);
+  const auto plan = plan_for(s);
+  const Plan& p = *plan;
   const bool direct = p.dw == p.w_plain;
   memory blocked = wrap(p.dw, direct ? dw : ws + p.scratch_floats);
   p.bwd_filter.execute(stream(),
@@ -197,6 +215,7 @@ int64_t in_floats(const Conv2dShape& s) { return round_up16(s.N * s.C * s.H * s.
 int64_t out_floats(const Conv2dShape& s) { return round_up16(s.N * s.K * s.OH() * s.OW()); }
 }  // namespace
 
+int64_t conv2d_nhwc_plans_kept() { return 0; }
 std::string conv2d_nhwc_backend() { return "im2col + GEMM (built without oneDNN)"; }
 int64_t conv2d_nhwc_workspace_floats(const Conv2dShape& s) {
   return in_floats(s) + out_floats(s) + conv2d_workspace_floats(s);
