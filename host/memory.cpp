@@ -144,13 +144,16 @@ uint64_t memory_budget_set() {
 }
 
 namespace {
+// What a set budget leaves when handgrad holds `held` bytes.
+MemoryBudget set_budget_beside(uint64_t set, uint64_t held) {
+  const char* by = g_override.load() ? "--max-memory" : "HANDGRAD_MAX_MEMORY";
+  if (held == 0) return {set, cat("set by ", by)};
+  return {set > held ? set - held : 0, cat(human_bytes(set), " set by ", by, ", less ", human_bytes(held), " handgrad holds")};
+}
+
 // The budget when handgrad holds `held` bytes.
 MemoryBudget budget_beside(uint64_t held) {
-  if (const uint64_t set = memory_budget_set()) {
-    const char* by = g_override.load() ? "--max-memory" : "HANDGRAD_MAX_MEMORY";
-    if (held == 0) return {set, cat("set by ", by)};
-    return {set > held ? set - held : 0, cat(human_bytes(set), " set by ", by, ", less ", human_bytes(held), " handgrad holds")};
-  }
+  if (const uint64_t set = memory_budget_set()) return set_budget_beside(set, held);
   MemoryBudget b{mem_available(), "the memory available now; --max-memory or HANDGRAD_MAX_MEMORY sets it"};
   if (const uint64_t left = cgroup_memory_left(); left < b.bytes)
     b = {left, "what the cgroup's memory limit leaves; --max-memory or HANDGRAD_MAX_MEMORY sets it"};
@@ -184,7 +187,10 @@ void require_memory(uint64_t bytes, const std::string& what) {
   // einsum result freed before a 381 MiB copy: 802 MiB under 500 MiB).
   if (const uint64_t set = memory_budget_set()) {
     if (host_bytes_held() + cached_memory(Device::CPU) + bytes > set) release_cached_memory(Device::CPU);
-    return refuse_over_budget(bytes, budget_beside(host_bytes_held()), what, " needs ");
+    // (the message is made only for a refusal: this runs for every allocation)
+    if (const uint64_t held = host_bytes_held(); held + bytes > set)
+      refuse_over_budget(bytes, set_budget_beside(set, held), what, " needs ");
+    return;
   }
   if (bytes >= kMemoryCheckFrom) refuse_over_budget(bytes, memory_budget(), what, " needs ");
 }

@@ -683,14 +683,14 @@ py::array host_array(const py::object& obj, const std::string& what) {
   return std::move(*a);
 }
 
-// A host tensor of `dtype` holding a copy of `a` (converted; int64 only from integers: sample
-// indices and counters are never truncated floats).
 // numpy.copyto, looked up once.
 const py::object& numpy_copyto() {
   static const py::object* f = new py::object(py::module_::import("numpy").attr("copyto"));  // never destroyed
   return *f;
 }
 
+// A host tensor of `dtype` holding a copy of `a` (converted; int64 only from integers: sample
+// indices and counters are never truncated floats).
 Tensor host_tensor(const py::array& a, DType dtype, const std::string& what) {
   require_real(a, what);
   require_memory(static_cast<uint64_t>(a.size()) * (dtype == DType::I64 ? 8 : 4), what + " as a copy");
